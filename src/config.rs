@@ -1,0 +1,816 @@
+//! The bridge's configuration: one TOML file plus `ST2_MATRIX_<SECTION>__<KEY>` environment
+//! overrides, parsed into typed values and validated before anything starts.
+//!
+//! Every key is documented in `config.example.toml`; a unit test parses that file so the two
+//! cannot drift apart. Errors name the file, the key (and the environment variable when one set
+//! it) and what to do, because a bridge that refuses to start with "invalid type" helps nobody.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    str::FromStr,
+    time::Duration,
+};
+
+use ruma::{OwnedServerName, OwnedUserId, UserId};
+use serde::{Deserialize, Deserializer, de};
+use url::Url;
+
+/// Prefix of the environment variables that override config keys.
+pub const ENV_PREFIX: &str = "ST2_MATRIX_";
+
+/// The whole configuration, as loaded from `config.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The homeserver the bridge is registered with.
+    pub homeserver: HomeserverConfig,
+    /// How the homeserver reaches the bridge, and who the bridge is.
+    pub appservice: AppserviceConfig,
+    /// Where state lives.
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    /// Chat-facing behaviour.
+    #[serde(default)]
+    pub bridge: BridgeConfig,
+    /// The persisted outbound message queue.
+    #[serde(default)]
+    pub outbox: OutboxConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Directory of the config file; relative paths in the config are resolved against it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// `[homeserver]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HomeserverConfig {
+    /// Base URL of the client-server API, e.g. `http://127.0.0.1:8008`.
+    pub url: Url,
+    /// The homeserver's server name (the part after `:` in user ids).
+    pub server_name: OwnedServerName,
+    /// Timeout of one request to the homeserver.
+    #[serde(default = "defaults::hs_timeout")]
+    pub timeout: HumanDuration,
+    /// How long to keep retrying when the homeserver cannot be reached at start-up.
+    #[serde(default = "defaults::startup_timeout")]
+    pub startup_timeout: HumanDuration,
+}
+
+/// `[appservice]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppserviceConfig {
+    /// The appservice id (must match `id` in the registration).
+    #[serde(default = "defaults::as_id")]
+    pub id: String,
+    /// Address the bridge listens on for the homeserver (and health, metrics).
+    #[serde(default = "defaults::bind")]
+    pub bind: SocketAddr,
+    /// URL the homeserver uses to reach the bridge; written into `registration.yaml`.
+    #[serde(default = "defaults::as_url")]
+    pub url: Url,
+    /// Path of the registration file that holds the tokens.
+    #[serde(default = "defaults::registration")]
+    pub registration: PathBuf,
+    /// Localpart of the bot user (`sender_localpart`).
+    #[serde(default = "defaults::bot_localpart")]
+    pub bot_localpart: String,
+    /// Display name set on the bot at start.
+    #[serde(default = "defaults::bot_displayname")]
+    pub bot_displayname: String,
+    /// Prefix of the bridge's exclusive user namespace.
+    #[serde(default = "defaults::user_prefix")]
+    pub user_prefix: String,
+}
+
+/// `[database]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://path` (relative to the config file) or `sqlite::memory:`.
+    #[serde(default = "defaults::database_url")]
+    pub url: String,
+    /// Maximum pooled connections.
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: u32,
+    /// SQLite `synchronous` mode: `normal` survives a crash of the bridge (kill -9), `full`
+    /// also a power cut, at the price of an fsync per commit.
+    #[serde(default)]
+    pub synchronous: Synchronous,
+}
+
+/// SQLite durability level, see [`DatabaseConfig::synchronous`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// WAL + `synchronous=NORMAL`: durable across process crashes.
+    #[default]
+    Normal,
+    /// WAL + `synchronous=FULL`: durable across power loss.
+    Full,
+}
+
+/// `[bridge]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeConfig {
+    /// What a command starts with, e.g. `!st2 ping`.
+    #[serde(default = "defaults::command_prefix")]
+    pub command_prefix: String,
+    /// Who may invite the bot. Empty means "users of `homeserver.server_name`".
+    #[serde(default)]
+    pub invite_allow: Vec<UserRule>,
+}
+
+/// `[outbox]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxConfig {
+    /// A message that could not be delivered for this long is marked failed (and logged).
+    #[serde(default = "defaults::give_up_after")]
+    pub give_up_after: HumanDuration,
+    /// Longest wait between two attempts of a message.
+    #[serde(default = "defaults::max_backoff")]
+    pub max_backoff: HumanDuration,
+    /// On shutdown, how long to keep sending what is queued.
+    #[serde(default = "defaults::shutdown_drain")]
+    pub shutdown_drain: HumanDuration,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` for people, `json` for log collectors.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info,st2_matrix=debug`. `RUST_LOG` wins when set.
+    #[serde(default = "defaults::log_filter")]
+    pub filter: String,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+mod defaults {
+    use super::*;
+
+    pub fn hs_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(30))
+    }
+    pub fn startup_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(60))
+    }
+    pub fn as_id() -> String {
+        "st2-matrix".into()
+    }
+    pub fn bind() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 9000))
+    }
+    pub fn as_url() -> Url {
+        Url::parse("http://127.0.0.1:9000").expect("constant URL parses")
+    }
+    pub fn registration() -> PathBuf {
+        "registration.yaml".into()
+    }
+    pub fn bot_localpart() -> String {
+        "st2bot".into()
+    }
+    pub fn bot_displayname() -> String {
+        "StackStorm".into()
+    }
+    pub fn user_prefix() -> String {
+        "st2_".into()
+    }
+    pub fn database_url() -> String {
+        "sqlite://st2-matrix.db".into()
+    }
+    pub fn max_connections() -> u32 {
+        4
+    }
+    pub fn command_prefix() -> String {
+        "!st2".into()
+    }
+    pub fn give_up_after() -> HumanDuration {
+        HumanDuration(Duration::from_secs(24 * 3600))
+    }
+    pub fn max_backoff() -> HumanDuration {
+        HumanDuration(Duration::from_secs(60))
+    }
+    pub fn shutdown_drain() -> HumanDuration {
+        HumanDuration(Duration::from_secs(5))
+    }
+    pub fn log_filter() -> String {
+        "info".into()
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: defaults::database_url(),
+            max_connections: defaults::max_connections(),
+            synchronous: Synchronous::default(),
+        }
+    }
+}
+
+impl Default for BridgeConfig {
+    fn default() -> Self {
+        Self {
+            command_prefix: defaults::command_prefix(),
+            invite_allow: Vec::new(),
+        }
+    }
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self {
+            give_up_after: defaults::give_up_after(),
+            max_backoff: defaults::max_backoff(),
+            shutdown_drain: defaults::shutdown_drain(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::default(),
+            filter: defaults::log_filter(),
+        }
+    }
+}
+
+/// Why a config could not be loaded. The message is meant for the operator, verbatim.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("{path} is not valid TOML: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// toml's message, with line and column.
+        message: String,
+    },
+    /// A key has a bad value, is unknown, or is missing.
+    #[error("{path}: {message}")]
+    Key {
+        /// The file.
+        path: PathBuf,
+        /// Which key and what is wrong with it.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads `path`, applies `ST2_MATRIX_*` overrides from the process environment, and
+    /// validates the result.
+    pub fn load(path: &Path) -> Result<Config, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path, std::env::vars())
+    }
+
+    /// Parses config text; `env` supplies the overrides (tests pass their own).
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, Error> {
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| Error::Syntax {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let key_error = |message: String| Error::Key {
+            path: path.to_owned(),
+            message,
+        };
+
+        // Remember which dotted key each variable set, so an error can name the variable.
+        let mut overridden = BTreeMap::new();
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let keys: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+            if keys.len() < 2 || keys.iter().any(String::is_empty) {
+                return Err(key_error(format!(
+                    "environment variable {name} does not name a key: use \
+                     {ENV_PREFIX}<SECTION>__<KEY>, e.g. {ENV_PREFIX}HOMESERVER__URL"
+                )));
+            }
+            set_dotted(&mut table, &keys, env_value(&value))
+                .map_err(|m| key_error(format!("environment variable {name}: {m}")))?;
+            overridden.insert(keys.join("."), name);
+        }
+
+        let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| {
+                let key = e.path().to_string();
+                let source = overridden
+                    .get(&key)
+                    .map(|var| format!(" (set by environment variable {var})"))
+                    .unwrap_or_default();
+                let inner = e.into_inner().to_string();
+                let inner = inner.trim_end();
+                if key == "." {
+                    key_error(inner.to_owned())
+                } else {
+                    key_error(format!("key `{key}`{source}: {inner}"))
+                }
+            })?;
+        config.base_dir = path.parent().map(Path::to_owned).unwrap_or_default();
+        config.validate().map_err(key_error)?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: identifiers, URL schemes, patterns.
+    fn validate(&self) -> Result<(), String> {
+        let hs = &self.homeserver.url;
+        if !matches!(hs.scheme(), "http" | "https") {
+            return Err(format!("key `homeserver.url`: {hs} is not an http(s) URL"));
+        }
+        let as_url = &self.appservice.url;
+        if !matches!(as_url.scheme(), "http" | "https") {
+            return Err(format!(
+                "key `appservice.url`: {as_url} is not an http(s) URL"
+            ));
+        }
+        if self.appservice.id.trim().is_empty() {
+            return Err("key `appservice.id` must not be empty".into());
+        }
+        if self.appservice.bot_displayname.trim().is_empty() {
+            return Err("key `appservice.bot_displayname` must not be empty".into());
+        }
+        let bot = &self.appservice.bot_localpart;
+        if bot.is_empty() || !bot.chars().all(is_localpart_char) {
+            return Err(format!(
+                "key `appservice.bot_localpart`: {bot:?} must be non-empty and use only \
+                 a-z, 0-9, '.', '_', '=', '-' and '/'"
+            ));
+        }
+        self.bot_user_id()
+            .map_err(|e| format!("key `appservice.bot_localpart`: {e}"))?;
+        let prefix = &self.appservice.user_prefix;
+        if prefix.is_empty() || !prefix.chars().all(is_localpart_char) {
+            return Err(format!(
+                "key `appservice.user_prefix`: {prefix:?} must be non-empty and use only \
+                 a-z, 0-9, '.', '_', '=', '-' and '/'"
+            ));
+        }
+        if self.appservice.bot_localpart.starts_with(prefix.as_str()) {
+            return Err(format!(
+                "key `appservice.bot_localpart`: the bot {:?} must not start with \
+                 `appservice.user_prefix` {prefix:?}: the bridge ignores users of its own \
+                 namespace, so it would ignore its own bot",
+                self.appservice.bot_localpart
+            ));
+        }
+        let cp = &self.bridge.command_prefix;
+        if cp.is_empty() || cp.chars().any(char::is_whitespace) {
+            return Err(format!(
+                "key `bridge.command_prefix`: {cp:?} must be non-empty and contain no spaces"
+            ));
+        }
+        if !self.database.url.starts_with("sqlite:") {
+            return Err(format!(
+                "key `database.url`: {:?} is not supported; use sqlite://<path>",
+                self.database.url
+            ));
+        }
+        if self.database.max_connections == 0 {
+            return Err("key `database.max_connections` must be at least 1".into());
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.filter)
+            .map_err(|e| format!("key `log.filter`: {e}"))?;
+        Ok(())
+    }
+
+    /// The bot's full user id.
+    pub fn bot_user_id(&self) -> Result<OwnedUserId, ruma::IdParseError> {
+        UserId::parse(format!(
+            "@{}:{}",
+            self.appservice.bot_localpart, self.homeserver.server_name
+        ))
+    }
+
+    /// The effective invite rules: the configured ones, or "local users" when none are set.
+    pub fn invite_rules(&self) -> Vec<UserRule> {
+        if self.bridge.invite_allow.is_empty() {
+            vec![UserRule::Glob(format!(
+                "@*:{}",
+                self.homeserver.server_name
+            ))]
+        } else {
+            self.bridge.invite_allow.clone()
+        }
+    }
+
+    /// `path` resolved against the config file's directory.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_owned()
+        } else {
+            self.base_dir.join(path)
+        }
+    }
+
+    /// The database URL with a relative SQLite path resolved against the config directory.
+    pub fn database_url(&self) -> String {
+        let url = &self.database.url;
+        match url.strip_prefix("sqlite://") {
+            Some(rest) if !rest.is_empty() && !Path::new(rest).is_absolute() => {
+                let (file, query) = rest
+                    .split_once('?')
+                    .map_or((rest, None), |(f, q)| (f, Some(q)));
+                let resolved = self.resolve(Path::new(file));
+                match query {
+                    Some(q) => format!("sqlite://{}?{q}", resolved.display()),
+                    None => format!("sqlite://{}", resolved.display()),
+                }
+            }
+            _ => url.clone(),
+        }
+    }
+}
+
+/// The value of an override: TOML when it parses as a TOML value (so `["a", "b"]`, `true` and
+/// `10` work), else the raw text as a string (so `http://x` needs no quoting).
+fn env_value(raw: &str) -> toml::Value {
+    let parsed: Result<toml::Table, _> = format!("v = {raw}").parse();
+    match parsed {
+        Ok(mut t) if t.len() == 1 => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.into())),
+        _ => toml::Value::String(raw.to_owned()),
+    }
+}
+
+fn set_dotted(table: &mut toml::Table, keys: &[String], value: toml::Value) -> Result<(), String> {
+    let (last, parents) = keys.split_last().expect("caller checked at least two keys");
+    let mut current = table;
+    for key in parents {
+        let entry = current
+            .entry(key.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("`{key}` is not a section"))?;
+    }
+    current.insert(last.clone(), value);
+    Ok(())
+}
+
+fn is_localpart_char(c: char) -> bool {
+    matches!(c, 'a'..='z' | '0'..='9' | '.' | '_' | '=' | '-' | '/')
+}
+
+/// A duration written as `500ms`, `30s`, `10m`, `1h`, `2d` (or a bare number of seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl HumanDuration {
+    /// The wrapped duration.
+    pub fn get(self) -> Duration {
+        self.0
+    }
+}
+
+impl FromStr for HumanDuration {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (number, unit) = s.split_at(split);
+        let n: u64 = number.parse().map_err(|_| {
+            format!("{s:?} is not a duration like \"500ms\", \"30s\", \"10m\" or \"1h\"")
+        })?;
+        let millis = match unit.trim() {
+            "ms" => n,
+            "" | "s" => n.saturating_mul(1000),
+            "m" => n.saturating_mul(60_000),
+            "h" => n.saturating_mul(3_600_000),
+            "d" => n.saturating_mul(86_400_000),
+            other => {
+                return Err(format!(
+                    "{s:?}: unknown unit {other:?} (use ms, s, m, h or d)"
+                ));
+            }
+        };
+        Ok(HumanDuration(Duration::from_millis(millis)))
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = HumanDuration;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration such as \"30s\" or a number of seconds")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<HumanDuration, E> {
+                u64::try_from(v)
+                    .map(|s| HumanDuration(Duration::from_secs(s)))
+                    .map_err(|_| E::custom("a duration cannot be negative"))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<HumanDuration, E> {
+                Ok(HumanDuration(Duration::from_secs(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<HumanDuration, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A rule matching Matrix user ids: an exact id (`@alice:example.org`), a glob
+/// (`@ops-*:example.org`, `*:example.org`) or a bare server name (`example.org`, meaning every
+/// user of that server).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserRule {
+    /// Exactly this user.
+    User(OwnedUserId),
+    /// A glob over the whole user id, `*` and `?` wildcards.
+    Glob(String),
+}
+
+impl UserRule {
+    /// Whether `user` is matched by this rule.
+    pub fn matches(&self, user: &UserId) -> bool {
+        match self {
+            UserRule::User(u) => u == user,
+            UserRule::Glob(g) => glob_match(g, user.as_str()),
+        }
+    }
+}
+
+impl FromStr for UserRule {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err("an empty rule matches nobody; remove it or write \"*\"".into());
+        }
+        if s.contains(['*', '?']) {
+            if s.contains(char::is_whitespace) {
+                return Err(format!("{s:?}: a user rule cannot contain spaces"));
+            }
+            // `*:example.org` is shorthand for `@*:example.org`.
+            let glob = if s.starts_with(['@', '*', '?']) {
+                s.to_owned()
+            } else {
+                format!("@{s}")
+            };
+            return Ok(UserRule::Glob(glob));
+        }
+        if s.starts_with('@') {
+            return UserId::parse(s)
+                .map(UserRule::User)
+                .map_err(|e| format!("{s:?} is not a valid user id: {e}"));
+        }
+        ruma::ServerName::parse(s)
+            .map(|server| UserRule::Glob(format!("@*:{server}")))
+            .map_err(|_| {
+                format!(
+                    "{s:?} is neither a user id (@user:server), a glob (*:server) nor a server name"
+                )
+            })
+    }
+}
+
+impl<'de> Deserialize<'de> for UserRule {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(de::Error::custom)
+    }
+}
+
+impl fmt::Display for UserRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UserRule::User(u) => f.write_str(u.as_str()),
+            UserRule::Glob(g) => f.write_str(g),
+        }
+    }
+}
+
+/// Glob match where `*` is any run of characters and `?` one character.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut pi, mut ti) = (0, 0);
+    // Position of the last `*` and the text position it was tried at, for backtracking.
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [homeserver]
+        url = "http://127.0.0.1:8008"
+        server_name = "example.org"
+        [appservice]
+    "#;
+
+    fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, Error> {
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Config::parse(text, Path::new("/etc/st2-matrix/config.toml"), env)
+    }
+
+    #[test]
+    fn example_config_parses_and_validates() {
+        let text = include_str!("../config.example.toml");
+        let config = parse(text, &[]).expect("config.example.toml must stay valid");
+        assert_eq!(config.appservice.bot_localpart, "st2bot");
+        assert_eq!(config.bridge.command_prefix, "!st2");
+    }
+
+    #[test]
+    fn defaults_fill_everything_but_the_homeserver() {
+        let config = parse(MINIMAL, &[]).unwrap();
+        assert_eq!(config.appservice.id, "st2-matrix");
+        assert_eq!(config.appservice.user_prefix, "st2_");
+        assert_eq!(config.database.url, "sqlite://st2-matrix.db");
+        assert_eq!(
+            config.database_url(),
+            "sqlite:///etc/st2-matrix/st2-matrix.db"
+        );
+        assert_eq!(
+            config.resolve(Path::new("registration.yaml")),
+            Path::new("/etc/st2-matrix/registration.yaml")
+        );
+        assert_eq!(
+            config.invite_rules(),
+            vec![UserRule::Glob("@*:example.org".into())]
+        );
+        assert_eq!(config.bot_user_id().unwrap(), "@st2bot:example.org");
+    }
+
+    #[test]
+    fn environment_overrides_a_key_and_adds_an_array() {
+        let config = parse(
+            MINIMAL,
+            &[
+                ("ST2_MATRIX_HOMESERVER__URL", "https://matrix.example.org"),
+                (
+                    "ST2_MATRIX_BRIDGE__INVITE_ALLOW",
+                    r#"["@alice:example.org", "ops.example.org"]"#,
+                ),
+                ("ST2_MATRIX_OUTBOX__GIVE_UP_AFTER", "2h"),
+                ("UNRELATED", "x"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            config.homeserver.url.as_str(),
+            "https://matrix.example.org/"
+        );
+        assert_eq!(config.bridge.invite_allow.len(), 2);
+        assert_eq!(config.outbox.give_up_after.get(), Duration::from_secs(7200));
+    }
+
+    #[test]
+    fn bad_value_names_the_key_and_the_variable() {
+        let err = parse(MINIMAL, &[("ST2_MATRIX_HOMESERVER__URL", "not a url")]).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("homeserver.url"), "{msg}");
+        assert!(msg.contains("ST2_MATRIX_HOMESERVER__URL"), "{msg}");
+        assert!(msg.contains("config.toml"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_key_is_refused_with_its_name() {
+        let err = parse(&format!("{MINIMAL}\nbot_localpert = \"x\""), &[]).unwrap_err();
+        assert!(err.to_string().contains("bot_localpert"), "{err}");
+    }
+
+    #[test]
+    fn missing_section_is_reported() {
+        let err = parse("[appservice]\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("homeserver"), "{err}");
+    }
+
+    #[test]
+    fn syntax_error_shows_the_line() {
+        let err = parse("[homeserver\nurl = 1", &[]).unwrap_err();
+        assert!(matches!(err, Error::Syntax { .. }), "{err}");
+        assert!(err.to_string().contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn malformed_environment_variable_is_refused() {
+        let err = parse(MINIMAL, &[("ST2_MATRIX_URL", "x")]).unwrap_err();
+        assert!(err.to_string().contains("ST2_MATRIX_URL"), "{err}");
+    }
+
+    #[test]
+    fn bot_inside_its_own_namespace_is_refused() {
+        let err = parse(&format!("{MINIMAL}\nbot_localpart = \"st2_bot\""), &[]).unwrap_err();
+        assert!(err.to_string().contains("user_prefix"), "{err}");
+    }
+
+    #[test]
+    fn invalid_localpart_and_prefix_are_refused() {
+        assert!(parse(&format!("{MINIMAL}\nbot_localpart = \"Bot Name\""), &[]).is_err());
+        assert!(parse(&format!("{MINIMAL}\nuser_prefix = \"\""), &[]).is_err());
+        let err = parse(
+            &format!("{MINIMAL}\n[bridge]\ncommand_prefix = \"!st 2\""),
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("command_prefix"), "{err}");
+    }
+
+    #[test]
+    fn durations_parse_in_every_unit() {
+        for (s, ms) in [
+            ("500ms", 500),
+            ("30s", 30_000),
+            ("30", 30_000),
+            ("10m", 600_000),
+            ("1h", 3_600_000),
+            ("2d", 172_800_000),
+        ] {
+            assert_eq!(
+                s.parse::<HumanDuration>().unwrap().get(),
+                Duration::from_millis(ms),
+                "{s}"
+            );
+        }
+        assert!("10 parsecs".parse::<HumanDuration>().is_err());
+        assert!("s".parse::<HumanDuration>().is_err());
+    }
+
+    #[test]
+    fn user_rules_cover_ids_globs_and_servers() {
+        let alice = UserId::parse("@alice:example.org").unwrap();
+        let bob = UserId::parse("@bob:other.org").unwrap();
+        let rule = |s: &str| s.parse::<UserRule>().unwrap();
+        assert!(rule("@alice:example.org").matches(&alice));
+        assert!(!rule("@alice:example.org").matches(&bob));
+        assert!(rule("*:example.org").matches(&alice));
+        assert!(!rule("*:example.org").matches(&bob));
+        assert!(rule("example.org").matches(&alice));
+        assert!(rule("@al*:example.org").matches(&alice));
+        assert!(rule("*").matches(&bob));
+        assert!("@not valid".parse::<UserRule>().is_err());
+        assert!("".parse::<UserRule>().is_err());
+    }
+
+    #[test]
+    fn glob_handles_backtracking() {
+        assert!(glob_match("a*b*c", "axxbyyc"));
+        assert!(glob_match("*:example.org", "@a:b:example.org"));
+        assert!(!glob_match("a*b", "acbd"));
+        assert!(glob_match("?b", "ab"));
+        assert!(glob_match("**", ""));
+    }
+}

@@ -1,0 +1,351 @@
+//! One match on incoming events, and the worker that acts on them.
+//!
+//! [`Classifier::classify`] runs inside the transaction handler and must stay cheap: it only
+//! decides whether an event needs work (an invite or removal of the bot, a command, evidence of
+//! encryption) and of which kind; everything else is ignored there. [`run_inbox`] then works
+//! through the stored events, one room at a time in arrival order and rooms in parallel, like
+//! one queue per room.
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use ruma::{
+    OwnedUserId, RoomId,
+    events::{
+        AnyMessageLikeEvent, AnyStateEvent, AnyTimelineEvent, MessageLikeEvent, StateEvent,
+        room::{member::MembershipState, message::MessageType},
+    },
+    serde::Raw,
+};
+use tokio::sync::mpsc;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    bridge::Bridge,
+    commands, membership,
+    registration::UserNamespace,
+    store::inbox::{self, Kind},
+};
+
+/// Attempts at an event whose handling keeps failing transiently before it is given up.
+const MAX_ATTEMPTS: u32 = 6;
+
+/// Decides which events need work.
+#[derive(Debug, Clone)]
+pub struct Classifier {
+    /// The bot user.
+    pub bot: OwnedUserId,
+    /// The bridge's own users.
+    pub namespace: UserNamespace,
+    /// The command prefix, e.g. `!st2`.
+    pub command_prefix: String,
+}
+
+impl Classifier {
+    /// The kind of work `event` needs, if any. `encryption_noticed` says whether a room already
+    /// got the encryption notice (then its encrypted events need nothing).
+    pub fn classify(
+        &self,
+        event: &AnyTimelineEvent,
+        encryption_noticed: impl Fn(&RoomId) -> bool,
+    ) -> Option<Kind> {
+        // Membership changes of the bot made by others come first: they are about us, but the
+        // sender is someone else.
+        if let AnyTimelineEvent::State(AnyStateEvent::RoomMember(StateEvent::Original(member))) =
+            event
+        {
+            if member.state_key != self.bot || member.sender == self.bot {
+                return None;
+            }
+            return match member.content.membership {
+                MembershipState::Invite => Some(Kind::Invite),
+                MembershipState::Leave | MembershipState::Ban => Some(Kind::Removed),
+                _ => None,
+            };
+        }
+        // Our own messages (and our users') come back to us; never answer them.
+        let sender = event.sender();
+        if sender == self.bot || self.namespace.contains(sender) {
+            return None;
+        }
+        match event {
+            AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomMessage(
+                MessageLikeEvent::Original(message),
+            )) => {
+                match &message.content.msgtype {
+                    // Notices are bot output by convention: never treat one as a command.
+                    MessageType::Text(text)
+                        if commands::invocation(&text.body, &self.command_prefix).is_some() =>
+                    {
+                        Some(Kind::Command)
+                    }
+                    _ => None,
+                }
+            }
+            AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomEncrypted(_))
+            | AnyTimelineEvent::State(AnyStateEvent::RoomEncryption(_)) => {
+                (!encryption_noticed(event.room_id())).then_some(Kind::Encrypted)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// What the transaction handler calls: classification with the bridge's current state.
+pub fn classify(bridge: &Bridge, event: &AnyTimelineEvent) -> Option<Kind> {
+    bridge
+        .classifier
+        .classify(event, |room| bridge.encryption_noticed(room))
+}
+
+/// Works through the inbox until `stop` is cancelled; the event in hand is finished first.
+pub async fn run_inbox(bridge: Arc<Bridge>, stop: CancellationToken) {
+    let tracker = TaskTracker::new();
+    let mut active: HashSet<String> = HashSet::new();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
+    loop {
+        match inbox::open_rooms(&bridge.store, 10_000).await {
+            Ok(rooms) => {
+                for room in rooms {
+                    if active.insert(room.clone()) {
+                        let (bridge, stop, done) = (bridge.clone(), stop.clone(), done_tx.clone());
+                        tracker.spawn(async move {
+                            work_room(&bridge, &room, &stop).await;
+                            let _ = done.send(room);
+                        });
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error.message = %e, "inbox: cannot read open rooms");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = bridge.inbox_wake.notified() => {}
+            Some(room) = done_rx.recv() => {
+                active.remove(&room);
+                // Collect every other finished room too before querying again.
+                while let Ok(room) = done_rx.try_recv() {
+                    active.remove(&room);
+                }
+            }
+        }
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+/// Handles `room`'s events in order until none is left (or we are stopping).
+async fn work_room(bridge: &Bridge, room: &str, stop: &CancellationToken) {
+    let mut attempts = 0u32;
+    while !stop.is_cancelled() {
+        let row = match inbox::next_for_room(&bridge.store, room).await {
+            Ok(Some(row)) => row,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(room_id = room, error.message = %e, "inbox: cannot read the next event");
+                return;
+            }
+        };
+        let (seq, event_id) = (row.seq, row.event_id.clone());
+        match process(bridge, row).await {
+            Ok(()) => attempts = 0,
+            Err(e) => {
+                attempts += 1;
+                if attempts >= MAX_ATTEMPTS {
+                    tracing::error!(room_id = room, event_id, error.message = %e, error.cause_chain = ?e,
+                        "giving up on an event after {attempts} attempts");
+                    if let Err(e) = finish(bridge, seq).await {
+                        tracing::error!(error.message = %e, "inbox: cannot mark the event done");
+                        return;
+                    }
+                    attempts = 0;
+                    continue;
+                }
+                let wait = Duration::from_secs(1 << (attempts - 1));
+                tracing::warn!(room_id = room, event_id, attempts, error.message = %e, "handling failed; retrying in {wait:?}");
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Acts on one stored event. `Err` means "transient, try again"; handlers deal with permanent
+/// failures themselves (log, tell the person) and return `Ok`.
+async fn process(bridge: &Bridge, row: inbox::Row) -> anyhow::Result<()> {
+    let event = serde_json::from_str::<Raw<AnyTimelineEvent>>(&row.event)
+        .and_then(|raw| raw.deserialize())
+        .with_context(|| format!("stored event {} does not parse", row.event_id));
+    let event = match event {
+        Ok(event) => event,
+        Err(e) => {
+            // It parsed when it was stored; if it no longer does, retrying cannot help.
+            tracing::error!(event_id = row.event_id, error.message = %e, "dropping an unparseable inbox event");
+            return finish(bridge, row.seq).await;
+        }
+    };
+    let span = tracing::info_span!("event", event_id = %row.event_id, room_id = %row.room_id, kind = row.kind.as_str());
+    let _enter = span.enter();
+    match (row.kind, event) {
+        (
+            Kind::Invite,
+            AnyTimelineEvent::State(AnyStateEvent::RoomMember(StateEvent::Original(member))),
+        ) => membership::on_invite(bridge, &row, &member).await,
+        (
+            Kind::Removed,
+            AnyTimelineEvent::State(AnyStateEvent::RoomMember(StateEvent::Original(member))),
+        ) => membership::on_removed(bridge, &row, &member).await,
+        (Kind::Encrypted, event) => membership::on_encrypted(bridge, &row, event.room_id()).await,
+        (
+            Kind::Command,
+            AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomMessage(
+                MessageLikeEvent::Original(message),
+            )),
+        ) => commands::handle(bridge, &row, &message).await,
+        (kind, _) => {
+            tracing::error!(
+                kind = kind.as_str(),
+                "inbox event does not fit its kind; skipping"
+            );
+            finish(bridge, row.seq).await
+        }
+    }
+}
+
+/// Marks an event done with no other effect.
+pub async fn finish(bridge: &Bridge, seq: i64) -> anyhow::Result<()> {
+    let mut conn = bridge.store.begin().await?;
+    inbox::finish(&mut conn, seq).await?;
+    conn.commit().await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn classifier() -> Classifier {
+        let registration =
+            ruma::api::appservice::Registration::from(ruma::api::appservice::RegistrationInit {
+                id: "x".into(),
+                url: None,
+                as_token: "a".into(),
+                hs_token: "h".into(),
+                sender_localpart: "st2bot".into(),
+                namespaces: {
+                    let mut ns = ruma::api::appservice::Namespaces::new();
+                    ns.users = vec![ruma::api::appservice::Namespace::new(
+                        true,
+                        "@st2_.*:x".into(),
+                    )];
+                    ns
+                },
+                rate_limited: None,
+                protocols: None,
+            });
+        Classifier {
+            bot: "@st2bot:x".try_into().unwrap(),
+            namespace: UserNamespace::from_registration(&registration).unwrap(),
+            command_prefix: "!st2".into(),
+        }
+    }
+
+    fn event(value: serde_json::Value) -> AnyTimelineEvent {
+        let mut v =
+            json!({"event_id": "$e", "room_id": "!r", "origin_server_ts": 1, "sender": "@alice:x"});
+        v.as_object_mut()
+            .unwrap()
+            .extend(value.as_object().unwrap().clone());
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn text(sender: &str, msgtype: &str, body: &str) -> AnyTimelineEvent {
+        event(
+            json!({"type": "m.room.message", "sender": sender, "content": {"msgtype": msgtype, "body": body}}),
+        )
+    }
+
+    fn member(sender: &str, target: &str, membership: &str) -> AnyTimelineEvent {
+        event(
+            json!({"type": "m.room.member", "sender": sender, "state_key": target, "content": {"membership": membership}}),
+        )
+    }
+
+    fn never(_: &RoomId) -> bool {
+        false
+    }
+
+    #[test]
+    fn a_prefixed_text_message_is_a_command() {
+        let c = classifier();
+        assert_eq!(
+            c.classify(&text("@alice:x", "m.text", "!st2 ping"), never),
+            Some(Kind::Command)
+        );
+        assert_eq!(
+            c.classify(&text("@alice:x", "m.text", "hello"), never),
+            None
+        );
+        assert_eq!(
+            c.classify(&text("@alice:x", "m.notice", "!st2 ping"), never),
+            None
+        );
+    }
+
+    #[test]
+    fn our_own_users_are_ignored() {
+        let c = classifier();
+        assert_eq!(
+            c.classify(&text("@st2bot:x", "m.text", "!st2 ping"), never),
+            None
+        );
+        assert_eq!(
+            c.classify(&text("@st2_alice:x", "m.text", "!st2 ping"), never),
+            None
+        );
+    }
+
+    #[test]
+    fn invites_and_removals_of_the_bot_need_work() {
+        let c = classifier();
+        assert_eq!(
+            c.classify(&member("@alice:x", "@st2bot:x", "invite"), never),
+            Some(Kind::Invite)
+        );
+        assert_eq!(
+            c.classify(&member("@alice:x", "@st2bot:x", "leave"), never),
+            Some(Kind::Removed)
+        );
+        assert_eq!(
+            c.classify(&member("@alice:x", "@st2bot:x", "ban"), never),
+            Some(Kind::Removed)
+        );
+        assert_eq!(
+            c.classify(&member("@st2bot:x", "@st2bot:x", "join"), never),
+            None
+        );
+        assert_eq!(
+            c.classify(&member("@st2bot:x", "@st2bot:x", "leave"), never),
+            None
+        );
+        assert_eq!(
+            c.classify(&member("@alice:x", "@bob:x", "invite"), never),
+            None
+        );
+    }
+
+    #[test]
+    fn encrypted_events_need_work_until_the_room_got_its_notice() {
+        let c = classifier();
+        let encrypted = event(json!({"type": "m.room.encrypted", "content": {
+            "algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "x", "sender_key": "k", "device_id": "D", "session_id": "s"}}));
+        assert_eq!(c.classify(&encrypted, never), Some(Kind::Encrypted));
+        assert_eq!(c.classify(&encrypted, |_| true), None);
+    }
+}

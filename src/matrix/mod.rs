@@ -1,0 +1,393 @@
+//! Us → homeserver: the client-server API calls the bridge makes, as the appservice.
+//!
+//! Requests and responses are ruma types; reqwest only carries bytes. Nothing outside
+//! [`outbox`] sends messages: everything the bridge says is queued there first.
+
+pub mod outbox;
+pub mod render;
+
+use std::{
+    borrow::Cow,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use ruma::{
+    OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId,
+    api::{
+        AppserviceUserIdentity, IncomingResponse, OutgoingRequest, OutgoingRequestAppserviceExt,
+        SupportedVersions,
+        auth_scheme::{AuthScheme, SendAccessToken},
+        client::{
+            account::{register, whoami},
+            appservice::request_ping,
+            discovery::get_supported_versions,
+            membership::{join_room_by_id, leave_room},
+            message::send_message_event,
+            profile::set_display_name,
+            state::get_state_event_for_key,
+            uiaa::UiaaResponse,
+        },
+        error::{ErrorKind, FromHttpResponseError, LimitExceededErrorData, RetryAfter},
+        path_builder::PathBuilder,
+    },
+    events::{AnyMessageLikeEventContent, StateEventType},
+    serde::Raw,
+};
+
+use crate::secret::Secret;
+
+/// A failed homeserver call. [`Error::is_transient`] drives every retry decision.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The homeserver could not be reached, or did not answer in time.
+    #[error("cannot reach the homeserver: {0}")]
+    Transport(String),
+    /// The homeserver answered with an error.
+    #[error("the homeserver answered {status} {errcode}: {message}")]
+    Api {
+        /// HTTP status.
+        status: http::StatusCode,
+        /// Matrix error code, e.g. `M_FORBIDDEN`.
+        errcode: String,
+        /// The homeserver's message.
+        message: String,
+        /// How long the homeserver asked us to wait (429).
+        retry_after: Option<Duration>,
+    },
+    /// A 2xx response that is not what the spec says.
+    #[error("unexpected response from the homeserver: {0}")]
+    Response(String),
+    /// The request could not be built (a bug, or an id the homeserver API cannot carry).
+    #[error("cannot build the request: {0}")]
+    Request(String),
+}
+
+impl Error {
+    /// Worth retrying: transport failures, rate limits and server-side errors.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Transport(_) => true,
+            Error::Api { status, .. } => {
+                *status == http::StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+            }
+            Error::Response(_) | Error::Request(_) => false,
+        }
+    }
+
+    /// The wait the homeserver asked for, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Api { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// The Matrix error code, if the homeserver sent one.
+    pub fn errcode(&self) -> Option<&str> {
+        match self {
+            Error::Api { errcode, .. } => Some(errcode),
+            _ => None,
+        }
+    }
+}
+
+/// Client for the homeserver, authenticated with the `as_token`. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct MatrixClient {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    http: reqwest::Client,
+    base: String,
+    as_token: Secret,
+    bot: OwnedUserId,
+    /// What `/versions` said; picks the path of each endpoint (v3 vs r0, stable vs unstable).
+    versions: RwLock<Arc<SupportedVersions>>,
+}
+
+impl MatrixClient {
+    /// A client for the homeserver at `base`, acting as `bot` with `as_token`.
+    pub fn new(
+        base: &url::Url,
+        as_token: Secret,
+        bot: OwnedUserId,
+        timeout: Duration,
+    ) -> Result<Self, Error> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("st2-matrix/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Request(e.to_string()))?;
+        // Until /versions answers, assume a server of the v1.1 era: every endpoint we use has
+        // its v3 path there.
+        let assumed = SupportedVersions::from_parts(&["v1.1".to_owned()], &Default::default());
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                base: base.as_str().trim_end_matches('/').to_owned(),
+                as_token,
+                bot,
+                versions: RwLock::new(Arc::new(assumed)),
+            }),
+        })
+    }
+
+    /// The bot's user id.
+    pub fn bot(&self) -> &UserId {
+        &self.inner.bot
+    }
+
+    /// `GET /_matrix/client/versions`: checks the homeserver answers and records which spec
+    /// versions it speaks. Returns the versions it advertised.
+    pub async fn versions(&self) -> Result<Vec<String>, Error> {
+        let request = get_supported_versions::Request::new();
+        let http_request = request
+            .try_into_http_request::<Vec<u8>>(&self.inner.base, SendAccessToken::None, ())
+            .map_err(|e| Error::Request(e.to_string()))?;
+        let response: get_supported_versions::Response = self.execute(http_request).await?;
+        let supported =
+            SupportedVersions::from_parts(&response.versions, &response.unstable_features);
+        *self
+            .inner
+            .versions
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Arc::new(supported);
+        Ok(response.versions)
+    }
+
+    /// `GET /account/whoami` with the as_token: who the homeserver thinks we are.
+    pub async fn whoami(&self) -> Result<OwnedUserId, Error> {
+        Ok(self.send(whoami::v3::Request::new(), None).await?.user_id)
+    }
+
+    /// Registers the bot user (`m.login.application_service`, `inhibit_login`). Already
+    /// registered is success.
+    pub async fn register_bot(&self) -> Result<(), Error> {
+        let mut request = register::v3::Request::new();
+        request.username = Some(self.inner.bot.localpart().to_owned());
+        request.login_type = Some(register::LoginType::ApplicationService);
+        request.inhibit_login = true;
+        match self.send_uiaa(request).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.errcode() == Some("M_USER_IN_USE") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sets the bot's display name.
+    pub async fn set_displayname(&self, name: &str) -> Result<(), Error> {
+        #[allow(deprecated)]
+        // set_profile_field's unstable path is picked on some servers; this one is stable
+        let request =
+            set_display_name::v3::Request::new(self.inner.bot.clone(), Some(name.to_owned()));
+        self.send(request, None).await.map(drop)
+    }
+
+    /// `POST /_matrix/client/v1/appservice/{id}/ping`: asks the homeserver to call us back,
+    /// which also makes Synapse retry queued transactions at once. Returns the round trip.
+    pub async fn ping(&self, appservice_id: &str) -> Result<Duration, Error> {
+        let mut request = request_ping::v1::Request::new(appservice_id.to_owned());
+        request.transaction_id =
+            Some(format!("st2m-ping-{}", crate::matrix::outbox::new_txn_id()).into());
+        Ok(self.send(request, None).await?.duration)
+    }
+
+    /// Joins `room` as the bot.
+    pub async fn join(&self, room: &RoomId) -> Result<(), Error> {
+        self.send(join_room_by_id::v3::Request::new(room.to_owned()), None)
+            .await
+            .map(drop)
+    }
+
+    /// Leaves (or declines an invite to) `room`, with a reason shown to its members.
+    pub async fn leave(&self, room: &RoomId, reason: &str) -> Result<(), Error> {
+        let mut request = leave_room::v3::Request::new(room.to_owned());
+        request.reason = Some(reason.to_owned());
+        self.send(request, None).await.map(drop)
+    }
+
+    /// Whether `room` has an `m.room.encryption` state event.
+    pub async fn room_is_encrypted(&self, room: &RoomId) -> Result<bool, Error> {
+        let request = get_state_event_for_key::v3::Request::new(
+            room.to_owned(),
+            StateEventType::RoomEncryption,
+            String::new(),
+        );
+        match self.send(request, None).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.errcode() == Some("M_NOT_FOUND") => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends one message event with a caller-chosen transaction id. Only the outbox calls this.
+    pub(crate) async fn send_message(
+        &self,
+        room: OwnedRoomId,
+        event_type: &str,
+        txn_id: &str,
+        content: Raw<AnyMessageLikeEventContent>,
+    ) -> Result<OwnedEventId, Error> {
+        let request = send_message_event::v3::Request::new_raw(
+            room,
+            txn_id.into(),
+            event_type.into(),
+            content,
+        );
+        Ok(self.send(request, None).await?.event_id)
+    }
+
+    /// Sends any client-server request that uses version-dependent paths, as the bot or (with
+    /// `user`) as a user of the bridge's namespace.
+    async fn send<R>(&self, request: R, user: Option<&UserId>) -> Result<R::IncomingResponse, Error>
+    where
+        R: OutgoingRequest<EndpointError = ruma::api::error::Error>,
+        for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
+        for<'a> R::PathBuilder: PathBuilder<Input<'a> = Cow<'a, SupportedVersions>>,
+    {
+        let http_request = self.build(request, user)?;
+        self.execute(http_request).await
+    }
+
+    /// [`Self::send`] for endpoints whose errors may be user-interactive-auth responses.
+    async fn send_uiaa<R>(&self, request: R) -> Result<R::IncomingResponse, Error>
+    where
+        R: OutgoingRequest<EndpointError = UiaaResponse>,
+        for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
+        for<'a> R::PathBuilder: PathBuilder<Input<'a> = Cow<'a, SupportedVersions>>,
+    {
+        let http_request = self.build(request, None)?;
+        self.execute(http_request).await
+    }
+
+    fn build<R>(&self, request: R, user: Option<&UserId>) -> Result<http::Request<Vec<u8>>, Error>
+    where
+        R: OutgoingRequest,
+        for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
+        for<'a> R::PathBuilder: PathBuilder<Input<'a> = Cow<'a, SupportedVersions>>,
+    {
+        let versions = self
+            .inner
+            .versions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let identity = user.map(AppserviceUserIdentity::new).unwrap_or_default();
+        request
+            .try_into_http_request_with_identity(
+                &self.inner.base,
+                SendAccessToken::Appservice(self.inner.as_token.expose()),
+                identity,
+                Cow::Borrowed(&versions),
+            )
+            .map_err(|e| Error::Request(e.to_string()))
+    }
+
+    async fn execute<T>(&self, request: http::Request<Vec<u8>>) -> Result<T, Error>
+    where
+        T: IncomingResponse,
+        T::EndpointError: ErrorDetails,
+    {
+        let request =
+            reqwest::Request::try_from(request).map_err(|e| Error::Request(e.to_string()))?;
+        let response = self
+            .inner
+            .http
+            .execute(request)
+            .await
+            .map_err(|e| Error::Transport(describe_transport(&e)))?;
+        let status = response.status();
+        let header_retry = response
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let mut builder = http::Response::builder().status(status);
+        for (name, value) in response.headers() {
+            builder = builder.header(name, value);
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| Error::Transport(describe_transport(&e)))?;
+        let http_response = builder
+            .body(body)
+            .map_err(|e| Error::Response(e.to_string()))?;
+        T::try_from_http_response(http_response).map_err(|e| match e {
+            FromHttpResponseError::Server(server) => {
+                let (errcode, message, body_retry) = server.details();
+                Error::Api {
+                    status,
+                    errcode,
+                    message,
+                    retry_after: header_retry.or(body_retry),
+                }
+            }
+            FromHttpResponseError::Deserialization(d) => Error::Response(d.to_string()),
+            other => Error::Response(other.to_string()),
+        })
+    }
+}
+
+/// Error code, message and retry hint of a homeserver error body.
+trait ErrorDetails {
+    fn details(&self) -> (String, String, Option<Duration>);
+}
+
+impl ErrorDetails for ruma::api::error::Error {
+    fn details(&self) -> (String, String, Option<Duration>) {
+        use ruma::api::error::{ErrorBody, StandardErrorBody};
+        match &self.body {
+            ErrorBody::Standard(StandardErrorBody { kind, message, .. }) => {
+                let retry = match kind {
+                    ErrorKind::LimitExceeded(LimitExceededErrorData {
+                        retry_after: Some(RetryAfter::Delay(d)),
+                        ..
+                    }) => Some(*d),
+                    _ => None,
+                };
+                (kind.errcode().to_string(), message.clone(), retry)
+            }
+            ErrorBody::Json(json) => ("M_UNKNOWN".into(), json.to_string(), None),
+            ErrorBody::NotJson { bytes, .. } => (
+                "M_UNKNOWN".into(),
+                String::from_utf8_lossy(bytes).into_owned(),
+                None,
+            ),
+        }
+    }
+}
+
+impl ErrorDetails for UiaaResponse {
+    fn details(&self) -> (String, String, Option<Duration>) {
+        match self {
+            UiaaResponse::MatrixError(e) => e.details(),
+            UiaaResponse::AuthResponse(_) => (
+                "M_FORBIDDEN".into(),
+                "user-interactive authentication required".into(),
+                None,
+            ),
+        }
+    }
+}
+
+/// reqwest's error text with its cause chain (its Display hides "connection refused").
+fn describe_transport(e: &reqwest::Error) -> String {
+    let mut text = if e.is_timeout() {
+        "timed out".to_owned()
+    } else {
+        e.to_string()
+    };
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

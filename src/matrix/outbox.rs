@@ -1,0 +1,345 @@
+//! THE outbound path: every message the bridge says is queued here, in the database, before
+//! anything is sent.
+//!
+//! - The send transaction id is chosen at enqueue and kept across retries and restarts, so the
+//!   homeserver deduplicates a message re-sent after a crash (Synapse scopes these ids per
+//!   appservice, not per user, so they are random 128-bit values, never counters).
+//! - One sender drains the queue: oldest first per room, rooms in parallel. A room whose oldest
+//!   message is waiting to be retried holds its later messages back, so order is never broken.
+//! - Transient failures (transport, 429, 5xx) are retried with capped exponential backoff and
+//!   jitter, or after exactly the `Retry-After` the homeserver asked for. Permanent failures,
+//!   and messages still undelivered after `give_up_after`, are marked failed and logged: never
+//!   dropped silently.
+
+use std::{
+    collections::HashMap,
+    fmt::Write as _,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures_util::StreamExt as _;
+use rand::{Rng as _, RngCore as _};
+use ruma::{RoomId, events::room::message::RoomMessageEventContent, serde::Raw};
+use sqlx::SqliteConnection;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::MatrixClient;
+use crate::store::{self, Store, now_ms, outbox::Row};
+
+/// Messages fetched per pass; rooms beyond this wait for the next pass.
+const BATCH: i64 = 512;
+/// Rooms sent to concurrently.
+const ROOM_CONCURRENCY: usize = 32;
+/// First retry delay; doubled per attempt up to `max_backoff`.
+const BASE_BACKOFF: Duration = Duration::from_millis(500);
+
+/// A fresh, globally unique send transaction id.
+pub fn new_txn_id() -> String {
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().fold(String::from("st2m"), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// Handle for queueing messages. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    store: Store,
+    wake: Arc<Notify>,
+}
+
+impl Outbox {
+    /// An outbox over `store`.
+    pub fn new(store: Store) -> Self {
+        Self {
+            store,
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Queues `content` for `room` and wakes the sender. Returns the queue sequence number.
+    pub async fn send(
+        &self,
+        room: &RoomId,
+        content: &RoomMessageEventContent,
+    ) -> Result<i64, sqlx::Error> {
+        let mut conn = self.store.begin().await?;
+        let seq = self.queue_in(&mut conn, room, content).await?;
+        conn.commit().await?;
+        self.wake();
+        Ok(seq)
+    }
+
+    /// Queues `content` inside the caller's transaction, so it commits together with other
+    /// state (e.g. "this command is done"). Call [`Outbox::wake`] after the commit.
+    pub async fn queue_in(
+        &self,
+        conn: &mut SqliteConnection,
+        room: &RoomId,
+        content: &RoomMessageEventContent,
+    ) -> Result<i64, sqlx::Error> {
+        let json = serde_json::to_string(content).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        let txn_id = new_txn_id();
+        let msg = store::outbox::NewMessage {
+            room_id: room.as_str(),
+            txn_id: &txn_id,
+            event_type: "m.room.message",
+            content: &json,
+        };
+        store::outbox::enqueue(conn, &msg).await
+    }
+
+    /// Tells the sender there is something new to send.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+}
+
+/// Retry policy of the sender.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// Undelivered for longer than this: give up.
+    pub give_up_after: Duration,
+    /// Longest wait between attempts.
+    pub max_backoff: Duration,
+    /// On shutdown, keep sending for this long.
+    pub shutdown_drain: Duration,
+}
+
+/// What one delivery attempt did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attempt {
+    Sent,
+    /// Will be retried; the room's later messages must wait.
+    Retry,
+    Failed,
+}
+
+/// Drains the outbox into the homeserver.
+#[derive(Debug, Clone)]
+pub struct Sender {
+    outbox: Outbox,
+    client: MatrixClient,
+    policy: Policy,
+}
+
+impl Sender {
+    /// A sender for `outbox` through `client`.
+    pub fn new(outbox: Outbox, client: MatrixClient, policy: Policy) -> Self {
+        Self {
+            outbox,
+            client,
+            policy,
+        }
+    }
+
+    /// Sends until `stop` is cancelled, then drains for at most `shutdown_drain`.
+    pub async fn run(self, stop: CancellationToken) {
+        let mut db_failures = 0u32;
+        loop {
+            let pass = self.send_due_once().await;
+            self.record_depth().await;
+            let wait = match pass {
+                // Something is due but the batch held none of it (a backlog behind rooms that
+                // are waiting to retry): pause briefly instead of spinning.
+                Ok(0) => self.until_next_due().await.max(Duration::from_millis(100)),
+                Ok(_) => {
+                    db_failures = 0;
+                    self.until_next_due().await
+                }
+                Err(e) => {
+                    db_failures = db_failures.saturating_add(1);
+                    tracing::error!(error.message = %e, "outbox: database error, retrying");
+                    backoff(db_failures, self.policy.max_backoff)
+                }
+            };
+            if wait.is_zero() {
+                if stop.is_cancelled() {
+                    break;
+                }
+                continue;
+            }
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = self.outbox.wake.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+        self.drain().await;
+    }
+
+    /// One pass: sends every message that is due, oldest first per room, and returns how many
+    /// delivery attempts it made. Public so tests and benchmarks can drive the queue.
+    pub async fn send_due_once(&self) -> Result<usize, sqlx::Error> {
+        let rows = store::outbox::pending(&self.outbox.store, BATCH).await?;
+        let now = now_ms();
+        let mut rooms: Vec<Vec<Row>> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for row in rows {
+            let slot = *index.entry(row.room_id.clone()).or_insert_with(|| {
+                rooms.push(Vec::new());
+                rooms.len() - 1
+            });
+            rooms[slot].push(row);
+        }
+        let results: Vec<Result<usize, sqlx::Error>> = futures_util::stream::iter(rooms)
+            .filter(|queue| {
+                std::future::ready(queue.first().is_some_and(|r| r.next_attempt_at <= now))
+            })
+            .map(|queue| self.send_room(queue))
+            .buffer_unordered(ROOM_CONCURRENCY)
+            .collect()
+            .await;
+        results.into_iter().sum()
+    }
+
+    async fn send_room(&self, queue: Vec<Row>) -> Result<usize, sqlx::Error> {
+        let mut attempts = 0;
+        for row in queue {
+            attempts += 1;
+            if self.deliver(row).await? == Attempt::Retry {
+                break;
+            }
+        }
+        Ok(attempts)
+    }
+
+    async fn deliver(&self, row: Row) -> Result<Attempt, sqlx::Error> {
+        let store = &self.outbox.store;
+        let room = match RoomId::parse(&row.room_id) {
+            Ok(room) => room,
+            Err(e) => return self.fail(&row, &format!("invalid room id: {e}")).await,
+        };
+        let content = match serde_json::value::RawValue::from_string(row.content.clone()) {
+            Ok(raw) => Raw::from_json(raw),
+            Err(e) => return self.fail(&row, &format!("invalid content: {e}")).await,
+        };
+        let started = Instant::now();
+        let result = self
+            .client
+            .send_message(room, &row.event_type, &row.txn_id, content)
+            .await;
+        metrics::histogram!("st2_matrix_send_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(event_id) => {
+                store::outbox::mark_sent(store, row.seq, event_id.as_str()).await?;
+                metrics::counter!("st2_matrix_messages_sent_total").increment(1);
+                tracing::debug!(room_id = %row.room_id, txn_id = %row.txn_id, event_id = %event_id, "sent");
+                Ok(Attempt::Sent)
+            }
+            Err(e) => {
+                let age =
+                    Duration::from_millis(u64::try_from(now_ms() - row.created_at).unwrap_or(0));
+                if e.is_transient() && age < self.policy.give_up_after {
+                    let attempts = u32::try_from(row.attempts)
+                        .unwrap_or(u32::MAX)
+                        .saturating_add(1);
+                    let wait = e
+                        .retry_after()
+                        .unwrap_or_else(|| backoff(attempts, self.policy.max_backoff));
+                    let next = now_ms() + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+                    metrics::counter!("st2_matrix_send_failures_total", "kind" => "transient")
+                        .increment(1);
+                    tracing::warn!(
+                        room_id = %row.room_id, txn_id = %row.txn_id, attempts, retry_in_ms = wait.as_millis() as u64,
+                        error.message = %e, "send failed, will retry"
+                    );
+                    store::outbox::mark_retry(store, row.seq, next, &e.to_string()).await?;
+                    Ok(Attempt::Retry)
+                } else {
+                    let why = if e.is_transient() {
+                        format!("gave up after {age:?}: {e}")
+                    } else {
+                        e.to_string()
+                    };
+                    self.fail(&row, &why).await
+                }
+            }
+        }
+    }
+
+    async fn fail(&self, row: &Row, why: &str) -> Result<Attempt, sqlx::Error> {
+        metrics::counter!("st2_matrix_send_failures_total", "kind" => "permanent").increment(1);
+        tracing::error!(room_id = %row.room_id, txn_id = %row.txn_id, error.message = %why, "message could not be delivered; marked failed");
+        store::outbox::mark_failed(&self.outbox.store, row.seq, why).await?;
+        Ok(Attempt::Failed)
+    }
+
+    /// How long until the next queued message is due (zero if one is due now).
+    async fn until_next_due(&self) -> Duration {
+        match store::outbox::next_due(&self.outbox.store).await {
+            Ok(Some(at)) => Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)),
+            // Nothing queued: sleep until woken (the timeout only bounds a missed wake).
+            Ok(None) => Duration::from_secs(60),
+            Err(_) => Duration::from_secs(1),
+        }
+    }
+
+    async fn record_depth(&self) {
+        if let Ok(stats) = store::outbox::stats(&self.outbox.store).await {
+            metrics::gauge!("st2_matrix_outbox_depth").set(stats.pending as f64);
+            metrics::gauge!("st2_matrix_outbox_failed").set(stats.failed as f64);
+        }
+    }
+
+    /// On shutdown: keep sending what is due for a bounded time; the rest stays queued for the
+    /// next start.
+    async fn drain(&self) {
+        let deadline = Instant::now() + self.policy.shutdown_drain;
+        while Instant::now() < deadline {
+            match self.send_due_once().await {
+                Ok(n) if n > 0 && self.until_next_due().await.is_zero() => continue,
+                _ => break,
+            }
+        }
+        if let Ok(stats) = store::outbox::stats(&self.outbox.store).await
+            && stats.pending > 0
+        {
+            tracing::info!(
+                pending = stats.pending,
+                "outbox: messages left queued for the next start"
+            );
+        }
+    }
+}
+
+/// Capped exponential backoff with ±20% jitter, so many retries do not fire in lockstep.
+fn backoff(attempt: u32, max: Duration) -> Duration {
+    let exp = BASE_BACKOFF.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(20)));
+    let capped = exp.min(max);
+    let jitter = rand::rng().random_range(0.8..1.2);
+    capped.mul_f64(jitter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transaction_ids_are_unique_and_opaque() {
+        let a = new_txn_id();
+        assert!(a.starts_with("st2m") && a.len() == 36, "{a}");
+        assert_ne!(a, new_txn_id());
+    }
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let max = Duration::from_secs(60);
+        let first = backoff(1, max);
+        assert!(
+            first >= Duration::from_millis(400) && first <= Duration::from_millis(600),
+            "{first:?}"
+        );
+        let fourth = backoff(4, max);
+        assert!(
+            fourth >= Duration::from_millis(3200) && fourth <= Duration::from_millis(4800),
+            "{fourth:?}"
+        );
+        assert!(backoff(50, max) <= max.mul_f64(1.2));
+    }
+}

@@ -1,0 +1,117 @@
+//! The bot's own membership: accepting or declining invites, forgetting rooms it was removed
+//! from, and telling encrypted rooms (once) that it cannot read them.
+
+use ruma::{
+    RoomId,
+    events::{OriginalStateEvent, room::member::RoomMemberEventContent},
+};
+
+use crate::{
+    bridge::Bridge,
+    dispatch::finish,
+    matrix::{self, render},
+    store::{inbox, rooms},
+};
+
+/// What the bot says in a room it cannot read.
+pub const ENCRYPTION_NOTICE: &str = "🔒 This room is encrypted, and st2-matrix cannot read encrypted messages yet, \
+    so it will not see commands here. Run StackStorm commands from an unencrypted room.";
+
+/// The reason given when declining an invite.
+pub const DECLINE_REASON: &str =
+    "st2-matrix accepts invites only from users allowed by its bridge.invite_allow setting";
+
+/// Joins when the inviter is allowed, declines otherwise.
+pub async fn on_invite(
+    bridge: &Bridge,
+    row: &inbox::Row,
+    invite: &OriginalStateEvent<RoomMemberEventContent>,
+) -> anyhow::Result<()> {
+    let room = &invite.room_id;
+    let inviter = &invite.sender;
+    let allowed = bridge
+        .config
+        .invite_rules()
+        .iter()
+        .any(|rule| rule.matches(inviter));
+    if !allowed {
+        tracing::info!(room_id = %room, inviter = %inviter, "declining invite: inviter not in bridge.invite_allow");
+        tolerate_permanent(
+            bridge.matrix.leave(room, DECLINE_REASON).await,
+            "declining the invite",
+        )?;
+        return finish(bridge, row.seq).await;
+    }
+    if let Err(e) = bridge.matrix.join(room).await {
+        if e.is_transient() {
+            return Err(e.into());
+        }
+        // e.g. the invite was withdrawn meanwhile: nothing to retry.
+        tracing::warn!(room_id = %room, error.message = %e, "could not join the room");
+        return finish(bridge, row.seq).await;
+    }
+    rooms::joined(&bridge.store, room.as_str(), Some(inviter.as_str())).await?;
+    tracing::info!(room_id = %room, inviter = %inviter, "joined");
+    let encrypted = match bridge.matrix.room_is_encrypted(room).await {
+        Ok(encrypted) => encrypted,
+        Err(e) if e.is_transient() => return Err(e.into()),
+        Err(e) => {
+            tracing::warn!(room_id = %room, error.message = %e, "cannot read the room's encryption state");
+            false
+        }
+    };
+    if encrypted {
+        notice_encryption(bridge, row, room).await
+    } else {
+        finish(bridge, row.seq).await
+    }
+}
+
+/// The bot was kicked or banned (or its invite withdrawn): forget the room.
+pub async fn on_removed(
+    bridge: &Bridge,
+    row: &inbox::Row,
+    event: &OriginalStateEvent<RoomMemberEventContent>,
+) -> anyhow::Result<()> {
+    let forgotten = rooms::forget(&bridge.store, event.room_id.as_str()).await?;
+    tracing::info!(room_id = %event.room_id, by = %event.sender, membership = %event.content.membership, forgotten,
+        "removed from the room; its state is forgotten");
+    finish(bridge, row.seq).await
+}
+
+/// An encrypted event arrived, or encryption was switched on: post the notice once.
+pub async fn on_encrypted(bridge: &Bridge, row: &inbox::Row, room: &RoomId) -> anyhow::Result<()> {
+    notice_encryption(bridge, row, room).await
+}
+
+async fn notice_encryption(bridge: &Bridge, row: &inbox::Row, room: &RoomId) -> anyhow::Result<()> {
+    let mut tx = bridge.store.begin().await?;
+    let first = rooms::claim_encryption_notice(&mut tx, room.as_str()).await?;
+    if first {
+        bridge
+            .outbox
+            .queue_in(&mut tx, room, &render::notice(ENCRYPTION_NOTICE))
+            .await?;
+    }
+    inbox::finish(&mut tx, row.seq).await?;
+    tx.commit().await?;
+    bridge.mark_encryption_noticed(room);
+    if first {
+        tracing::info!(room_id = %room, "room is encrypted; posted the notice");
+        bridge.outbox.wake();
+    }
+    Ok(())
+}
+
+/// Turns a permanent homeserver error into a log line (nothing to retry) and keeps transient
+/// ones as errors (retry).
+fn tolerate_permanent(result: Result<(), matrix::Error>, doing: &str) -> anyhow::Result<()> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_transient() => Err(anyhow::Error::new(e).context(doing.to_owned())),
+        Err(e) => {
+            tracing::warn!(error.message = %e, "{doing} failed");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! Operations endpoints: `/health` (the process is up), `/ready` (homeserver and database
+//! answer) and `/metrics` (Prometheus text).
+//!
+//! These are unauthenticated on purpose, like every probe endpoint: they reveal counts and
+//! up/down states, never an id, token or message. Bind `appservice.bind` to a private address.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+
+use crate::bridge::Bridge;
+
+/// How long `/ready` waits for each dependency.
+const READY_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The operations routes.
+pub fn router(bridge: Arc<Bridge>, metrics: PrometheusHandle) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready).with_state(bridge))
+        .route("/metrics", get(move || render_metrics(metrics.clone())))
+}
+
+async fn health() -> impl IntoResponse {
+    Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
+}
+
+async fn ready(State(bridge): State<Arc<Bridge>>) -> impl IntoResponse {
+    let database = match tokio::time::timeout(READY_TIMEOUT, bridge.store.ping()).await {
+        Ok(Ok(())) => "ok".to_owned(),
+        Ok(Err(e)) => format!("error: {e}"),
+        Err(_) => "error: timed out".to_owned(),
+    };
+    let homeserver = match tokio::time::timeout(READY_TIMEOUT, bridge.matrix.versions()).await {
+        Ok(Ok(_)) => "ok".to_owned(),
+        Ok(Err(e)) => format!("error: {e}"),
+        Err(_) => "error: timed out".to_owned(),
+    };
+    let status = if database == "ok" && homeserver == "ok" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({"database": database, "homeserver": homeserver})),
+    )
+}
+
+async fn render_metrics(handle: PrometheusHandle) -> impl IntoResponse {
+    handle.run_upkeep();
+    (
+        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        handle.render(),
+    )
+}

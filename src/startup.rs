@@ -1,0 +1,270 @@
+//! Wiring: [`App::build`] checks the homeserver and prepares everything; [`App::run_until_stopped`]
+//! serves and runs the workers until the shutdown future resolves, then stops in order (intake
+//! first, then the workers, then a bounded outbox drain).
+
+use std::{
+    collections::HashSet,
+    future::Future,
+    sync::{Arc, RwLock},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use axum::Router;
+use ruma::api::appservice::Registration;
+use tokio::{net::TcpListener, sync::Notify};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    appservice,
+    bridge::Bridge,
+    config::Config,
+    dispatch::{self, Classifier},
+    matrix::{
+        self, MatrixClient,
+        outbox::{Outbox, Policy, Sender},
+    },
+    ops,
+    registration::UserNamespace,
+    secret::Secret,
+    store::{self, Store},
+    telemetry,
+};
+
+/// How often finished work older than [`RETENTION`] is purged.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
+/// How long finished inbox events, sent messages and transaction keys are kept. Synapse
+/// re-sends a transaction within minutes; a week is far beyond any re-send.
+const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// A built bridge, ready to run.
+pub struct App {
+    bridge: Arc<Bridge>,
+    listener: TcpListener,
+    port: u16,
+}
+
+impl App {
+    /// Opens the database, checks the homeserver (reachable, accepts the `as_token`, knows us as
+    /// the bot), registers the bot and sets its display name. Every failure here names what is
+    /// wrong and what to check.
+    pub async fn build(
+        config: Config,
+        registration: Registration,
+        listener: TcpListener,
+    ) -> anyhow::Result<App> {
+        let port = listener
+            .local_addr()
+            .context("reading the listener's address")?
+            .port();
+        let store = Store::connect(
+            &config.database_url(),
+            config.database.max_connections,
+            config.database.synchronous,
+        )
+        .await
+        .with_context(|| format!("opening the database {}", config.database.url))?;
+        let bot = config.bot_user_id().context("building the bot's user id")?;
+        let namespace =
+            UserNamespace::from_registration(&registration).map_err(anyhow::Error::msg)?;
+        let matrix = MatrixClient::new(
+            &config.homeserver.url,
+            Secret::new(registration.as_token.clone()),
+            bot.clone(),
+            config.homeserver.timeout.get(),
+        )?;
+        check_homeserver(&config, &matrix).await?;
+
+        let noticed: HashSet<String> = store::rooms::all_ids(&store)
+            .await?
+            .into_iter()
+            .collect::<Vec<_>>()
+            .into_iter()
+            .collect();
+        let mut encrypted_noticed = HashSet::new();
+        for room in noticed {
+            if store::rooms::get(&store, &room)
+                .await?
+                .is_some_and(|r| r.encryption_notice_at.is_some())
+            {
+                encrypted_noticed.insert(room);
+            }
+        }
+
+        let classifier = Classifier {
+            bot: bot.clone(),
+            namespace,
+            command_prefix: config.bridge.command_prefix.clone(),
+        };
+        let bridge = Arc::new(Bridge {
+            outbox: Outbox::new(store.clone()),
+            store,
+            matrix,
+            classifier,
+            bot,
+            hs_token: Secret::new(registration.hs_token),
+            inbox_wake: Arc::new(Notify::new()),
+            noticed_encrypted_rooms: RwLock::new(encrypted_noticed),
+            started_at: Instant::now(),
+            config,
+        });
+        Ok(App {
+            bridge,
+            listener,
+            port,
+        })
+    }
+
+    /// The port the bridge listens on (useful when bound to port 0).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The shared state, for tests that inspect or drive it.
+    pub fn bridge(&self) -> Arc<Bridge> {
+        self.bridge.clone()
+    }
+
+    /// Serves and works until `shutdown` resolves.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let App {
+            bridge, listener, ..
+        } = self;
+        let stop = CancellationToken::new();
+        let workers = TaskTracker::new();
+
+        let app = Router::new()
+            .merge(appservice::router(bridge.clone()))
+            .merge(ops::router(bridge.clone(), telemetry::metrics()))
+            .fallback(appservice::unrecognized)
+            .method_not_allowed_fallback(appservice::method_not_allowed);
+        let server_stop = stop.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { server_stop.cancelled().await })
+                .await
+        });
+
+        workers.spawn(dispatch::run_inbox(bridge.clone(), stop.clone()));
+        let policy = Policy {
+            give_up_after: bridge.config.outbox.give_up_after.get(),
+            max_backoff: bridge.config.outbox.max_backoff.get(),
+            shutdown_drain: bridge.config.outbox.shutdown_drain.get(),
+        };
+        workers.spawn(
+            Sender::new(bridge.outbox.clone(), bridge.matrix.clone(), policy).run(stop.clone()),
+        );
+        workers.spawn(purge_periodically(bridge.store.clone(), stop.clone()));
+        workers.spawn(ping_homeserver(bridge.clone(), stop.clone()));
+        tracing::info!(bind = %bridge.config.appservice.bind, bot = %bridge.bot, version = env!("CARGO_PKG_VERSION"), "st2-matrix running");
+
+        shutdown.await;
+        tracing::info!(
+            "shutting down: no new transactions; finishing work in hand and draining the outbox"
+        );
+        stop.cancel();
+        match server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error.message = %e, "HTTP server failed"),
+            Err(e) => tracing::error!(error.message = %e, "HTTP server task panicked"),
+        }
+        workers.close();
+        workers.wait().await;
+        bridge.store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// The start-up checks, in the order that gives the most useful error first.
+async fn check_homeserver(config: &Config, matrix: &MatrixClient) -> anyhow::Result<()> {
+    let url = &config.homeserver.url;
+    let deadline = Instant::now() + config.homeserver.startup_timeout.get();
+    let mut wait = Duration::from_millis(500);
+    loop {
+        match matrix.versions().await {
+            Ok(_) => break,
+            Err(e) if e.is_transient() && Instant::now() + wait < deadline => {
+                tracing::warn!(homeserver = %url, error.message = %e, "homeserver not reachable yet; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => bail!("cannot reach the homeserver at {url} (homeserver.url): {e}"),
+        }
+    }
+    match matrix.whoami().await {
+        Ok(user) if user == matrix.bot() => {}
+        Ok(user) => bail!(
+            "the homeserver says the as_token belongs to {user}, but the bot is {}: check \
+             appservice.bot_localpart and homeserver.server_name against the registration's sender_localpart",
+            matrix.bot()
+        ),
+        Err(matrix::Error::Api { errcode, .. })
+            if errcode == "M_UNKNOWN_TOKEN" || errcode == "M_MISSING_TOKEN" =>
+        {
+            bail!(
+                "the homeserver at {url} does not accept the as_token from {}: add the registration file to the \
+             homeserver's app_service_config_files and restart the homeserver",
+                config.appservice.registration.display()
+            )
+        }
+        Err(e) => bail!("checking the as_token with the homeserver at {url} failed: {e}"),
+    }
+    matrix
+        .register_bot()
+        .await
+        .with_context(|| format!("registering the bot user {}", matrix.bot()))?;
+    if let Err(e) = matrix
+        .set_displayname(&config.appservice.bot_displayname)
+        .await
+    {
+        tracing::warn!(error.message = %e, "could not set the bot's display name");
+    }
+    Ok(())
+}
+
+/// Asks the homeserver to ping us: proves it can reach `appservice.url`, and makes Synapse
+/// retry transactions it queued while we were down at once instead of after its backoff.
+async fn ping_homeserver(bridge: Arc<Bridge>, stop: CancellationToken) {
+    let id = &bridge.config.appservice.id;
+    for attempt in 1..=5u32 {
+        match bridge.matrix.ping(id).await {
+            Ok(rtt) => {
+                tracing::info!(
+                    round_trip_ms = rtt.as_millis() as u64,
+                    "homeserver ping ok: it can reach the bridge"
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::error!(
+                    attempt, error.message = %e,
+                    "homeserver ping failed: the homeserver cannot reach the bridge at {} (appservice.url); \
+                     check that address from the homeserver's host",
+                    bridge.config.appservice.url
+                );
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(2u64.pow(attempt))) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn purge_periodically(store: Store, stop: CancellationToken) {
+    loop {
+        match store.purge(RETENTION).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(rows = n, "purged old finished work"),
+            Err(e) => tracing::warn!(error.message = %e, "purging old finished work failed"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(PURGE_EVERY) => {}
+        }
+    }
+}

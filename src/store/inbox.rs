@@ -1,0 +1,219 @@
+//! The inbox: events that need work, in arrival order per room.
+//!
+//! Life of a row: `pending` (stored with its transaction) → optionally `started` (committed
+//! before a side effect that must not be repeated, such as starting a StackStorm execution) →
+//! `done`. A row found `started` after a restart was interrupted mid-flight; its handler decides
+//! what that means (for a command: tell the person it may or may not have run, never re-run it).
+
+use sqlx::{FromRow, SqliteConnection};
+
+use super::{Store, now_ms};
+
+/// What kind of work an inbox event is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A message addressed to the bridge.
+    Command,
+    /// The bot was invited.
+    Invite,
+    /// The bot was kicked or banned (or its invite was withdrawn).
+    Removed,
+    /// Evidence that a room is encrypted (an encrypted message or `m.room.encryption`).
+    Encrypted,
+}
+
+impl Kind {
+    /// The value stored in the `kind` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Command => "command",
+            Kind::Invite => "invite",
+            Kind::Removed => "removed",
+            Kind::Encrypted => "encrypted",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Kind> {
+        Some(match s {
+            "command" => Kind::Command,
+            "invite" => Kind::Invite,
+            "removed" => Kind::Removed,
+            "encrypted" => Kind::Encrypted,
+            _ => return None,
+        })
+    }
+}
+
+/// An event about to be stored.
+#[derive(Debug, Clone, Copy)]
+pub struct NewEvent<'a> {
+    /// The event id (dedupe key).
+    pub event_id: &'a str,
+    /// Its room.
+    pub room_id: &'a str,
+    /// Why it needs work.
+    pub kind: Kind,
+    /// The event JSON as received.
+    pub event: &'a str,
+}
+
+/// A stored inbox event.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// Arrival order.
+    pub seq: i64,
+    /// Event id.
+    pub event_id: String,
+    /// Room id.
+    pub room_id: String,
+    /// Why it needs work.
+    pub kind: Kind,
+    /// The event JSON.
+    pub event: String,
+    /// True when a previous run marked it started and did not finish it.
+    pub interrupted: bool,
+}
+
+#[derive(FromRow)]
+struct RawRow {
+    seq: i64,
+    event_id: String,
+    room_id: String,
+    kind: String,
+    event: String,
+    state: String,
+}
+
+/// Up to `limit` rooms that have unfinished inbox events.
+pub async fn open_rooms(store: &Store, limit: i64) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT DISTINCT room_id FROM inbox WHERE state != 'done' LIMIT ?")
+        .bind(limit)
+        .fetch_all(store.pool())
+        .await
+}
+
+/// The oldest unfinished event of `room_id`.
+pub async fn next_for_room(store: &Store, room_id: &str) -> Result<Option<Row>, sqlx::Error> {
+    let raw: Option<RawRow> = sqlx::query_as(
+        "SELECT seq, event_id, room_id, kind, event, state FROM inbox \
+         WHERE room_id = ? AND state != 'done' ORDER BY seq LIMIT 1",
+    )
+    .bind(room_id)
+    .fetch_optional(store.pool())
+    .await?;
+    let Some(raw) = raw else { return Ok(None) };
+    let Some(kind) = Kind::parse(&raw.kind) else {
+        // A kind written by a newer version: finish it rather than block the room forever.
+        tracing::warn!(event_id = %raw.event_id, kind = %raw.kind, "skipping inbox event of unknown kind");
+        finish(&mut *store.pool().acquire().await?, raw.seq).await?;
+        return Box::pin(next_for_room(store, room_id)).await;
+    };
+    Ok(Some(Row {
+        seq: raw.seq,
+        event_id: raw.event_id,
+        room_id: raw.room_id,
+        kind,
+        event: raw.event,
+        interrupted: raw.state == "started",
+    }))
+}
+
+/// Marks an event started, committed before a side effect that must not run twice.
+pub async fn mark_started(store: &Store, seq: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE inbox SET state = 'started' WHERE seq = ?")
+        .bind(seq)
+        .execute(store.pool())
+        .await
+        .map(drop)
+}
+
+/// Marks an event done; pass the transaction that also stores its effects.
+pub async fn finish(conn: &mut SqliteConnection, seq: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE inbox SET state = 'done', finished_at = ? WHERE seq = ?")
+        .bind(now_ms())
+        .bind(seq)
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+/// Number of unfinished inbox events.
+pub async fn open_count(store: &Store) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM inbox WHERE state != 'done'")
+        .fetch_one(store.pool())
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::txns::store_transaction;
+
+    fn ev<'a>(id: &'a str, room: &'a str) -> NewEvent<'a> {
+        NewEvent {
+            event_id: id,
+            room_id: room,
+            kind: Kind::Invite,
+            event: r#"{"x":1}"#,
+        }
+    }
+
+    #[tokio::test]
+    async fn events_come_back_in_order_per_room_and_finish() {
+        let store = Store::in_memory().await.unwrap();
+        store_transaction(
+            &store,
+            "t",
+            &[ev("$1", "!a"), ev("$2", "!b"), ev("$3", "!a")],
+        )
+        .await
+        .unwrap();
+        let mut rooms = open_rooms(&store, 10).await.unwrap();
+        rooms.sort();
+        assert_eq!(rooms, ["!a", "!b"]);
+        let first = next_for_room(&store, "!a").await.unwrap().unwrap();
+        assert_eq!(
+            (first.event_id.as_str(), first.kind, first.interrupted),
+            ("$1", Kind::Invite, false)
+        );
+        finish(&mut store.pool().acquire().await.unwrap(), first.seq)
+            .await
+            .unwrap();
+        let second = next_for_room(&store, "!a").await.unwrap().unwrap();
+        assert_eq!(second.event_id, "$3");
+        assert_eq!(open_count(&store).await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_started_event_reads_back_as_interrupted() {
+        let store = Store::in_memory().await.unwrap();
+        store_transaction(&store, "t", &[ev("$1", "!a")])
+            .await
+            .unwrap();
+        let row = next_for_room(&store, "!a").await.unwrap().unwrap();
+        mark_started(&store, row.seq).await.unwrap();
+        assert!(
+            next_for_room(&store, "!a")
+                .await
+                .unwrap()
+                .unwrap()
+                .interrupted
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_kind_is_skipped_not_stuck() {
+        let store = Store::in_memory().await.unwrap();
+        sqlx::query("INSERT INTO inbox (event_id, room_id, kind, event, received_at) VALUES ('$x', '!a', 'future', '{}', 0)")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        store_transaction(&store, "t", &[ev("$1", "!a")])
+            .await
+            .unwrap();
+        assert_eq!(
+            next_for_room(&store, "!a").await.unwrap().unwrap().event_id,
+            "$1"
+        );
+    }
+}

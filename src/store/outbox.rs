@@ -1,0 +1,207 @@
+//! The outbox table: messages queued for the homeserver, each with the transaction id chosen
+//! when it was queued.
+
+use sqlx::{FromRow, SqliteConnection};
+
+use super::{Store, now_ms};
+
+/// A message to queue.
+#[derive(Debug, Clone, Copy)]
+pub struct NewMessage<'a> {
+    /// Target room.
+    pub room_id: &'a str,
+    /// Globally unique send transaction id.
+    pub txn_id: &'a str,
+    /// Event type, e.g. `m.room.message`.
+    pub event_type: &'a str,
+    /// Event content JSON.
+    pub content: &'a str,
+}
+
+/// A queued message.
+#[derive(Debug, Clone, FromRow)]
+pub struct Row {
+    /// Queue order.
+    pub seq: i64,
+    /// Target room.
+    pub room_id: String,
+    /// Send transaction id.
+    pub txn_id: String,
+    /// Event type.
+    pub event_type: String,
+    /// Event content JSON.
+    pub content: String,
+    /// Attempts made so far.
+    pub attempts: i64,
+    /// Earliest time of the next attempt (unix ms).
+    pub next_attempt_at: i64,
+    /// When it was queued (unix ms).
+    pub created_at: i64,
+}
+
+/// Queues a message; returns its sequence number.
+pub async fn enqueue(
+    conn: &mut SqliteConnection,
+    msg: &NewMessage<'_>,
+) -> Result<i64, sqlx::Error> {
+    let now = now_ms();
+    sqlx::query_scalar(
+        "INSERT INTO outbox (room_id, txn_id, event_type, content, next_attempt_at, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?) RETURNING seq",
+    )
+    .bind(msg.room_id)
+    .bind(msg.txn_id)
+    .bind(msg.event_type)
+    .bind(msg.content)
+    .bind(now)
+    .bind(now)
+    .fetch_one(conn)
+    .await
+}
+
+/// The oldest `limit` pending messages, in queue order.
+pub async fn pending(store: &Store, limit: i64) -> Result<Vec<Row>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT seq, room_id, txn_id, event_type, content, attempts, next_attempt_at, created_at \
+         FROM outbox WHERE state = 'pending' ORDER BY seq LIMIT ?",
+    )
+    .bind(limit)
+    .fetch_all(store.pool())
+    .await
+}
+
+/// The earliest `next_attempt_at` of any pending message.
+pub async fn next_due(store: &Store) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'")
+        .fetch_one(store.pool())
+        .await
+}
+
+/// Records a successful send.
+pub async fn mark_sent(store: &Store, seq: i64, event_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE outbox SET state = 'sent', event_id = ?, attempts = attempts + 1, finished_at = ? WHERE seq = ?")
+        .bind(event_id)
+        .bind(now_ms())
+        .bind(seq)
+        .execute(store.pool())
+        .await
+        .map(drop)
+}
+
+/// Records a failed attempt to retry at `next_attempt_at`.
+pub async fn mark_retry(
+    store: &Store,
+    seq: i64,
+    next_attempt_at: i64,
+    error: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? WHERE seq = ?")
+        .bind(next_attempt_at)
+        .bind(error)
+        .bind(seq)
+        .execute(store.pool())
+        .await
+        .map(drop)
+}
+
+/// Gives up on a message.
+pub async fn mark_failed(store: &Store, seq: i64, error: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = ?, finished_at = ? WHERE seq = ?")
+        .bind(error)
+        .bind(now_ms())
+        .bind(seq)
+        .execute(store.pool())
+        .await
+        .map(drop)
+}
+
+/// Queue statistics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, FromRow)]
+pub struct Stats {
+    /// Messages waiting to be sent.
+    pub pending: i64,
+    /// Messages given up on (kept until purged).
+    pub failed: i64,
+}
+
+/// Counts pending and failed messages.
+pub async fn stats(store: &Store) -> Result<Stats, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT COALESCE(SUM(state = 'pending'), 0) AS pending, COALESCE(SUM(state = 'failed'), 0) AS failed \
+         FROM outbox WHERE state != 'sent'",
+    )
+    .fetch_one(store.pool())
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn queue(store: &Store, room: &str, txn: &str) -> i64 {
+        let msg = NewMessage {
+            room_id: room,
+            txn_id: txn,
+            event_type: "m.room.message",
+            content: "{}",
+        };
+        enqueue(&mut store.pool().acquire().await.unwrap(), &msg)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn messages_move_from_pending_to_sent_or_failed() {
+        let store = Store::in_memory().await.unwrap();
+        let a = queue(&store, "!r", "t1").await;
+        let b = queue(&store, "!r", "t2").await;
+        let c = queue(&store, "!s", "t3").await;
+        assert_eq!(
+            pending(&store, 10)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.seq)
+                .collect::<Vec<_>>(),
+            [a, b, c]
+        );
+        mark_sent(&store, a, "$e").await.unwrap();
+        mark_retry(&store, b, i64::MAX, "429").await.unwrap();
+        mark_failed(&store, c, "403").await.unwrap();
+        let left = pending(&store, 10).await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!((left[0].seq, left[0].attempts), (b, 1));
+        assert_eq!(next_due(&store).await.unwrap(), Some(i64::MAX));
+        assert_eq!(
+            stats(&store).await.unwrap(),
+            Stats {
+                pending: 1,
+                failed: 1
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_transaction_id_is_never_reused() {
+        let store = Store::in_memory().await.unwrap();
+        queue(&store, "!r", "same").await;
+        let msg = NewMessage {
+            room_id: "!r",
+            txn_id: "same",
+            event_type: "m.room.message",
+            content: "{}",
+        };
+        assert!(
+            enqueue(&mut store.pool().acquire().await.unwrap(), &msg)
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn empty_queue_has_no_due_time_and_zero_stats() {
+        let store = Store::in_memory().await.unwrap();
+        assert_eq!(next_due(&store).await.unwrap(), None);
+        assert_eq!(stats(&store).await.unwrap(), Stats::default());
+    }
+}

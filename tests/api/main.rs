@@ -1,0 +1,8 @@
+//! API tier: the bridge in-process against a homeserver double. Fast; most cases live here.
+
+mod helpers;
+mod membership;
+mod ops;
+mod outbox;
+mod startup;
+mod transactions;

@@ -1,0 +1,113 @@
+//! The outbox through homeserver failures: retries, order, give-up.
+
+use std::time::Duration;
+
+use st2_matrix_testkit::{
+    homeserver::{Failure, events},
+    poll,
+};
+
+use crate::helpers::*;
+
+fn pings(n: usize) -> Vec<serde_json::Value> {
+    (0..n)
+        .map(|i| events::text(ROOM, ALICE, &format!("$c{i}"), "!st2 ping"))
+        .collect()
+}
+
+fn answered(sent: &[st2_matrix_testkit::homeserver::Sent]) -> Vec<String> {
+    sent.iter()
+        .map(|s| {
+            s.content["m.relates_to"]["m.in_reply_to"]["event_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn rate_limits_and_server_errors_are_retried_in_order() {
+    let app = TestApp::spawn().await;
+    app.hs.fail_next_sends([
+        Failure::RateLimited {
+            retry_after_secs: 1,
+        },
+        Failure::Status(502),
+        Failure::RateLimitedMs(200),
+        Failure::Status(500),
+    ]);
+    app.push("1", pings(3)).await;
+    let sent = app.wait_for_messages(ROOM, 3).await;
+    assert_eq!(answered(&sent), ["$c0", "$c1", "$c2"]);
+    // Retries reused the transaction id chosen at enqueue: all distinct, none duplicated.
+    let mut txns: Vec<_> = sent.iter().map(|s| s.txn_id.clone()).collect();
+    txns.dedup();
+    assert_eq!(txns.len(), 3);
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let app = TestApp::spawn().await;
+    app.hs.fail_next_sends([Failure::RateLimited {
+        retry_after_secs: 2,
+    }]);
+    let started = std::time::Instant::now();
+    app.push("1", pings(1)).await;
+    app.wait_for_messages(ROOM, 1).await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(1900),
+        "sent after {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_permanent_failure_is_marked_failed_and_the_queue_moves_on() {
+    let app = TestApp::spawn().await;
+    app.hs.fail_next_sends([Failure::Forbidden]);
+    app.push("1", pings(2)).await;
+    let sent = app.wait_for_messages(ROOM, 1).await;
+    assert_eq!(answered(&sent), ["$c1"]);
+    let store = st2_matrix::store::Store::connect(
+        &format!("sqlite://{}", app.dir.path().join("bridge.db").display()),
+        1,
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let stats = st2_matrix::store::outbox::stats(&store).await.unwrap();
+    assert_eq!((stats.pending, stats.failed), (0, 1));
+}
+
+#[tokio::test]
+async fn messages_wait_through_a_homeserver_outage() {
+    let app = TestApp::spawn().await;
+    app.hs.set_down(true);
+    app.push("1", pings(3)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await; // let a few attempts fail
+    assert!(app.hs.sent().is_empty());
+    app.hs.set_down(false);
+    let sent = app.wait_for_messages(ROOM, 3).await;
+    assert_eq!(answered(&sent), ["$c0", "$c1", "$c2"]);
+}
+
+#[tokio::test]
+async fn queued_messages_survive_a_restart() {
+    let mut app = TestApp::spawn().await;
+    app.hs.set_down(true);
+    app.push("1", pings(2)).await;
+    poll::wait_until(WAIT, "a failed send attempt", || async {
+        app.hs
+            .requests()
+            .iter()
+            .any(|r| r.path.contains("/send/"))
+            .then_some(())
+    })
+    .await;
+    app.shutdown().await;
+    app.hs.set_down(false);
+    let app = app.restart().await;
+    let sent = app.wait_for_messages(ROOM, 2).await;
+    assert_eq!(answered(&sent), ["$c0", "$c1"]);
+}
