@@ -136,11 +136,7 @@ impl App {
         let stop = CancellationToken::new();
         let workers = TaskTracker::new();
 
-        let app = Router::new()
-            .merge(appservice::router(bridge.clone()))
-            .merge(ops::router(bridge.clone(), telemetry::metrics()))
-            .fallback(appservice::unrecognized)
-            .method_not_allowed_fallback(appservice::method_not_allowed);
+        let app = router(bridge.clone());
         let server_stop = stop.clone();
         let server = tokio::spawn(async move {
             axum::serve(listener, app)
@@ -177,6 +173,15 @@ impl App {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Every HTTP route the bridge serves: the appservice API and the operations endpoints.
+pub fn router(bridge: Arc<Bridge>) -> Router {
+    Router::new()
+        .merge(appservice::router(bridge.clone()))
+        .merge(ops::router(bridge, telemetry::metrics()))
+        .fallback(appservice::unrecognized)
+        .method_not_allowed_fallback(appservice::method_not_allowed)
 }
 
 /// The start-up checks, in the order that gives the most useful error first.

@@ -1,0 +1,689 @@
+//! A StackStorm double: st2auth, st2api and st2stream on one in-process axum server, answering
+//! as StackStorm does (`shared/reference/st2-protocol.md` §0–§4): status codes, faultstrings,
+//! headers, the SSE wire format. Tests drive it through [`St2Double`]'s control methods.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use st2_matrix_testkit::st2::{St2Double, St2Options};
+//! use std::time::Duration;
+//!
+//! let st2 = St2Double::start(St2Options {
+//!     heartbeat: Duration::from_millis(200),
+//!     ..St2Options::default()
+//! })
+//! .await;
+//! st2.add_user("bot", "pw");
+//! st2.load_fixture_aliases();
+//! // Point the bridge at st2.url() (it derives /api/v1, /auth/v1, /stream/v1) …
+//! let exec = st2.last_execution().expect("the bridge ran a command");
+//! assert_eq!(exec.user, "bot");
+//! let outcome = st2.finish_execution(&exec.id, "succeeded", serde_json::json!({"stdout": "hi"}));
+//! assert_eq!(outcome.event.as_deref(), Some("st2.announcement__matrix"));
+//! # }
+//! ```
+//!
+//! Defaults ([`St2Options::default`]): heartbeat 25 s (st2's), token TTL default and maximum
+//! 86 400 s, page size 100, route `matrix` with an enabled `chatops.notify-matrix` rule, RBAC on
+//! (only users marked admin may list with `limit=-1`), web UI = the double's own URL.
+//!
+//! What is simplified, and why:
+//! - One listener serves all three services under `/auth/v1`, `/api/v1`, `/stream/v1`; st2's
+//!   prefix-less and `/v1`-less variants are not served (the bridge derives the full paths).
+//! - The alias parser is an independent small one ([`parse_params`]), replaceable with
+//!   [`St2Double::set_parser`]; invalid formats are 400 here, 500 in st2.
+//! - Templates use a Jinja2 subset (see `template.rs`); the default result template is a
+//!   byte-exact hand port. JSON objects keep serde_json's sorted key order, where st2 keeps the
+//!   action's insertion order, so multi-key results may list keys in another order.
+//! - Only the endpoints a ChatOps bridge uses exist; actions exist unless marked missing,
+//!   parameters are not cast against action schemas, `immutable_parameters` are injected as
+//!   given (no `st2kv` rendering), `trace_context` is `{"id_": null, "trace_tag": null}`.
+//! - The stream refusing connections (`set_stream_available(false)`) answers 503 with a JSON
+//!   faultstring, standing in for the proxy's error while st2stream is down.
+
+mod aliases;
+mod executions;
+mod http;
+mod ids;
+mod parser;
+mod post_result;
+mod python;
+mod state;
+mod stream;
+mod template;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use parser::parse_params;
+
+use state::{ApiKey, Shared, Token};
+
+/// Parameters parsed from a command: strings (or `null` for unmatched optional groups).
+pub type Params = serde_json::Map<String, Value>;
+
+/// A replacement parser: `(format, command) -> params`, `Err(message)` becomes a 400 with that
+/// message as faultstring (st2's `ParseException` path).
+pub type ParserFn = Arc<dyn Fn(&str, &str) -> Result<Params, String> + Send + Sync>;
+
+/// How the double starts. Everything here can also be changed later through [`St2Double`].
+#[derive(Debug, Clone)]
+pub struct St2Options {
+    /// Idle time after which the stream sends a `\n` heartbeat (st2: `stream.heartbeat`, 25 s).
+    pub heartbeat: Duration,
+    /// TTL of tokens requested without `ttl` (st2: `auth.token_ttl`, 86 400 s).
+    pub default_token_ttl: Duration,
+    /// Largest `ttl` accepted; above it `POST /tokens` is a 400.
+    pub max_token_ttl: Duration,
+    /// `api.max_page_size`: largest `limit` a non-admin may ask for (100).
+    pub max_page_size: usize,
+    /// The bridge's notification route (`matrix`), the one [`St2Options::notify_rule`] serves.
+    pub route: String,
+    /// State of `chatops.notify-<route>` at start (enabled).
+    pub notify_rule: RuleState,
+    /// With RBAC off everyone is an admin and no execution is denied (st2's no-op backend).
+    pub rbac: bool,
+    /// Base of `execution.web_url`; `None` uses the double's own URL.
+    pub webui_url: Option<String>,
+}
+
+impl Default for St2Options {
+    fn default() -> Self {
+        St2Options {
+            heartbeat: Duration::from_secs(25),
+            default_token_ttl: Duration::from_secs(86_400),
+            max_token_ttl: Duration::from_secs(86_400),
+            max_page_size: 100,
+            route: "matrix".into(),
+            notify_rule: RuleState::Enabled,
+            rbac: true,
+            webui_url: None,
+        }
+    }
+}
+
+/// What kind of credential a request carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialKind {
+    /// A user token (`X-Auth-Token`, `?x-auth-token=`, `auth-token` cookie).
+    Token,
+    /// An API key (`St2-Api-Key`, `?st2-api-key=`).
+    ApiKey,
+    /// User name and password (HTTP Basic on `POST /auth/v1/tokens`).
+    Password,
+}
+
+/// Where the credential was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialPlace {
+    /// A request header (including `Authorization`).
+    Header,
+    /// The URL query string: ends up in proxy logs.
+    Query,
+    /// The `auth-token` cookie st2 sets (a bridge should not send it back).
+    Cookie,
+}
+
+/// The credential st2 used for a request (the first present, in st2's order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credential {
+    /// Token, API key or password.
+    pub kind: CredentialKind,
+    /// Header, query or cookie.
+    pub place: CredentialPlace,
+    /// The token or key itself; for passwords, the user name (never the password).
+    pub value: String,
+}
+
+/// One request as the double saw it.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    /// `GET`, `POST`, …
+    pub method: String,
+    /// Path without query, e.g. `/api/v1/actionalias`.
+    pub path: String,
+    /// Raw query string, if any.
+    pub query: Option<String>,
+    /// The credential used, if one was presented (also when it was refused).
+    pub credential: Option<Credential>,
+    /// The st2 user it authenticated as; `None` when authentication failed or was not needed.
+    pub user: Option<String>,
+    /// Status code answered.
+    pub status: u16,
+    /// Request body as text, if any.
+    pub body: Option<String>,
+    /// The `X-Request-ID` answered.
+    pub request_id: String,
+}
+
+impl RecordedRequest {
+    /// Whether a token or API key appeared in the URL (whether or not it was the one used).
+    pub fn credential_in_url(&self) -> bool {
+        self.query.as_deref().is_some_and(|q| {
+            q.split('&').filter_map(|kv| kv.split('=').next()).any(|k| {
+                k.eq_ignore_ascii_case("x-auth-token") || k.eq_ignore_ascii_case("st2-api-key")
+            })
+        })
+    }
+}
+
+/// An execution started through `POST /api/v1/aliasexecution`.
+#[derive(Debug, Clone)]
+pub struct RecordedExecution {
+    /// The 24-hex execution id.
+    pub id: String,
+    /// The request body as sent (`name`, `format`, `command`, `user`, `source_channel`,
+    /// `source_context`, `notification_route`, …).
+    pub request: Value,
+    /// The credential that created it.
+    pub credential: Credential,
+    /// The st2 user of that credential (`context.user`).
+    pub user: String,
+    /// The execution as `GET /api/v1/executions/{id}` returns it now.
+    pub execution: Value,
+    /// When it was requested.
+    pub started_at: SystemTime,
+}
+
+/// State of a `chatops.notify-<route>` rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleState {
+    /// Not installed: `GET /rules/{ref}` is a 404 and results are never announced.
+    Absent,
+    /// Installed but disabled: results are never announced.
+    Disabled,
+    /// Installed and enabled: results are announced.
+    Enabled,
+}
+
+/// What [`St2Double::finish_execution`] did.
+#[derive(Debug, Clone)]
+pub struct FinishOutcome {
+    /// The execution after the update.
+    pub execution: Value,
+    /// The SSE event name announced, e.g. `st2.announcement__matrix`.
+    pub event: Option<String>,
+    /// The announcement payload (`channel`, `message`, `user`, `whisper`, `extra`, `context`).
+    pub payload: Option<Value>,
+    /// How many stream connections were listening when it was announced.
+    pub delivered_to: usize,
+    /// Why nothing was announced (missing route, absent/disabled rule, disabled output,
+    /// template failure).
+    pub skipped: Option<String>,
+}
+
+struct Running {
+    cancel: CancellationToken,
+    accept: JoinHandle<()>,
+}
+
+/// The running double. Dropping it stops the server.
+pub struct St2Double {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    running: Mutex<Option<Running>>,
+}
+
+impl St2Double {
+    /// Binds 127.0.0.1 on a free port and starts serving.
+    pub async fn start(options: St2Options) -> St2Double {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0 for the StackStorm double");
+        let addr = listener
+            .local_addr()
+            .expect("local address of a bound listener");
+        let shared = Arc::new(Shared::new(&options, format!("http://{addr}")));
+        let double = St2Double {
+            shared,
+            addr,
+            running: Mutex::new(None),
+        };
+        double.serve(listener);
+        double
+    }
+
+    /// The public base URL, `http://127.0.0.1:PORT` (append `/api/v1`, `/auth/v1`, `/stream/v1`).
+    pub fn url(&self) -> String {
+        self.shared.base_url.clone()
+    }
+
+    /// `url()/api/v1`.
+    pub fn api_url(&self) -> String {
+        format!("{}/api/v1", self.shared.base_url)
+    }
+
+    /// `url()/auth/v1`.
+    pub fn auth_url(&self) -> String {
+        format!("{}/auth/v1", self.shared.base_url)
+    }
+
+    /// `url()/stream/v1`.
+    pub fn stream_url(&self) -> String {
+        format!("{}/stream/v1", self.shared.base_url)
+    }
+
+    /// The listening address (kept across [`St2Double::stop`] / [`St2Double::restart`]).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    // ----- users, keys, tokens ---------------------------------------------------------------
+
+    /// Adds (or updates) a user who can get tokens with this password.
+    pub fn add_user(&self, name: &str, password: &str) {
+        self.shared
+            .state()
+            .users
+            .entry(name.to_owned())
+            .or_default()
+            .password = Some(password.to_owned());
+    }
+
+    /// Makes a user an RBAC admin (may use `limit=-1` and limits above the page size).
+    pub fn set_admin(&self, name: &str, admin: bool) {
+        self.shared
+            .state()
+            .users
+            .entry(name.to_owned())
+            .or_default()
+            .admin = admin;
+    }
+
+    /// Denies (or allows again) `action_execute` to a user: alias executions get a 403.
+    pub fn deny_execute(&self, name: &str, denied: bool) {
+        self.shared
+            .state()
+            .users
+            .entry(name.to_owned())
+            .or_default()
+            .execute_denied = denied;
+    }
+
+    /// Creates an enabled API key owned by `user` and returns it.
+    pub fn add_api_key(&self, user: &str) -> String {
+        let key = ids::api_key();
+        self.add_api_key_value(user, &key);
+        key
+    }
+
+    /// Registers a given API key value for `user` (handy for fixed config files).
+    pub fn add_api_key_value(&self, user: &str, key: &str) {
+        let mut state = self.shared.state();
+        state.users.entry(user.to_owned()).or_default();
+        state.api_keys.retain(|k| k.key != key);
+        state.api_keys.push(ApiKey {
+            key: key.to_owned(),
+            user: user.to_owned(),
+            enabled: true,
+        });
+    }
+
+    /// Enables or disables an API key (disabled: `Unauthorized - API key is disabled.`).
+    pub fn set_api_key_enabled(&self, key: &str, enabled: bool) {
+        for k in self
+            .shared
+            .state()
+            .api_keys
+            .iter_mut()
+            .filter(|k| k.key == key)
+        {
+            k.enabled = enabled;
+        }
+    }
+
+    /// Issues a token for `user` directly, as if it had logged in.
+    pub fn issue_token(&self, user: &str, ttl: Duration) -> String {
+        let token = ids::token();
+        let mut state = self.shared.state();
+        state.users.entry(user.to_owned()).or_default();
+        state.tokens.insert(
+            token.clone(),
+            Token {
+                user: user.to_owned(),
+                expiry: SystemTime::now() + ttl,
+            },
+        );
+        token
+    }
+
+    /// Makes a token expire now (`Unauthorized - Token has expired.` from then on).
+    pub fn expire_token(&self, token: &str) {
+        if let Some(t) = self.shared.state().tokens.get_mut(token) {
+            t.expiry = SystemTime::now();
+        }
+    }
+
+    /// Forgets a token (`Unauthorized` from then on, as for an unknown token).
+    pub fn revoke_token(&self, token: &str) {
+        self.shared.state().tokens.remove(token);
+    }
+
+    /// Changes the default and maximum TTL of tokens issued by `POST /auth/v1/tokens`.
+    pub fn set_token_ttls(&self, default: Duration, max: Duration) {
+        let mut state = self.shared.state();
+        state.default_ttl = default;
+        state.max_ttl = max;
+    }
+
+    /// Tokens issued so far (by the endpoint or [`St2Double::issue_token`]) for `user`,
+    /// with their expiry.
+    pub fn tokens_of(&self, user: &str) -> Vec<(String, SystemTime)> {
+        self.shared
+            .state()
+            .tokens
+            .iter()
+            .filter(|(_, t)| t.user == user)
+            .map(|(k, t)| (k.clone(), t.expiry))
+            .collect()
+    }
+
+    // ----- aliases ---------------------------------------------------------------------------
+
+    /// The 24 real aliases of `fixtures/st2-aliases-real.json`, completed with `id`, `uid`, …
+    pub fn fixture_aliases() -> Vec<Value> {
+        let raw: Value = serde_json::from_str(include_str!("../../fixtures/st2-aliases-real.json"))
+            .expect("the aliases fixture is valid JSON");
+        raw.as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(aliases::normalise)
+            .collect()
+    }
+
+    /// A minimal alias: `pack.name` running `action_ref` with plain string formats.
+    pub fn simple_alias(pack: &str, name: &str, action_ref: &str, formats: &[&str]) -> Value {
+        serde_json::json!({
+            "name": name, "pack": pack, "action_ref": action_ref,
+            "description": format!("{pack}.{name}"), "enabled": true, "formats": formats,
+        })
+    }
+
+    /// Replaces all aliases (each completed with `id`, `uid`, `ref`, `enabled` if missing).
+    pub fn set_aliases(&self, aliases: Vec<Value>) {
+        self.shared.state().aliases = aliases.into_iter().map(aliases::normalise).collect();
+    }
+
+    /// Adds one alias, replacing one with the same ref.
+    pub fn add_alias(&self, alias: Value) {
+        let alias = aliases::normalise(alias);
+        let mut state = self.shared.state();
+        state.aliases.retain(|a| a.get("ref") != alias.get("ref"));
+        state.aliases.push(alias);
+    }
+
+    /// Loads [`St2Double::fixture_aliases`], replacing all aliases.
+    pub fn load_fixture_aliases(&self) {
+        self.set_aliases(Self::fixture_aliases());
+    }
+
+    /// Removes the alias with this ref.
+    pub fn remove_alias(&self, alias_ref: &str) {
+        self.shared
+            .state()
+            .aliases
+            .retain(|a| a.get("ref").and_then(Value::as_str) != Some(alias_ref));
+    }
+
+    /// Enables or disables the alias with this ref.
+    pub fn set_alias_enabled(&self, alias_ref: &str, enabled: bool) {
+        for a in self.shared.state().aliases.iter_mut() {
+            if a.get("ref").and_then(Value::as_str) == Some(alias_ref) {
+                a["enabled"] = Value::Bool(enabled);
+            }
+        }
+    }
+
+    /// The aliases as stored (in insertion order).
+    pub fn aliases(&self) -> Vec<Value> {
+        self.shared.state().aliases.clone()
+    }
+
+    /// Replaces the alias parser, e.g. with the bridge's own port of st2's parser.
+    pub fn set_parser(&self, parser: ParserFn) {
+        self.shared.state().parser = parser;
+    }
+
+    /// Goes back to the double's own parser ([`parse_params`]).
+    pub fn reset_parser(&self) {
+        self.shared.state().parser = Arc::new(parse_params);
+    }
+
+    // ----- actions and executions ------------------------------------------------------------
+
+    /// Sets the runner of an action (it picks the branch of the default result template).
+    /// Known: `core.local` local-shell-cmd, `core.remote` remote-shell-cmd, `core.http`
+    /// http-request; anything else python-script.
+    pub fn set_action_runner(&self, action_ref: &str, runner: &str) {
+        self.shared
+            .state()
+            .runners
+            .insert(action_ref.to_owned(), runner.to_owned());
+    }
+
+    /// Makes an action missing (alias executions of it get st2's 404), or present again.
+    pub fn set_action_missing(&self, action_ref: &str, missing: bool) {
+        let mut state = self.shared.state();
+        if missing {
+            state.missing_actions.insert(action_ref.to_owned());
+        } else {
+            state.missing_actions.remove(action_ref);
+        }
+    }
+
+    /// All executions started so far, oldest first.
+    pub fn executions(&self) -> Vec<RecordedExecution> {
+        self.shared.state().executions.clone()
+    }
+
+    /// One execution by id.
+    pub fn execution(&self, id: &str) -> Option<RecordedExecution> {
+        self.shared
+            .state()
+            .executions
+            .iter()
+            .find(|e| e.id == id)
+            .cloned()
+    }
+
+    /// The most recent execution.
+    pub fn last_execution(&self) -> Option<RecordedExecution> {
+        self.shared.state().executions.last().cloned()
+    }
+
+    /// Finishes an execution: sets `status`, `result`, `end_timestamp`, `elapsed_seconds`,
+    /// publishes `st2.execution__update`, and, like the `chatops.notify-<route>` rule running
+    /// `chatops.post_result`, announces the formatted result on
+    /// `st2.announcement__<route>` unless the rule is absent or disabled, the alias disables
+    /// result output, or its template fails. Panics on an unknown id (a test bug).
+    pub fn finish_execution(&self, id: &str, status: &str, result: Value) -> FinishOutcome {
+        executions::finish(&self.shared, id, status, result)
+    }
+
+    /// Publishes any payload as `st2.announcement__<route>` (what `chatops.post_message`
+    /// does); returns how many stream connections were listening. Nobody listening: lost.
+    pub fn announce(&self, route: &str, payload: Value) -> usize {
+        executions::announce(&self.shared, route, payload)
+    }
+
+    /// Installs, disables or removes the notify rule of a route (`chatops.notify-<route>`;
+    /// `hubot` is stock `chatops.notify`, announcing on route `chatops`).
+    pub fn set_notify_rule(&self, route: &str, state: RuleState) {
+        self.shared
+            .state()
+            .notify_rules
+            .insert(route.to_owned(), state);
+    }
+
+    // ----- stream ----------------------------------------------------------------------------
+
+    /// Changes the heartbeat interval for connections made from now on.
+    pub fn set_heartbeat(&self, every: Duration) {
+        self.shared.state().heartbeat = every;
+    }
+
+    /// Drops every open stream connection mid-stream.
+    pub fn cut_streams(&self) {
+        self.shared.cut_streams();
+    }
+
+    /// `false`: cuts open stream connections and refuses new ones (503) until set back.
+    pub fn set_stream_available(&self, available: bool) {
+        self.shared.stream_generation.fetch_add(1, Ordering::SeqCst);
+        self.shared.state().stream_available = available;
+        if !available {
+            self.shared.cut_streams();
+        }
+    }
+
+    /// The stream goes down now and comes back by itself after `duration`.
+    pub fn stream_down_for(&self, duration: Duration) {
+        self.set_stream_available(false);
+        let generation = self.shared.stream_generation.load(Ordering::SeqCst);
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(duration).await;
+            // A later availability change by the test wins over this timer.
+            if shared.stream_generation.load(Ordering::SeqCst) == generation {
+                shared.state().stream_available = true;
+            }
+        });
+    }
+
+    /// How many stream connections are open now.
+    pub fn stream_subscribers(&self) -> usize {
+        self.shared.subscribers.load(Ordering::SeqCst)
+    }
+
+    // ----- fault injection -------------------------------------------------------------------
+
+    /// Every API and auth request answers this status (e.g. 500, 503) with a faultstring of
+    /// its reason phrase (`{"faultstring": "Internal Server Error"}`); `None` to stop.
+    pub fn set_failure(&self, status: Option<u16>) {
+        self.shared.state().faults.always = status;
+    }
+
+    /// The next `count` API/auth requests answer `status`, then normal service resumes.
+    pub fn fail_next(&self, count: usize, status: u16) {
+        self.shared
+            .state()
+            .faults
+            .next
+            .extend(std::iter::repeat_n(status, count));
+    }
+
+    /// Delay before every request is handled.
+    pub fn set_latency(&self, latency: Duration) {
+        self.shared.state().faults.latency = latency;
+    }
+
+    /// Stops the whole server: the port refuses connections and open connections (streams
+    /// included) are dropped. State is kept for [`St2Double::restart`].
+    pub async fn stop(&self) {
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(running) = running {
+            running.cancel.cancel();
+            // Waiting for the accept loop guarantees the listener is closed on return.
+            let _ = running.accept.await;
+        }
+    }
+
+    /// Starts serving again on the same port, with the same state.
+    pub async fn restart(&self) {
+        if self.is_running() {
+            return;
+        }
+        let listener = TcpListener::bind(self.addr)
+            .await
+            .expect("re-bind the StackStorm double's port");
+        self.serve(listener);
+    }
+
+    /// Whether the server is accepting connections.
+    pub fn is_running(&self) -> bool {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    // ----- records ---------------------------------------------------------------------------
+
+    /// Every request received so far, oldest first.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.state().requests.clone()
+    }
+
+    /// Requests whose path starts with `prefix`, e.g. `/api/v1/aliasexecution`.
+    pub fn requests_to(&self, prefix: &str) -> Vec<RecordedRequest> {
+        self.shared
+            .state()
+            .requests
+            .iter()
+            .filter(|r| r.path.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+
+    /// Forgets recorded requests.
+    pub fn clear_requests(&self) {
+        self.shared.state().requests.clear();
+    }
+
+    /// Runs the accept loop. Our own loop instead of `axum::serve`, so that stopping can drop
+    /// every connection at once (a dead server, not a graceful shutdown).
+    fn serve(&self, listener: TcpListener) {
+        let cancel = CancellationToken::new();
+        let app = http::router(self.shared.clone());
+        let stop = cancel.clone();
+        let accept = tokio::spawn(async move {
+            loop {
+                let (socket, _) = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    accepted = listener.accept() => match accepted {
+                        Ok(pair) => pair,
+                        // Transient accept errors (e.g. too many files) must not end the loop.
+                        Err(_) => continue,
+                    },
+                };
+                let service = TowerToHyperService::new(app.clone());
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(socket), service);
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = stop.cancelled() => {}
+                    }
+                });
+            }
+        });
+        *self.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(Running { cancel, accept });
+    }
+}
+
+impl Drop for St2Double {
+    fn drop(&mut self) {
+        if let Some(running) = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            running.cancel.cancel();
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! `GET /stream/v1/stream`: st2stream's Server-Sent Events.
+//!
+//! On connect a lone `\n`, then a `\n` heartbeat whenever nothing was sent for the heartbeat
+//! interval, and events as `event: <name>\ndata: <compact JSON>\n\n`. No `id:`/`retry:`, so
+//! nothing can be resumed: events published while a client is away are gone. A cut ends the
+//! body with an error, which drops the TCP connection mid-stream as a crashed st2stream would.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream;
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio_util::sync::CancellationToken;
+
+use super::http::Fault;
+use super::state::{BusEvent, Shared};
+
+/// st2's default `events` whitelist, used when the client passes none.
+const DEFAULT_EVENTS: [&str; 7] = [
+    "st2.announcement__*",
+    "st2.execution__create",
+    "st2.execution__update",
+    "st2.execution__delete",
+    "st2.liveaction__create",
+    "st2.liveaction__update",
+    "st2.liveaction__delete",
+];
+
+/// Counts a connection for [`super::St2Double::stream_subscribers`] while it lives.
+struct Subscriber(Arc<Shared>);
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.0.subscribers.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+struct Conn {
+    rx: broadcast::Receiver<BusEvent>,
+    cut: CancellationToken,
+    heartbeat: Duration,
+    patterns: Vec<String>,
+    greeted: bool,
+    done: bool,
+    _subscriber: Subscriber,
+}
+
+/// The stream handler (authentication already done by the route layer).
+pub(crate) async fn stream(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let heartbeat = {
+        let state = shared.state();
+        if !state.stream_available {
+            // Stands in for the proxy's answer while st2stream is down.
+            return Fault::new(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable")
+                .into_response();
+        }
+        // A zero interval would spin; a millisecond is the smallest useful heartbeat.
+        state.heartbeat.max(Duration::from_millis(1))
+    };
+    let patterns: Vec<String> = match query.get("events").filter(|e| !e.is_empty()) {
+        Some(events) => events.split(',').map(|e| e.trim().to_owned()).collect(),
+        None => DEFAULT_EVENTS.iter().map(|e| (*e).to_owned()).collect(),
+    };
+    // Subscribe before answering, so nothing published after the client sees the first
+    // byte can be missed.
+    let rx = shared.events.subscribe();
+    shared.subscribers.fetch_add(1, Ordering::SeqCst);
+    let conn = Conn {
+        rx,
+        cut: shared.stream_cut_token(),
+        heartbeat,
+        patterns,
+        greeted: false,
+        done: false,
+        _subscriber: Subscriber(shared.clone()),
+    };
+    let body = stream::unfold(conn, next_chunk);
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream; charset=UTF-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        [("x-accel-buffering", "no")],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+async fn next_chunk(mut conn: Conn) -> Option<(Result<Bytes, io::Error>, Conn)> {
+    if conn.done {
+        return None;
+    }
+    if !conn.greeted {
+        conn.greeted = true;
+        return Some((Ok(Bytes::from_static(b"\n")), conn));
+    }
+    loop {
+        tokio::select! {
+            _ = conn.cut.cancelled() => {
+                conn.done = true;
+                let err = io::Error::new(io::ErrorKind::ConnectionAborted, "stream cut by the test");
+                return Some((Err(err), conn));
+            }
+            received = tokio::time::timeout(conn.heartbeat, conn.rx.recv()) => match received {
+                Err(_idle) => return Some((Ok(Bytes::from_static(b"\n")), conn)),
+                Ok(Ok(event)) if conn.patterns.iter().any(|p| fnmatch(p, &event.name)) => {
+                    let frame = format!("event: {}\ndata: {}\n\n", event.name, event.data);
+                    return Some((Ok(Bytes::from(frame)), conn));
+                }
+                Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => continue,
+                Ok(Err(RecvError::Closed)) => return None,
+            },
+        }
+    }
+}
+
+/// Python's `fnmatch.fnmatch` on POSIX: `*`, `?`, `[seq]`, `[!seq]`, case-sensitive.
+pub(crate) fn fnmatch(pattern: &str, name: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    matches_at(&p, &n)
+}
+
+fn matches_at(p: &[char], n: &[char]) -> bool {
+    match p.first() {
+        None => n.is_empty(),
+        Some('*') => (0..=n.len()).any(|i| matches_at(&p[1..], &n[i..])),
+        Some('?') => !n.is_empty() && matches_at(&p[1..], &n[1..]),
+        Some('[') => {
+            let Some(close) = p.iter().skip(2).position(|c| *c == ']').map(|i| i + 2) else {
+                return n.first() == Some(&'[') && matches_at(&p[1..], &n[1..]);
+            };
+            let Some(c) = n.first() else { return false };
+            let (negate, set) = match p[1] {
+                '!' => (true, &p[2..close]),
+                _ => (false, &p[1..close]),
+            };
+            let mut hit = false;
+            let mut i = 0;
+            while i < set.len() {
+                if i + 2 < set.len() && set[i + 1] == '-' {
+                    hit |= set[i] <= *c && *c <= set[i + 2];
+                    i += 3;
+                } else {
+                    hit |= set[i] == *c;
+                    i += 1;
+                }
+            }
+            hit != negate && matches_at(&p[close + 1..], &n[1..])
+        }
+        Some(c) => n.first() == Some(c) && matches_at(&p[1..], &n[1..]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fnmatch;
+
+    #[test]
+    fn fnmatch_globs_like_python() {
+        assert!(fnmatch("st2.announcement__*", "st2.announcement__matrix"));
+        assert!(!fnmatch(
+            "st2.announcement__matrix",
+            "st2.announcement__matrix2"
+        ));
+        assert!(fnmatch("st2.execution__[cu]*", "st2.execution__update"));
+        assert!(!fnmatch("st2.execution__[!cu]*", "st2.execution__update"));
+        assert!(fnmatch("st2.?nnouncement__x", "st2.announcement__x"));
+    }
+}
