@@ -42,6 +42,19 @@ pub enum Command {
     },
     /// Check the config and the registration file, and say what is wrong.
     CheckConfig,
+    /// Show how StackStorm would parse a command with an alias format, like
+    /// `st2 action-alias test`: prints the parameters as JSON (exit 0), or why the command does
+    /// not match (exit 1), or why the format is invalid (exit 2).
+    ParseAlias {
+        /// The alias format, e.g. 'run {{cmd}} on {{hosts=localhost}}'.
+        #[arg(long)]
+        format: String,
+        /// Treat the format as `match_multiple`: print a JSON list, one object per match.
+        #[arg(long)]
+        multiple: bool,
+        /// The command as typed, without the bot prefix.
+        command: String,
+    },
 }
 
 /// Runs the CLI; returns the process exit code.
@@ -52,6 +65,13 @@ pub fn main(cli: Cli) -> ExitCode {
             generate_registration(&cli.config, output, force)
         }
         Command::CheckConfig => check_config(&cli.config),
+        Command::ParseAlias {
+            format,
+            multiple,
+            command,
+        } => {
+            return crate::alias::parse_alias_cli(&format, &command, multiple);
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

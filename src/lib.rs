@@ -7,6 +7,8 @@
 //!                          everything said ──▶ matrix::outbox ──▶ matrix (client) ──▶ homeserver
 //! ```
 //!
+//! - [`alias`]: StackStorm's action-alias format parser (a port of its Python-regex semantics)
+//!   and the matcher over many aliases.
 //! - [`config`]: `config.toml` + `ST2_MATRIX_*` overrides, validated.
 //! - [`registration`]: the appservice registration file (generate, load, check).
 //! - [`appservice`]: the HTTP API the homeserver calls (hs_token auth, transactions).
@@ -17,6 +19,7 @@
 //! - [`ops`], [`telemetry`]: health, readiness, metrics, logs.
 //! - [`startup`], [`cli`]: wiring and the command line.
 
+pub mod alias;
 pub mod appservice;
 pub mod bridge;
 pub mod cli;
@@ -31,3 +34,4 @@ pub mod secret;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
