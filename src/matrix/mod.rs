@@ -116,6 +116,7 @@ impl MatrixClient {
         bot: OwnedUserId,
         timeout: Duration,
     ) -> Result<Self, Error> {
+        crate::tls::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(10))

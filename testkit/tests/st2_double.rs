@@ -11,6 +11,9 @@ use st2_matrix_testkit::st2::{CredentialKind, CredentialPlace, RuleState, St2Dou
 // ----- helpers ---------------------------------------------------------------------------------
 
 fn client() -> Client {
+    // Built in the same cargo invocation as the bridge, reqwest gets the bridge's
+    // `rustls-no-provider` feature and needs a provider even for plain http.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     Client::builder()
         .no_proxy()
         .build()

@@ -49,6 +49,7 @@ impl TestApp {
     }
 
     pub async fn spawn_with(options: Options) -> TestApp {
+        st2_matrix::tls::install_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
         let (config, registration, listener) = prepare(dir.path(), &options).await;
         let hs_token = registration.hs_token.clone();
