@@ -1,0 +1,231 @@
+//! The e2e harness: one real Synapse per run, a pool of bridge slots, and per-test contexts.
+//!
+//! [`main`] is the test binary's entry point (libtest-mimic, so `cargo test` filters, `--list`
+//! and `--test-threads` work as usual). It starts Synapse only if at least one test will run,
+//! runs the tests in parallel, each on its own tokio runtime, then stops Synapse and deletes
+//! its temp dir, whatever the outcome.
+
+/// The bridge under test as a child process.
+pub mod bridge;
+/// Accessors for the raw JSON events tests look at.
+pub mod events;
+/// Spawning, signalling and reading the logs of child processes.
+pub mod process;
+/// Appservice slots registered with Synapse before it starts.
+pub mod slots;
+/// The Synapse homeserver.
+pub mod synapse;
+/// A human user on matrix-sdk.
+pub mod user;
+/// Polling with deadlines.
+pub mod wait;
+
+use std::fmt::Write as _;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use libtest_mimic::{Arguments, Failed, Trial};
+
+use bridge::Bridge;
+use process::{free_ports, log_tail};
+use slots::SlotPool;
+use synapse::{Homeserver, Synapse};
+use user::User;
+
+/// A test: an async function of its [`Ctx`].
+pub type TestFn = fn(Ctx) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
+
+/// No test may take longer than this; a hung one fails instead of stalling the run.
+const TEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Spare slots beyond one per test, for tests that need a second bridge.
+const SPARE_SLOTS: usize = 2;
+
+/// Tests run concurrently unless `--test-threads` says otherwise. They mostly wait on other
+/// processes, so more of them than the machine's 2 cores keeps the run short.
+const DEFAULT_TEST_THREADS: usize = 4;
+
+/// The repository root (the workspace this package belongs to).
+pub fn repo_root() -> &'static Path {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+        // Canonical only so that paths in messages read well; the raw form works as well.
+        root.canonicalize().unwrap_or_else(|_| root.to_owned())
+    })
+}
+
+/// What a test gets: the homeserver, and bridges and users on demand.
+pub struct Ctx {
+    shared: Arc<Shared>,
+    /// Log files of the bridges this test claimed, printed when it fails.
+    bridge_logs: Arc<Mutex<Vec<PathBuf>>>,
+}
+
+/// State shared by all tests of a run.
+struct Shared {
+    homeserver: Homeserver,
+    slots: SlotPool,
+    bin: PathBuf,
+}
+
+impl Ctx {
+    /// A bridge on a slot of its own (not started: patch its config first if needed).
+    pub fn bridge(&self) -> Bridge {
+        let slot = self.shared.slots.claim();
+        self.bridge_logs
+            .lock()
+            .expect("log list lock")
+            .push(slot.log_path());
+        Bridge::new(self.shared.bin.clone(), slot)
+    }
+
+    /// A new human user named `<name>-<random>`, logged in and syncing.
+    pub async fn user(&self, name: &str) -> anyhow::Result<User> {
+        User::register(&self.shared.homeserver, name).await
+    }
+}
+
+/// Runs the `tests` (name, function) under libtest-mimic; see the module doc.
+pub fn main(tests: Vec<(&'static str, TestFn)>) -> ExitCode {
+    let mut args = Arguments::from_args();
+    if args.test_threads.is_none() {
+        args.test_threads = Some(DEFAULT_TEST_THREADS);
+    }
+    // Trials need the run's shared state, which exists only once Synapse is up; they reach
+    // it through this cell, filled after we know that some trial will actually run.
+    let shared: Arc<OnceLock<Arc<Shared>>> = Arc::new(OnceLock::new());
+    let trials: Vec<Trial> = tests
+        .into_iter()
+        .map(|(name, test)| {
+            let shared = Arc::clone(&shared);
+            Trial::test(name, move || {
+                run_trial(shared.get().expect("the run was set up"), test)
+            })
+        })
+        .collect();
+
+    let to_run = trials
+        .iter()
+        .filter(|t| !args.is_filtered_out(t) && !args.is_ignored(t))
+        .count();
+    if args.list || to_run == 0 {
+        return libtest_mimic::run(&args, trials).exit_code();
+    }
+
+    let t0 = Instant::now();
+    let run = match Run::set_up(to_run + SPARE_SLOTS) {
+        Ok(run) => run,
+        Err(e) => {
+            eprintln!("e2e: could not set up the end-to-end run: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let _ = shared.set(Arc::clone(&run.shared));
+    let conclusion = libtest_mimic::run(&args, trials);
+    drop(run);
+    eprintln!(
+        "e2e: whole run (set-up, tests, tear-down) took {:.1}s",
+        t0.elapsed().as_secs_f64()
+    );
+    conclusion.exit_code()
+}
+
+/// Everything one run owns. Field order is drop order: Synapse stops before the temp dir
+/// holding its data (and the slots') is deleted.
+struct Run {
+    _synapse: Synapse,
+    shared: Arc<Shared>,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Run {
+    fn set_up(slot_count: usize) -> anyhow::Result<Run> {
+        let bin = bridge::binary()?;
+        let dir = tempfile::Builder::new()
+            .prefix("st2-matrix-e2e-")
+            .tempdir()
+            .context("creating the run's temp dir")?;
+        let mut ports = free_ports(slot_count + 1)?;
+        let synapse_port = ports.pop().expect("one port per slot, plus Synapse's");
+        let homeserver_url = format!("http://127.0.0.1:{synapse_port}");
+        let slots = SlotPool::create(&ports, &dir.path().join("slots"), &bin, &homeserver_url)?;
+        let synapse = Synapse::start(
+            &dir.path().join("synapse"),
+            synapse_port,
+            slots.registration_files(),
+        )?;
+        let shared = Arc::new(Shared {
+            homeserver: synapse.homeserver(),
+            slots,
+            bin,
+        });
+        Ok(Run {
+            _synapse: synapse,
+            shared,
+            dir: Some(dir),
+        })
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        // E2E_KEEP_DIR=1 keeps Synapse's and the bridges' files for a post-mortem.
+        if std::env::var_os("E2E_KEEP_DIR").is_some_and(|v| v == "1")
+            && let Some(dir) = self.dir.take()
+        {
+            eprintln!("e2e: keeping {}", dir.keep().display());
+        }
+    }
+}
+
+/// Runs one test on a runtime of its own; a failure's message ends with the tails of the
+/// logs of the bridges it used.
+fn run_trial(shared: &Arc<Shared>, test: TestFn) -> Result<(), Failed> {
+    let bridge_logs = Arc::new(Mutex::new(Vec::new()));
+    let ctx = Ctx {
+        shared: Arc::clone(shared),
+        bridge_logs: Arc::clone(&bridge_logs),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failed::from(format!("building the test's runtime: {e}")))?;
+    // The timeout's timer must be created inside the runtime, hence the async block.
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        runtime.block_on(async { tokio::time::timeout(TEST_TIMEOUT, test(ctx)).await })
+    }));
+    // Users' sync tasks may sit in a long-poll; don't wait for them.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+
+    let failure = match outcome {
+        Ok(Ok(Ok(()))) => return Ok(()),
+        Ok(Ok(Err(e))) => format!("{e:#}"),
+        Ok(Err(_elapsed)) => format!("the test did not finish within {TEST_TIMEOUT:?}"),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("(no message)");
+            format!("test panicked: {message}")
+        }
+    };
+    let mut message = failure;
+    for log in bridge_logs.lock().expect("log list lock").iter() {
+        let _ = write!(
+            message,
+            "\n--- {} (last 60 lines) ---\n{}",
+            log.display(),
+            log_tail(log, 60)
+        );
+    }
+    Err(message.into())
+}

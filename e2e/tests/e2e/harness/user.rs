@@ -1,0 +1,410 @@
+//! A human Matrix user driven by matrix-sdk, as Element would drive one.
+//!
+//! Registered through Synapse's shared-secret API with a random suffix (tests share one
+//! homeserver and must never see each other's users), logged in with matrix-sdk, and synced in
+//! the background. The sync records every timeline event as raw JSON (so tests can look at
+//! exactly what the bridge sent, e.g. `content["m.relates_to"]`) and every membership change.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use matrix_sdk::config::SyncSettings;
+use matrix_sdk::ruma::api::client::filter::{FilterDefinition, RoomEventFilter, RoomFilter};
+use matrix_sdk::ruma::api::client::room::create_room;
+use matrix_sdk::ruma::api::client::sync::sync_events::v3::Filter;
+use matrix_sdk::ruma::events::InitialStateEvent;
+use matrix_sdk::ruma::events::room::encryption::RoomEncryptionEventContent;
+use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
+use matrix_sdk::ruma::serde::Raw;
+use matrix_sdk::ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UInt, UserId};
+use matrix_sdk::sync::{State, SyncResponse, Timeline};
+use matrix_sdk::{Client, Room};
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use serde_json::{Value as Json, json};
+use tokio::task::JoinHandle;
+
+use super::synapse::Homeserver;
+use super::wait::{PROMPTLY, poll_until};
+
+/// How long one `/sync` long-poll may wait for news; short so a stuck request is noticed.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A logged-in human user with a background sync.
+pub struct User {
+    user_id: OwnedUserId,
+    client: Client,
+    seen: Arc<Mutex<Seen>>,
+    sync: JoinHandle<()>,
+}
+
+/// What the background sync has seen, per room.
+#[derive(Default)]
+struct Seen {
+    rooms: HashMap<OwnedRoomId, RoomSeen>,
+}
+
+#[derive(Default)]
+struct RoomSeen {
+    /// Timeline events in sync order, raw JSON.
+    events: Vec<Json>,
+    event_ids: HashSet<String>,
+    /// Each user's membership events from the timeline, oldest first.
+    membership_history: HashMap<String, Vec<String>>,
+    /// Each user's membership now (timeline, then the room state the sync reported).
+    membership: HashMap<String, String>,
+}
+
+impl User {
+    /// Registers `<name>-<random>` on `homeserver`, logs in and starts syncing.
+    pub async fn register(homeserver: &Homeserver, name: &str) -> anyhow::Result<User> {
+        let localpart = format!("{name}-{}", random_lowercase(8));
+        let password = random_lowercase(20);
+        let registered = homeserver.register_user(&localpart, &password).await?;
+
+        let client = Client::builder()
+            .homeserver_url(&homeserver.url)
+            .build()
+            .await
+            .context("building the matrix-sdk client")?;
+        client
+            .matrix_auth()
+            .login_username(&localpart, &password)
+            .initial_device_display_name("st2-matrix e2e")
+            .await
+            .with_context(|| format!("logging in as {}", registered.user_id))?;
+        let user_id = client
+            .user_id()
+            .context("logged in but no user id")?
+            .to_owned();
+
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let sync = tokio::spawn(sync_forever(client.clone(), Arc::clone(&seen)));
+        Ok(User {
+            user_id,
+            client,
+            seen,
+            sync,
+        })
+    }
+
+    /// This user's id, e.g. `@alice-k3j9x0qa:localhost`.
+    pub fn user_id(&self) -> &UserId {
+        &self.user_id
+    }
+
+    /// Creates a private room (the homeserver's default room version, 12 on Synapse 1.163).
+    pub async fn create_room(&self) -> anyhow::Result<OwnedRoomId> {
+        self.create_room_from(Vec::new()).await
+    }
+
+    /// Creates a private room with end-to-end encryption on from the start (an
+    /// `m.room.encryption` initial state event). This user's client has no E2EE support; it
+    /// only needs to read what the bridge says there, which the bridge sends unencrypted.
+    pub async fn create_encrypted_room(&self) -> anyhow::Result<OwnedRoomId> {
+        let encryption = InitialStateEvent::with_empty_state_key(
+            RoomEncryptionEventContent::with_recommended_defaults(),
+        );
+        self.create_room_from(vec![encryption.to_raw_any()]).await
+    }
+
+    /// Creates a private room, invites `member` (e.g. the bot) and waits until it joined: the
+    /// arrangement of most tests.
+    pub async fn create_room_with(&self, member: &UserId) -> anyhow::Result<OwnedRoomId> {
+        let room = self.create_room().await?;
+        self.invite(&room, member).await?;
+        self.wait_for_membership(&room, member, "join", PROMPTLY)
+            .await;
+        Ok(room)
+    }
+
+    async fn create_room_from(
+        &self,
+        initial_state: Vec<Raw<matrix_sdk::ruma::events::AnyInitialStateEvent>>,
+    ) -> anyhow::Result<OwnedRoomId> {
+        let mut request = create_room::v3::Request::new();
+        request.initial_state = initial_state;
+        request.preset = Some(create_room::v3::RoomPreset::PrivateChat);
+        let room = self
+            .client
+            .create_room(request)
+            .await
+            .context("creating a room")?;
+        Ok(room.room_id().to_owned())
+    }
+
+    /// Invites `user_id` into `room`.
+    pub async fn invite(&self, room: &RoomId, user_id: &UserId) -> anyhow::Result<()> {
+        self.room(room)?
+            .invite_user_by_id(user_id)
+            .await
+            .with_context(|| format!("inviting {user_id} to {room}"))
+    }
+
+    /// Sends a plain `m.text` message and returns its event id.
+    pub async fn send_text(&self, room: &RoomId, body: &str) -> anyhow::Result<OwnedEventId> {
+        let sent = self
+            .room(room)?
+            .send(RoomMessageEventContent::text_plain(body))
+            .await
+            .context("sending a message")?;
+        Ok(sent.response.event_id)
+    }
+
+    /// Sends an `m.text` message into the thread rooted at `thread_root`, shaped as Element
+    /// sends one that replies to no particular message of the thread: `rel_type: m.thread`,
+    /// `event_id: thread_root`, `is_falling_back: true` and `m.in_reply_to: thread_root`.
+    pub async fn send_thread_reply(
+        &self,
+        room: &RoomId,
+        thread_root: &EventId,
+        body: &str,
+    ) -> anyhow::Result<OwnedEventId> {
+        // Written out as JSON on purpose: the test states the wire format it sends rather
+        // than trusting the client library's idea of a thread message.
+        let content = json!({
+            "msgtype": "m.text",
+            "body": body,
+            "m.relates_to": {
+                "rel_type": "m.thread",
+                "event_id": thread_root,
+                "is_falling_back": true,
+                "m.in_reply_to": { "event_id": thread_root },
+            },
+        });
+        let sent = self
+            .room(room)?
+            .send_raw("m.room.message", content)
+            .await
+            .context("sending a thread message")?;
+        Ok(sent.response.event_id)
+    }
+
+    /// Every timeline event of `room` this user's sync has seen so far, oldest first.
+    pub fn events(&self, room: &RoomId) -> Vec<Json> {
+        self.seen()
+            .rooms
+            .get(room)
+            .map(|r| r.events.clone())
+            .unwrap_or_default()
+    }
+
+    /// The timeline events of `room` for which `predicate` holds.
+    pub fn events_matching(&self, room: &RoomId, predicate: impl Fn(&Json) -> bool) -> Vec<Json> {
+        self.events(room)
+            .into_iter()
+            .filter(|ev| predicate(ev))
+            .collect()
+    }
+
+    /// Waits until this user's sync has seen an event in `room` for which `predicate` holds,
+    /// and returns the first one. Panics after `timeout`, naming `what` and listing the
+    /// room's latest events.
+    pub async fn wait_for_event(
+        &self,
+        room: &RoomId,
+        what: &str,
+        predicate: impl Fn(&Json) -> bool,
+        timeout: Duration,
+    ) -> Json {
+        let found = poll_until(timeout, || async {
+            self.events(room).into_iter().find(|ev| predicate(ev))
+        })
+        .await;
+        match found {
+            Some(event) => event,
+            None => panic!(
+                "timed out after {timeout:?} waiting for {what} in {room}; the latest events {} saw there:\n{}",
+                self.user_id,
+                summarize(&self.events(room))
+            ),
+        }
+    }
+
+    /// Waits until `user_id`'s membership in `room` is `membership` (`join`, `leave`, …).
+    pub async fn wait_for_membership(
+        &self,
+        room: &RoomId,
+        user_id: &UserId,
+        membership: &str,
+        timeout: Duration,
+    ) {
+        let reached = poll_until(timeout, || async {
+            (self.membership(room, user_id).as_deref() == Some(membership)).then_some(())
+        })
+        .await;
+        if reached.is_none() {
+            panic!(
+                "timed out after {timeout:?} waiting for {user_id} to {membership} {room}; its membership history: {:?}",
+                self.membership_history(room, user_id)
+            );
+        }
+    }
+
+    /// `user_id`'s current membership in `room`, as far as this user's sync knows.
+    pub fn membership(&self, room: &RoomId, user_id: &UserId) -> Option<String> {
+        self.seen()
+            .rooms
+            .get(room)?
+            .membership
+            .get(user_id.as_str())
+            .cloned()
+    }
+
+    /// Every membership `user_id` has had in `room` (from the timeline), oldest first.
+    pub fn membership_history(&self, room: &RoomId, user_id: &UserId) -> Vec<String> {
+        self.seen()
+            .rooms
+            .get(room)
+            .and_then(|r| r.membership_history.get(user_id.as_str()).cloned())
+            .unwrap_or_default()
+    }
+
+    fn room(&self, room: &RoomId) -> anyhow::Result<Room> {
+        self.client
+            .get_room(room)
+            .with_context(|| format!("{} does not know room {room}", self.user_id))
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
+        self.seen.lock().expect("sync log lock")
+    }
+}
+
+impl Drop for User {
+    fn drop(&mut self) {
+        self.sync.abort();
+    }
+}
+
+/// Syncs until aborted, recording what each response brings. Errors are retried: the test
+/// notices a sync that never catches up through its own deadlines.
+async fn sync_forever(client: Client, seen: Arc<Mutex<Seen>>) {
+    // A high timeline limit, so that a burst of events between two syncs (room creation sends
+    // about eight) never arrives as a "limited" timeline with a gap.
+    let mut filter = FilterDefinition::default();
+    let mut room_filter = RoomFilter::default();
+    let mut timeline = RoomEventFilter::default();
+    timeline.limit = Some(UInt::from(500u32));
+    room_filter.timeline = timeline;
+    room_filter.include_leave = true;
+    filter.room = room_filter;
+    let mut settings = SyncSettings::new()
+        .timeout(SYNC_TIMEOUT)
+        .filter(Filter::FilterDefinition(filter));
+    loop {
+        match client.sync_once(settings.clone()).await {
+            Ok(response) => {
+                seen.lock().expect("sync log lock").record(&response);
+                settings = settings.token(response.next_batch);
+            }
+            Err(e) => {
+                eprintln!("e2e: sync of {:?} failed, retrying: {e}", client.user_id());
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+impl Seen {
+    fn record(&mut self, response: &SyncResponse) {
+        for (room_id, update) in &response.rooms.joined {
+            self.rooms
+                .entry(room_id.clone())
+                .or_default()
+                .record(&update.timeline, &update.state);
+        }
+        for (room_id, update) in &response.rooms.left {
+            self.rooms
+                .entry(room_id.clone())
+                .or_default()
+                .record(&update.timeline, &update.state);
+        }
+    }
+}
+
+impl RoomSeen {
+    fn record(&mut self, timeline: &Timeline, state: &State) {
+        // `State::Before` is the state before the timeline, `State::After` the state at its
+        // end (matrix-sdk asks for the latter): apply each on the right side of the timeline
+        // so `membership` ends as the room's current state.
+        if let State::Before(events) = state {
+            for raw in events {
+                self.apply_state(&to_json(raw.json().get()));
+            }
+        }
+        for event in &timeline.events {
+            let json = to_json(event.raw().json().get());
+            let Some(event_id) = json["event_id"].as_str() else {
+                continue;
+            };
+            if !self.event_ids.insert(event_id.to_owned()) {
+                continue;
+            }
+            if let Some((user, membership)) = member_change(&json) {
+                self.membership_history
+                    .entry(user.clone())
+                    .or_default()
+                    .push(membership.clone());
+                self.membership.insert(user, membership);
+            }
+            self.events.push(json);
+        }
+        if let State::After(events) = state {
+            for raw in events {
+                self.apply_state(&to_json(raw.json().get()));
+            }
+        }
+    }
+
+    fn apply_state(&mut self, json: &Json) {
+        if let Some((user, membership)) = member_change(json) {
+            self.membership.insert(user, membership);
+        }
+    }
+}
+
+/// `(state_key, membership)` of an `m.room.member` event.
+fn member_change(event: &Json) -> Option<(String, String)> {
+    if event["type"] != "m.room.member" {
+        return None;
+    }
+    Some((
+        event["state_key"].as_str()?.to_owned(),
+        event["content"]["membership"].as_str()?.to_owned(),
+    ))
+}
+
+fn to_json(raw: &str) -> Json {
+    serde_json::from_str(raw).expect("the homeserver sends JSON events")
+}
+
+/// One line per event (the last 20): enough to see what the bridge did instead.
+fn summarize(events: &[Json]) -> String {
+    let lines: Vec<String> = events[events.len().saturating_sub(20)..]
+        .iter()
+        .map(|ev| {
+            format!(
+                "  {} {} {}",
+                ev["sender"].as_str().unwrap_or("?"),
+                ev["type"].as_str().unwrap_or("?"),
+                ev["content"]
+            )
+        })
+        .collect();
+    if lines.is_empty() {
+        "  (none)".to_owned()
+    } else {
+        lines.join("\n")
+    }
+}
+
+fn random_lowercase(len: usize) -> String {
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(len)
+        .map(|b| char::from(b).to_ascii_lowercase())
+        .collect()
+}

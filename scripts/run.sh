@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# run.sh - build and run the bridge (release build, embedded SQLite).
+#
+# First run (no config.toml yet): copies config.example.toml to config.toml and generates a
+# fresh registration.yaml (new random tokens, replacing the example in the repository), then
+# stops so you can edit config.toml and give registration.yaml to your homeserver.
+# Later runs: `cargo run --release -- run --config config.toml`.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if [[ ! -f config.toml ]]; then
+  cp config.example.toml config.toml
+  cargo run --release --locked --bin st2-matrix -- generate-registration --config config.toml --force
+  cat <<'MSG'
+
+Created config.toml (from config.example.toml) and a fresh registration.yaml.
+  1. Edit config.toml: [homeserver] url and server_name, [bridge] invite_allow.
+  2. Give registration.yaml to the homeserver (Synapse: app_service_config_files) and restart it.
+  3. Run scripts/run.sh again.
+MSG
+  exit 0
+fi
+exec cargo run --release --locked --bin st2-matrix -- run --config config.toml
