@@ -11,10 +11,13 @@ use ruma::{OwnedUserId, RoomId};
 use tokio::sync::Notify;
 
 use crate::{
-    config::Config,
+    aliases::AliasCache,
+    commands::Addressing,
+    config::{Config, PackFilter},
     dispatch::Classifier,
     matrix::{MatrixClient, outbox::Outbox},
     secret::Secret,
+    st2::St2Client,
     store::Store,
 };
 
@@ -27,6 +30,8 @@ pub struct Bridge {
     pub bot: OwnedUserId,
     /// Decides which pushed events need work (knows the bot, the namespace, the prefix).
     pub classifier: Classifier,
+    /// How messages address the bridge (the classifier's copy, for the handlers).
+    pub addressing: Addressing,
     /// Token the homeserver presents to us.
     pub hs_token: Secret,
     /// The database.
@@ -40,6 +45,12 @@ pub struct Bridge {
     /// Rooms that already got the "encrypted rooms are not supported" notice, so their
     /// encrypted messages need not be stored at all.
     pub noticed_encrypted_rooms: RwLock<HashSet<String>>,
+    /// Direct chats with the bot: every message there is a command.
+    pub direct_rooms: RwLock<HashSet<String>>,
+    /// StackStorm, when configured.
+    pub st2: Option<St2Client>,
+    /// The aliases each room may use.
+    pub aliases: Arc<AliasCache>,
     /// Process start, for uptime.
     pub started_at: Instant,
 }
@@ -51,6 +62,27 @@ impl Bridge {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .contains(room.as_str())
+    }
+
+    /// Whether `room` is a direct chat with the bot.
+    pub fn is_direct(&self, room: &RoomId) -> bool {
+        self.direct_rooms
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(room.as_str())
+    }
+
+    /// Records that `room` is a direct chat.
+    pub fn mark_direct(&self, room: &RoomId) {
+        self.direct_rooms
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(room.as_str().to_owned());
+    }
+
+    /// The packs `room` may use.
+    pub fn packs_for(&self, _room: &RoomId) -> PackFilter {
+        self.config.bridge.packs.clone()
     }
 
     /// Records that `room` got the encryption notice.

@@ -16,6 +16,8 @@ use std::{
 
 use ruma::{OwnedServerName, OwnedUserId, UserId};
 use serde::{Deserialize, Deserializer, de};
+
+use crate::secret::Secret;
 use url::Url;
 
 /// Prefix of the environment variables that override config keys.
@@ -41,6 +43,13 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// The StackStorm the bridge runs commands on. Without it the bridge still joins rooms
+    /// and answers `ping`, and says StackStorm is not configured.
+    #[serde(default)]
+    pub stackstorm: Option<StackStormConfig>,
+    /// Where the key that encrypts stored StackStorm tokens comes from.
+    #[serde(default)]
+    pub secrets: SecretsConfig,
     /// Directory of the config file; relative paths in the config are resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -126,6 +135,243 @@ pub struct BridgeConfig {
     /// Who may invite the bot. Empty means "users of `homeserver.server_name`".
     #[serde(default)]
     pub invite_allow: Vec<UserRule>,
+    /// Packs whose aliases rooms may use (`*` = every pack); rooms can be narrowed further.
+    #[serde(default = "defaults::packs")]
+    pub packs: PackFilter,
+    /// Help entries per message; longer help is split into pages.
+    #[serde(default = "defaults::help_page_size")]
+    pub help_page_size: usize,
+}
+
+/// `[stackstorm]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StackStormConfig {
+    /// StackStorm's public base URL: the API is `url/api/v1`, auth `url/auth/v1`, the stream
+    /// `url/stream/v1` (the stock nginx layout).
+    pub url: Url,
+    /// Overrides the API base (e.g. `http://st2api:9101/v1` without nginx).
+    #[serde(default)]
+    pub api_url: Option<Url>,
+    /// Overrides the auth base (e.g. `http://st2auth:9100/v1`).
+    #[serde(default)]
+    pub auth_url: Option<Url>,
+    /// Overrides the stream base (e.g. `http://st2stream:9102/v1`).
+    #[serde(default)]
+    pub stream_url: Option<Url>,
+    /// The web UI, for execution links when StackStorm does not send `web_url`.
+    #[serde(default)]
+    pub webui_url: Option<Url>,
+    /// Verify StackStorm's TLS certificate (turn off only for a test instance).
+    #[serde(default = "defaults::yes")]
+    pub verify_tls: bool,
+    /// Extra CA certificate(s), PEM, trusted for StackStorm.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Timeout of one request to StackStorm.
+    #[serde(default = "defaults::st2_timeout")]
+    pub timeout: HumanDuration,
+    /// Notification route: executions report back on `st2.announcement__<route>`.
+    #[serde(default = "defaults::route")]
+    pub route: String,
+    /// How often the alias list is fetched again.
+    #[serde(default = "defaults::refresh_interval")]
+    pub refresh_interval: HumanDuration,
+    /// API key (header `St2-Api-Key`): preferred, never expires.
+    #[serde(default)]
+    pub api_key: Option<Secret>,
+    /// A token (header `X-Auth-Token`); it cannot be renewed, so it stops working at its expiry.
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// With `password`: the bridge gets tokens itself and renews them before they expire.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// See `username`.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// Lifetime asked for tokens obtained with username and password (capped by StackStorm's
+    /// `auth.token_ttl`; the bridge adapts when StackStorm says the maximum is lower).
+    #[serde(default = "defaults::token_ttl")]
+    pub token_ttl: HumanDuration,
+}
+
+/// How the bridge authenticates to StackStorm: the first configured of API key, token,
+/// username + password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum St2Credentials {
+    /// `St2-Api-Key`.
+    ApiKey(Secret),
+    /// A fixed `X-Auth-Token`.
+    Token(Secret),
+    /// Tokens obtained from `/auth/v1/tokens` and renewed.
+    Password {
+        /// The StackStorm user.
+        username: String,
+        /// Its password.
+        password: Secret,
+    },
+}
+
+impl StackStormConfig {
+    /// The credential to use, per the documented precedence.
+    pub fn credentials(&self) -> Result<St2Credentials, String> {
+        if let Some(key) = &self.api_key {
+            return Ok(St2Credentials::ApiKey(key.clone()));
+        }
+        if let Some(token) = &self.token {
+            return Ok(St2Credentials::Token(token.clone()));
+        }
+        match (&self.username, &self.password) {
+            (Some(username), Some(password)) => Ok(St2Credentials::Password {
+                username: username.clone(),
+                password: password.clone(),
+            }),
+            (Some(_), None) => {
+                Err("key `stackstorm.password` is missing (stackstorm.username is set)".into())
+            }
+            (None, Some(_)) => {
+                Err("key `stackstorm.username` is missing (stackstorm.password is set)".into())
+            }
+            (None, None) => Err(
+                "[stackstorm] needs a credential: set `api_key` (preferred), `token`, or \
+                                 `username` and `password`"
+                    .into(),
+            ),
+        }
+    }
+
+    /// Base URL of the API (`…/api/v1`).
+    pub fn api_base(&self) -> Url {
+        self.api_url
+            .clone()
+            .unwrap_or_else(|| join_base(&self.url, "api/v1"))
+    }
+
+    /// Base URL of auth (`…/auth/v1`).
+    pub fn auth_base(&self) -> Url {
+        self.auth_url
+            .clone()
+            .unwrap_or_else(|| join_base(&self.url, "auth/v1"))
+    }
+
+    /// Base URL of the stream (`…/stream/v1`).
+    pub fn stream_base(&self) -> Url {
+        self.stream_url
+            .clone()
+            .unwrap_or_else(|| join_base(&self.url, "stream/v1"))
+    }
+
+    /// Base of the web UI (for execution links).
+    pub fn webui_base(&self) -> Url {
+        self.webui_url.clone().unwrap_or_else(|| self.url.clone())
+    }
+}
+
+/// `base` with `path` appended (whether or not `base` ends in `/`).
+fn join_base(base: &Url, path: &str) -> Url {
+    let mut url = base.clone();
+    let joined = format!("{}/{path}", url.path().trim_end_matches('/'));
+    url.set_path(&joined);
+    url
+}
+
+/// `[secrets]`: the 256-bit key that encrypts StackStorm tokens stored in the database. It is
+/// never stored in the database itself.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsConfig {
+    /// The key, base64 (e.g. from the environment: `ST2_MATRIX_SECRETS__KEY`). Wins over
+    /// `key_file`.
+    #[serde(default)]
+    pub key: Option<Secret>,
+    /// A file holding the key; created (mode 0600) with a random key when missing.
+    #[serde(default = "defaults::key_file")]
+    pub key_file: PathBuf,
+}
+
+impl Default for SecretsConfig {
+    fn default() -> Self {
+        Self {
+            key: None,
+            key_file: defaults::key_file(),
+        }
+    }
+}
+
+/// The packs whose aliases a room may use. `*` means every pack.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PackFilter(Vec<String>);
+
+impl PackFilter {
+    /// Every pack.
+    pub fn all() -> Self {
+        PackFilter(vec!["*".into()])
+    }
+
+    /// Whether aliases of `pack` are allowed.
+    pub fn allows(&self, pack: &str) -> bool {
+        self.0.iter().any(|p| p == "*" || p == pack)
+    }
+
+    /// The packs, sorted (or `["*"]`).
+    pub fn packs(&self) -> &[String] {
+        &self.0
+    }
+}
+
+impl FromStr for PackFilter {
+    type Err = String;
+
+    /// `*` or a comma-separated list of pack names.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.split(',')
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+            .try_into()
+    }
+}
+
+impl TryFrom<Vec<String>> for PackFilter {
+    type Error = String;
+
+    fn try_from(packs: Vec<String>) -> Result<Self, Self::Error> {
+        let mut packs: Vec<String> = packs
+            .iter()
+            .map(|p| p.trim().to_owned())
+            .filter(|p| !p.is_empty())
+            .collect();
+        if packs.is_empty() {
+            return Err("a pack list cannot be empty; use \"*\" for every pack".into());
+        }
+        if let Some(bad) = packs.iter().find(|p| {
+            *p != "*"
+                && !p
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        }) {
+            return Err(format!("{bad:?} is not a pack name"));
+        }
+        if packs.iter().any(|p| p == "*") {
+            return Ok(PackFilter::all());
+        }
+        packs.sort();
+        packs.dedup();
+        Ok(PackFilter(packs))
+    }
+}
+
+impl<'de> Deserialize<'de> for PackFilter {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .try_into()
+            .map_err(de::Error::custom)
+    }
+}
+
+impl fmt::Display for PackFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join(","))
+    }
 }
 
 /// `[outbox]`
@@ -217,6 +463,30 @@ mod defaults {
     pub fn log_filter() -> String {
         "info".into()
     }
+    pub fn packs() -> PackFilter {
+        PackFilter::all()
+    }
+    pub fn help_page_size() -> usize {
+        40
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn st2_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(10))
+    }
+    pub fn route() -> String {
+        "matrix".into()
+    }
+    pub fn refresh_interval() -> HumanDuration {
+        HumanDuration(Duration::from_secs(60))
+    }
+    pub fn token_ttl() -> HumanDuration {
+        HumanDuration(Duration::from_secs(24 * 3600))
+    }
+    pub fn key_file() -> PathBuf {
+        "st2-matrix.key".into()
+    }
 }
 
 impl Default for DatabaseConfig {
@@ -234,6 +504,8 @@ impl Default for BridgeConfig {
         Self {
             command_prefix: defaults::command_prefix(),
             invite_allow: Vec::new(),
+            packs: defaults::packs(),
+            help_page_size: defaults::help_page_size(),
         }
     }
 }
@@ -409,6 +681,44 @@ impl Config {
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.filter)
             .map_err(|e| format!("key `log.filter`: {e}"))?;
+        if self.bridge.help_page_size == 0 {
+            return Err("key `bridge.help_page_size` must be at least 1".into());
+        }
+        if let Some(st2) = &self.stackstorm {
+            st2.credentials()?;
+            for (key, url) in [
+                ("url", Some(&st2.url)),
+                ("api_url", st2.api_url.as_ref()),
+                ("auth_url", st2.auth_url.as_ref()),
+                ("stream_url", st2.stream_url.as_ref()),
+                ("webui_url", st2.webui_url.as_ref()),
+            ] {
+                if let Some(url) = url
+                    && !matches!(url.scheme(), "http" | "https")
+                {
+                    return Err(format!(
+                        "key `stackstorm.{key}`: {url} is not an http(s) URL"
+                    ));
+                }
+            }
+            if st2.route.is_empty()
+                || !st2
+                    .route
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err(format!(
+                    "key `stackstorm.route`: {:?} must be non-empty and use only letters, digits, '_' and '-'",
+                    st2.route
+                ));
+            }
+            if st2.refresh_interval.get() < Duration::from_secs(1) {
+                return Err("key `stackstorm.refresh_interval` must be at least 1s".into());
+            }
+            if st2.token_ttl.get() < Duration::from_secs(1) {
+                return Err("key `stackstorm.token_ttl` must be at least 1s".into());
+            }
+        }
         Ok(())
     }
 
@@ -803,6 +1113,72 @@ mod tests {
         assert!(rule("*").matches(&bob));
         assert!("@not valid".parse::<UserRule>().is_err());
         assert!("".parse::<UserRule>().is_err());
+    }
+
+    #[test]
+    fn stackstorm_credentials_follow_the_documented_precedence() {
+        let st2 = |extra: &str| {
+            parse(
+                &format!("{MINIMAL}\n[stackstorm]\nurl = \"https://st2.example.org/\"\n{extra}"),
+                &[],
+            )
+        };
+        let config =
+            st2("api_key = \"k\"\ntoken = \"t\"\nusername = \"u\"\npassword = \"p\"").unwrap();
+        let creds = config.stackstorm.as_ref().unwrap().credentials().unwrap();
+        assert!(matches!(creds, St2Credentials::ApiKey(k) if k.expose() == "k"));
+        let config = st2("token = \"t\"\nusername = \"u\"\npassword = \"p\"").unwrap();
+        assert!(matches!(
+            config.stackstorm.unwrap().credentials().unwrap(),
+            St2Credentials::Token(_)
+        ));
+        let config = st2("username = \"u\"\npassword = \"p\"").unwrap();
+        assert!(matches!(
+            config.stackstorm.unwrap().credentials().unwrap(),
+            St2Credentials::Password { .. }
+        ));
+        let err = st2("username = \"u\"").unwrap_err();
+        assert!(err.to_string().contains("stackstorm.password"), "{err}");
+        let err = st2("").unwrap_err();
+        assert!(err.to_string().contains("api_key"), "{err}");
+    }
+
+    #[test]
+    fn stackstorm_urls_derive_from_the_public_base() {
+        let config = parse(
+            &format!("{MINIMAL}\n[stackstorm]\nurl = \"https://st2.example.org/\"\napi_key = \"k\"\nstream_url = \"http://st2stream:9102/v1\""),
+            &[],
+        )
+        .unwrap();
+        let st2 = config.stackstorm.unwrap();
+        assert_eq!(st2.api_base().as_str(), "https://st2.example.org/api/v1");
+        assert_eq!(st2.auth_base().as_str(), "https://st2.example.org/auth/v1");
+        assert_eq!(st2.stream_base().as_str(), "http://st2stream:9102/v1");
+        assert_eq!(st2.route, "matrix");
+    }
+
+    #[test]
+    fn a_numeric_secret_from_the_environment_is_a_string() {
+        let config = parse(
+            &format!("{MINIMAL}\n[stackstorm]\nurl = \"https://st2.example.org\""),
+            &[("ST2_MATRIX_STACKSTORM__API_KEY", "123456")],
+        )
+        .unwrap();
+        let creds = config.stackstorm.unwrap().credentials().unwrap();
+        assert!(matches!(creds, St2Credentials::ApiKey(k) if k.expose() == "123456"));
+    }
+
+    #[test]
+    fn pack_filters_parse_and_allow() {
+        let filter: PackFilter = "ops, packs,ops".parse().unwrap();
+        assert_eq!(filter.packs(), ["ops", "packs"]);
+        assert!(filter.allows("ops") && !filter.allows("core"));
+        assert_eq!("ops,*".parse::<PackFilter>().unwrap(), PackFilter::all());
+        assert!(PackFilter::all().allows("anything"));
+        assert!("".parse::<PackFilter>().is_err());
+        assert!("no spaces please".parse::<PackFilter>().is_err());
+        let err = parse(&format!("{MINIMAL}\n[bridge]\npacks = []"), &[]).unwrap_err();
+        assert!(err.to_string().contains("bridge.packs"), "{err}");
     }
 
     #[test]

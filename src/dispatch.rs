@@ -22,13 +22,31 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     bridge::Bridge,
-    commands, membership,
+    commands::{self, Addressing},
+    membership,
     registration::UserNamespace,
     store::inbox::{self, Kind},
 };
 
 /// Attempts at an event whose handling keeps failing transiently before it is given up.
 const MAX_ATTEMPTS: u32 = 6;
+
+/// What classification needs to know about rooms, from memory (never the network).
+pub trait RoomFacts {
+    /// The room already got the encryption notice (its encrypted events need nothing more).
+    fn encryption_noticed(&self, room: &RoomId) -> bool;
+    /// The room is a direct chat with the bot (every message is a command).
+    fn is_direct(&self, room: &RoomId) -> bool;
+}
+
+impl RoomFacts for Bridge {
+    fn encryption_noticed(&self, room: &RoomId) -> bool {
+        Bridge::encryption_noticed(self, room)
+    }
+    fn is_direct(&self, room: &RoomId) -> bool {
+        Bridge::is_direct(self, room)
+    }
+}
 
 /// Decides which events need work.
 #[derive(Debug, Clone)]
@@ -37,18 +55,13 @@ pub struct Classifier {
     pub bot: OwnedUserId,
     /// The bridge's own users.
     pub namespace: UserNamespace,
-    /// The command prefix, e.g. `!st2`.
-    pub command_prefix: String,
+    /// How messages address the bridge.
+    pub addressing: Addressing,
 }
 
 impl Classifier {
-    /// The kind of work `event` needs, if any. `encryption_noticed` says whether a room already
-    /// got the encryption notice (then its encrypted events need nothing).
-    pub fn classify(
-        &self,
-        event: &AnyTimelineEvent,
-        encryption_noticed: impl Fn(&RoomId) -> bool,
-    ) -> Option<Kind> {
+    /// The kind of work `event` needs, if any.
+    pub fn classify(&self, event: &AnyTimelineEvent, rooms: &dyn RoomFacts) -> Option<Kind> {
         // Membership changes of the bot made by others come first: they are about us, but the
         // sender is someone else.
         if let AnyTimelineEvent::State(AnyStateEvent::RoomMember(StateEvent::Original(member))) =
@@ -75,7 +88,10 @@ impl Classifier {
                 match &message.content.msgtype {
                     // Notices are bot output by convention: never treat one as a command.
                     MessageType::Text(text)
-                        if commands::invocation(&text.body, &self.command_prefix).is_some() =>
+                        if self
+                            .addressing
+                            .command(&text.body, rooms.is_direct(&message.room_id))
+                            .is_some() =>
                     {
                         Some(Kind::Command)
                     }
@@ -84,7 +100,7 @@ impl Classifier {
             }
             AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomEncrypted(_))
             | AnyTimelineEvent::State(AnyStateEvent::RoomEncryption(_)) => {
-                (!encryption_noticed(event.room_id())).then_some(Kind::Encrypted)
+                (!rooms.encryption_noticed(event.room_id())).then_some(Kind::Encrypted)
             }
             _ => None,
         }
@@ -93,9 +109,7 @@ impl Classifier {
 
 /// What the transaction handler calls: classification with the bridge's current state.
 pub fn classify(bridge: &Bridge, event: &AnyTimelineEvent) -> Option<Kind> {
-    bridge
-        .classifier
-        .classify(event, |room| bridge.encryption_noticed(room))
+    bridge.classifier.classify(event, bridge)
 }
 
 /// Works through the inbox until `stop` is cancelled; the event in hand is finished first.
@@ -252,9 +266,33 @@ mod tests {
         Classifier {
             bot: "@st2bot:x".try_into().unwrap(),
             namespace: UserNamespace::from_registration(&registration).unwrap(),
-            command_prefix: "!st2".into(),
+            addressing: Addressing {
+                prefix: "!st2".into(),
+                bot: "@st2bot:x".try_into().unwrap(),
+                displayname: "StackStorm".into(),
+            },
         }
     }
+
+    /// Room facts for tests: which rooms are noticed / direct.
+    struct Facts {
+        noticed: bool,
+        direct: bool,
+    }
+
+    impl RoomFacts for Facts {
+        fn encryption_noticed(&self, _: &RoomId) -> bool {
+            self.noticed
+        }
+        fn is_direct(&self, _: &RoomId) -> bool {
+            self.direct
+        }
+    }
+
+    const NONE: &Facts = &Facts {
+        noticed: false,
+        direct: false,
+    };
 
     fn event(value: serde_json::Value) -> AnyTimelineEvent {
         let mut v =
@@ -277,24 +315,40 @@ mod tests {
         )
     }
 
-    fn never(_: &RoomId) -> bool {
-        false
-    }
-
     #[test]
     fn a_prefixed_text_message_is_a_command() {
         let c = classifier();
         assert_eq!(
-            c.classify(&text("@alice:x", "m.text", "!st2 ping"), never),
+            c.classify(&text("@alice:x", "m.text", "!st2 ping"), NONE),
+            Some(Kind::Command)
+        );
+        assert_eq!(c.classify(&text("@alice:x", "m.text", "hello"), NONE), None);
+        assert_eq!(
+            c.classify(&text("@alice:x", "m.notice", "!st2 ping"), NONE),
+            None
+        );
+    }
+
+    #[test]
+    fn mentions_and_direct_chats_are_commands() {
+        let c = classifier();
+        assert_eq!(
+            c.classify(&text("@alice:x", "m.text", "StackStorm: deploy web"), NONE),
             Some(Kind::Command)
         );
         assert_eq!(
-            c.classify(&text("@alice:x", "m.text", "hello"), never),
+            c.classify(&text("@alice:x", "m.text", "deploy web"), NONE),
             None
         );
         assert_eq!(
-            c.classify(&text("@alice:x", "m.notice", "!st2 ping"), never),
-            None
+            c.classify(
+                &text("@alice:x", "m.text", "deploy web"),
+                &Facts {
+                    noticed: false,
+                    direct: true
+                }
+            ),
+            Some(Kind::Command)
         );
     }
 
@@ -302,11 +356,11 @@ mod tests {
     fn our_own_users_are_ignored() {
         let c = classifier();
         assert_eq!(
-            c.classify(&text("@st2bot:x", "m.text", "!st2 ping"), never),
+            c.classify(&text("@st2bot:x", "m.text", "!st2 ping"), NONE),
             None
         );
         assert_eq!(
-            c.classify(&text("@st2_alice:x", "m.text", "!st2 ping"), never),
+            c.classify(&text("@st2_alice:x", "m.text", "!st2 ping"), NONE),
             None
         );
     }
@@ -315,27 +369,27 @@ mod tests {
     fn invites_and_removals_of_the_bot_need_work() {
         let c = classifier();
         assert_eq!(
-            c.classify(&member("@alice:x", "@st2bot:x", "invite"), never),
+            c.classify(&member("@alice:x", "@st2bot:x", "invite"), NONE),
             Some(Kind::Invite)
         );
         assert_eq!(
-            c.classify(&member("@alice:x", "@st2bot:x", "leave"), never),
+            c.classify(&member("@alice:x", "@st2bot:x", "leave"), NONE),
             Some(Kind::Removed)
         );
         assert_eq!(
-            c.classify(&member("@alice:x", "@st2bot:x", "ban"), never),
+            c.classify(&member("@alice:x", "@st2bot:x", "ban"), NONE),
             Some(Kind::Removed)
         );
         assert_eq!(
-            c.classify(&member("@st2bot:x", "@st2bot:x", "join"), never),
+            c.classify(&member("@st2bot:x", "@st2bot:x", "join"), NONE),
             None
         );
         assert_eq!(
-            c.classify(&member("@st2bot:x", "@st2bot:x", "leave"), never),
+            c.classify(&member("@st2bot:x", "@st2bot:x", "leave"), NONE),
             None
         );
         assert_eq!(
-            c.classify(&member("@alice:x", "@bob:x", "invite"), never),
+            c.classify(&member("@alice:x", "@bob:x", "invite"), NONE),
             None
         );
     }
@@ -345,7 +399,16 @@ mod tests {
         let c = classifier();
         let encrypted = event(json!({"type": "m.room.encrypted", "content": {
             "algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "x", "sender_key": "k", "device_id": "D", "session_id": "s"}}));
-        assert_eq!(c.classify(&encrypted, never), Some(Kind::Encrypted));
-        assert_eq!(c.classify(&encrypted, |_| true), None);
+        assert_eq!(c.classify(&encrypted, NONE), Some(Kind::Encrypted));
+        assert_eq!(
+            c.classify(
+                &encrypted,
+                &Facts {
+                    noticed: true,
+                    direct: false
+                }
+            ),
+            None
+        );
     }
 }

@@ -20,17 +20,20 @@
 //! - [`startup`], [`cli`]: wiring and the command line.
 
 pub mod alias;
+pub mod aliases;
 pub mod appservice;
 pub mod bridge;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod crypto;
 pub mod dispatch;
 pub mod matrix;
 pub mod membership;
 pub mod ops;
 pub mod registration;
 pub mod secret;
+pub mod st2;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -50,8 +50,12 @@ pub async fn on_invite(
         tracing::warn!(room_id = %room, error.message = %e, "could not join the room");
         return finish(bridge, row.seq).await;
     }
-    rooms::joined(&bridge.store, room.as_str(), Some(inviter.as_str())).await?;
-    tracing::info!(room_id = %room, inviter = %inviter, "joined");
+    let direct = invite.content.is_direct == Some(true);
+    rooms::joined(&bridge.store, room.as_str(), Some(inviter.as_str()), direct).await?;
+    if direct {
+        bridge.mark_direct(room);
+    }
+    tracing::info!(room_id = %room, inviter = %inviter, direct, "joined");
     let encrypted = match bridge.matrix.room_is_encrypted(room).await {
         Ok(encrypted) => encrypted,
         Err(e) if e.is_transient() => return Err(e.into()),

@@ -16,9 +16,12 @@ use tokio::{net::TcpListener, sync::Notify};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
+    aliases::{self, AliasCache},
     appservice,
     bridge::Bridge,
+    commands::Addressing,
     config::Config,
+    crypto::SecretBox,
     dispatch::{self, Classifier},
     matrix::{
         self, MatrixClient,
@@ -27,6 +30,7 @@ use crate::{
     ops,
     registration::UserNamespace,
     secret::Secret,
+    st2::St2Client,
     store::{self, Store},
     telemetry,
 };
@@ -75,36 +79,66 @@ impl App {
         )?;
         check_homeserver(&config, &matrix).await?;
 
-        let noticed: HashSet<String> = store::rooms::all_ids(&store)
+        let encrypted_noticed: HashSet<String> = store::rooms::encryption_noticed_ids(&store)
             .await?
             .into_iter()
-            .collect::<Vec<_>>()
+            .collect();
+        let direct_rooms: HashSet<String> = store::rooms::direct_ids(&store)
+            .await?
             .into_iter()
             .collect();
-        let mut encrypted_noticed = HashSet::new();
-        for room in noticed {
-            if store::rooms::get(&store, &room)
-                .await?
-                .is_some_and(|r| r.encryption_notice_at.is_some())
-            {
-                encrypted_noticed.insert(room);
+
+        let secrets = Arc::new(SecretBox::load_or_create(&config)?);
+        let st2 = match &config.stackstorm {
+            Some(st2_config) => Some(
+                St2Client::new(st2_config, &config.base_dir, store.clone(), secrets.clone())
+                    .context("setting up the StackStorm client")?,
+            ),
+            None => {
+                tracing::warn!(
+                    "no [stackstorm] section: the bridge answers ping and help, but cannot run commands"
+                );
+                None
             }
+        };
+        if let Some(st2) = &st2 {
+            // Before any worker asks for a credential: otherwise the first one logs in again
+            // instead of reusing the token a previous run stored.
+            st2.auth().load_persisted().await;
+        }
+        // The stored alias list, before serving: help and matching work from the first
+        // command after a restart, even while StackStorm is down.
+        let aliases = Arc::new(AliasCache::default());
+        let loaded = aliases::load_stored(&aliases, &store, vec![config.bridge.packs.clone()])
+            .await
+            .context("loading the cached aliases")?;
+        if loaded > 0 {
+            tracing::info!(aliases = loaded, "loaded the cached aliases");
         }
 
+        let addressing = Addressing {
+            prefix: config.bridge.command_prefix.clone(),
+            bot: bot.clone(),
+            displayname: config.appservice.bot_displayname.clone(),
+        };
         let classifier = Classifier {
             bot: bot.clone(),
             namespace,
-            command_prefix: config.bridge.command_prefix.clone(),
+            addressing: addressing.clone(),
         };
         let bridge = Arc::new(Bridge {
             outbox: Outbox::new(store.clone()),
             store,
             matrix,
             classifier,
+            addressing,
             bot,
             hs_token: Secret::new(registration.hs_token),
             inbox_wake: Arc::new(Notify::new()),
             noticed_encrypted_rooms: RwLock::new(encrypted_noticed),
+            direct_rooms: RwLock::new(direct_rooms),
+            st2,
+            aliases,
             started_at: Instant::now(),
             config,
         });
@@ -155,6 +189,24 @@ impl App {
         );
         workers.spawn(purge_periodically(bridge.store.clone(), stop.clone()));
         workers.spawn(ping_homeserver(bridge.clone(), stop.clone()));
+        if let (Some(st2), Some(st2_config)) = (&bridge.st2, &bridge.config.stackstorm) {
+            let (client, renew_stop) = (st2.clone(), stop.clone());
+            workers.spawn(async move {
+                client.auth().check_at_start(client.http()).await;
+                client
+                    .auth()
+                    .run_renewal(client.http().clone(), renew_stop)
+                    .await;
+            });
+            workers.spawn(aliases::run_refresh(
+                bridge.aliases.clone(),
+                bridge.store.clone(),
+                st2.clone(),
+                bridge.config.bridge.packs.clone(),
+                st2_config.refresh_interval.get(),
+                stop.clone(),
+            ));
+        }
         tracing::info!(bind = %bridge.config.appservice.bind, bot = %bridge.bot, version = env!("CARGO_PKG_VERSION"), "st2-matrix running");
 
         shutdown.await;

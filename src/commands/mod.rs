@@ -1,13 +1,23 @@
 //! Commands people type in rooms: recognising them, and one closed enum to dispatch.
 //!
-//! A message is addressed to the bridge when (after stripping a reply fallback) it starts with
-//! the command prefix followed by a space or the end of the message.
+//! A message is addressed to the bridge when, after stripping a reply fallback, it
+//! - starts with the command prefix followed by a space or the end (`!st2 deploy web`), or
+//!   directly by `help` (`!st2help`, as err-stackstorm users type it);
+//! - starts with a mention of the bot (`StackStorm: deploy web`, `@st2bot:example.org: …`);
+//! - or is any message in a direct chat with the bot.
+//!
+//! What follows is a built-in (`ping`, `help`) or an alias command for StackStorm.
 
+pub mod help;
 pub mod ping;
+pub mod run;
 
-use ruma::events::{
-    OriginalMessageLikeEvent,
-    room::message::{Relation, RoomMessageEventContent},
+use ruma::{
+    OwnedUserId,
+    events::{
+        OriginalMessageLikeEvent,
+        room::message::{Relation, RoomMessageEventContent},
+    },
 };
 
 use crate::{
@@ -16,40 +26,88 @@ use crate::{
     store::inbox,
 };
 
+/// How messages address the bridge.
+#[derive(Debug, Clone)]
+pub struct Addressing {
+    /// The command prefix, e.g. `!st2`.
+    pub prefix: String,
+    /// The bot's user id.
+    pub bot: OwnedUserId,
+    /// The bot's display name (what a mention pill shows).
+    pub displayname: String,
+}
+
+impl Addressing {
+    /// The command text of a message, or `None` when the message is not for the bridge.
+    pub fn command<'a>(&self, body: &'a str, direct: bool) -> Option<&'a str> {
+        let body = strip_reply_fallback(body).trim_start();
+        if let Some(rest) = self.after_prefix(body) {
+            return Some(rest);
+        }
+        if let Some(rest) = self.after_mention(body) {
+            return Some(self.after_prefix(rest).unwrap_or(rest));
+        }
+        direct.then(|| body.trim())
+    }
+
+    fn after_prefix<'a>(&self, body: &'a str) -> Option<&'a str> {
+        let rest = body.strip_prefix(self.prefix.as_str())?;
+        let standalone = |s: &str| s.is_empty() || s.starts_with(char::is_whitespace);
+        if standalone(rest) || rest.strip_prefix("help").is_some_and(standalone) {
+            Some(rest.trim())
+        } else {
+            None
+        }
+    }
+
+    /// What follows a leading mention of the bot (by id, display name or localpart, as a
+    /// mention pill's plain text or as typed) and a `:` or `,`.
+    fn after_mention<'a>(&self, body: &'a str) -> Option<&'a str> {
+        let localpart = self.bot.localpart();
+        let at_localpart = format!("@{localpart}");
+        let names = [
+            self.bot.as_str(),
+            self.displayname.as_str(),
+            at_localpart.as_str(),
+            localpart,
+        ];
+        names
+            .into_iter()
+            .filter(|name| !name.is_empty())
+            .find_map(|name| {
+                let head = body.get(..name.len())?;
+                if !head.eq_ignore_ascii_case(name) {
+                    return None;
+                }
+                body[name.len()..].strip_prefix([':', ',']).map(str::trim)
+            })
+    }
+}
+
 /// A recognised command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// `ping`: proves the loop works, answers with the version.
     Ping,
+    /// `help [filter] [--pack P] [--page N]`.
+    Help(help::HelpArgs),
     /// Nothing after the prefix.
     Empty,
-    /// Anything else.
-    Unknown(String),
+    /// Anything else: an action-alias command for StackStorm.
+    Run(String),
 }
 
 impl Command {
-    /// Parses the text after the prefix.
-    pub fn parse(text: &str) -> Command {
+    /// Parses the command text (what [`Addressing::command`] returned).
+    pub fn parse(text: &str) -> Result<Command, String> {
         let text = text.trim();
-        let mut words = text.split_whitespace();
-        match words.next() {
-            None => Command::Empty,
-            Some(word) if word.eq_ignore_ascii_case("ping") && words.next().is_none() => {
-                Command::Ping
-            }
-            Some(_) => Command::Unknown(text.to_owned()),
-        }
-    }
-}
-
-/// The command text of a message addressed to the bridge, or `None` when it is not.
-pub fn invocation<'a>(body: &'a str, prefix: &str) -> Option<&'a str> {
-    let body = strip_reply_fallback(body).trim_start();
-    let rest = body.strip_prefix(prefix)?;
-    if rest.is_empty() || rest.starts_with(char::is_whitespace) {
-        Some(rest.trim())
-    } else {
-        None
+        let (first, rest) = text.split_once(char::is_whitespace).unwrap_or((text, ""));
+        Ok(match first {
+            "" => Command::Empty,
+            w if w.eq_ignore_ascii_case("ping") && rest.trim().is_empty() => Command::Ping,
+            w if w.eq_ignore_ascii_case("help") => Command::Help(help::HelpArgs::parse(rest)?),
+            _ => Command::Run(text.to_owned()),
+        })
     }
 }
 
@@ -61,8 +119,7 @@ pub fn strip_reply_fallback(body: &str) -> &str {
     }
     let mut rest = body;
     while let Some(line_end) = rest.find('\n') {
-        let line = &rest[..line_end];
-        if line.starts_with('>') {
+        if rest[..line_end].starts_with('>') {
             rest = &rest[line_end + 1..];
         } else {
             break;
@@ -96,19 +153,39 @@ pub async fn handle(
     message: &OriginalMessageLikeEvent<RoomMessageEventContent>,
 ) -> anyhow::Result<()> {
     let origin = origin(message);
-    let text = invocation(message.content.body(), &bridge.config.bridge.command_prefix)
+    let direct = bridge.is_direct(&origin.room_id);
+    let text = bridge
+        .addressing
+        .command(message.content.body(), direct)
         .unwrap_or_default();
-    let command = Command::parse(text);
-    tracing::info!(sender = %origin.sender, command = ?command, "command");
     let prefix = &bridge.config.bridge.command_prefix;
-    let reply = match command {
-        Command::Ping => ping::reply(),
-        Command::Empty => format!("Try `{prefix} ping`."),
-        Command::Unknown(text) => {
-            format!("I don't know the command `{text}`. Try `{prefix} ping`.")
+    if row.interrupted {
+        // Marked started by a run that died before finishing: the request may have reached
+        // StackStorm. Running it again could run it twice, so say so instead.
+        tracing::warn!(sender = %origin.sender, "command interrupted by a restart; not re-running it");
+        let text = format!(
+            "⚠️ The bridge restarted while it was sending `{}` to StackStorm, so it **may or may not have run**. \
+             Check the StackStorm execution history before running it again.",
+            one_line(text)
+        );
+        return reply_and_finish(bridge, row, &origin, render::notice_markdown(&text)).await;
+    }
+    let command = match Command::parse(text) {
+        Ok(command) => command,
+        Err(usage) => {
+            return reply_and_finish(bridge, row, &origin, render::notice_markdown(&usage)).await;
         }
     };
-    reply_and_finish(bridge, row, &origin, render::notice_markdown(&reply)).await
+    tracing::info!(sender = %origin.sender, command = ?command, "command");
+    let content = match command {
+        Command::Ping => render::notice(&ping::reply()),
+        Command::Empty => render::notice_markdown(&format!(
+            "Type `{prefix}help` to see the commands you can run here, or `{prefix} ping` to check I am here."
+        )),
+        Command::Help(args) => help::render(bridge, &origin, &args),
+        Command::Run(text) => return run::run(bridge, row, &origin, &text).await,
+    };
+    reply_and_finish(bridge, row, &origin, content).await
 }
 
 /// Queues `content` as a reply to `origin` and marks the inbox row done, in one transaction.
@@ -130,35 +207,105 @@ pub async fn reply_and_finish(
     Ok(())
 }
 
+/// `text` on one line, shortened, for quoting a command back inside backticks.
+pub fn one_line(text: &str) -> String {
+    let line: String = text
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace('`', "'");
+    if line.chars().count() > 120 {
+        format!("{}…", line.chars().take(119).collect::<String>())
+    } else {
+        line
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn addressing() -> Addressing {
+        Addressing {
+            prefix: "!st2".into(),
+            bot: "@st2bot:example.org".try_into().unwrap(),
+            displayname: "StackStorm".into(),
+        }
+    }
+
     #[test]
-    fn the_prefix_must_stand_alone() {
-        assert_eq!(invocation("!st2 ping", "!st2"), Some("ping"));
-        assert_eq!(invocation("  !st2   ping  ", "!st2"), Some("ping"));
-        assert_eq!(invocation("!st2", "!st2"), Some(""));
-        assert_eq!(invocation("!st2ping", "!st2"), None);
-        assert_eq!(invocation("say !st2 ping", "!st2"), None);
+    fn the_prefix_must_stand_alone_or_be_followed_by_help() {
+        let a = addressing();
+        assert_eq!(a.command("!st2 ping", false), Some("ping"));
+        assert_eq!(
+            a.command("  !st2   deploy web  ", false),
+            Some("deploy web")
+        );
+        assert_eq!(a.command("!st2", false), Some(""));
+        assert_eq!(a.command("!st2help", false), Some("help"));
+        assert_eq!(a.command("!st2help pack", false), Some("help pack"));
+        assert_eq!(a.command("!st2ping", false), None);
+        assert_eq!(a.command("!st2helper", false), None);
+        assert_eq!(a.command("say !st2 ping", false), None);
+    }
+
+    #[test]
+    fn a_mention_addresses_the_bot() {
+        let a = addressing();
+        assert_eq!(
+            a.command("StackStorm: deploy web", false),
+            Some("deploy web")
+        );
+        assert_eq!(
+            a.command("stackstorm, deploy web", false),
+            Some("deploy web")
+        );
+        assert_eq!(a.command("@st2bot:example.org: ping", false), Some("ping"));
+        assert_eq!(a.command("st2bot: ping", false), Some("ping"));
+        assert_eq!(a.command("StackStorm: !st2 ping", false), Some("ping"));
+        assert_eq!(a.command("StackStorm is great", false), None);
+    }
+
+    #[test]
+    fn every_message_in_a_direct_chat_is_a_command() {
+        let a = addressing();
+        assert_eq!(a.command("deploy web", true), Some("deploy web"));
+        assert_eq!(a.command("!st2 deploy web", true), Some("deploy web"));
+        assert_eq!(a.command("deploy web", false), None);
     }
 
     #[test]
     fn a_reply_fallback_is_stripped_before_matching() {
+        let a = addressing();
         let body = "> <@bob:x> earlier message\n> second quoted line\n\n!st2 ping";
-        assert_eq!(invocation(body, "!st2"), Some("ping"));
+        assert_eq!(a.command(body, false), Some("ping"));
         assert_eq!(strip_reply_fallback("> only a quote"), "");
         assert_eq!(strip_reply_fallback("no quote"), "no quote");
     }
 
     #[test]
     fn commands_parse() {
-        assert_eq!(Command::parse("ping"), Command::Ping);
-        assert_eq!(Command::parse(" PING "), Command::Ping);
-        assert_eq!(Command::parse(""), Command::Empty);
+        assert_eq!(Command::parse("ping"), Ok(Command::Ping));
+        assert_eq!(Command::parse(" PING "), Ok(Command::Ping));
+        assert_eq!(Command::parse(""), Ok(Command::Empty));
         assert_eq!(
-            Command::parse("ping me"),
-            Command::Unknown("ping me".into())
+            Command::parse("ping web1"),
+            Ok(Command::Run("ping web1".into()))
         );
+        assert_eq!(
+            Command::parse("help"),
+            Ok(Command::Help(help::HelpArgs::default()))
+        );
+        assert!(Command::parse("help --page x").is_err());
+        assert_eq!(
+            Command::parse("run date on web1"),
+            Ok(Command::Run("run date on web1".into()))
+        );
+    }
+
+    #[test]
+    fn quoted_commands_stay_on_one_line() {
+        assert_eq!(one_line("run `x`\n  on y"), "run 'x' on y");
+        assert_eq!(one_line(&"a".repeat(200)).chars().count(), 120);
     }
 }

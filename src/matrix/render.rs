@@ -31,10 +31,98 @@ pub fn notice(text: &str) -> RoomMessageEventContent {
     RoomMessageEventContent::notice_plain(text)
 }
 
-/// A Markdown notice (plain `body` plus sanitised HTML `formatted_body` when the Markdown has
-/// formatting).
+/// A Markdown notice: the plain `body` is the Markdown source, `formatted_body` the rendered
+/// HTML (only when the Markdown has formatting). See [`markdown_to_html`] for what is allowed.
 pub fn notice_markdown(markdown: &str) -> RoomMessageEventContent {
-    RoomMessageEventContent::notice_markdown(markdown)
+    match markdown_to_html(markdown) {
+        Some(html) => RoomMessageEventContent::notice_html(markdown, html),
+        None => RoomMessageEventContent::notice_plain(markdown),
+    }
+}
+
+/// A notice with a plain body and HTML written by the bridge itself (already escaped).
+pub fn notice_html(plain: &str, html: String) -> RoomMessageEventContent {
+    RoomMessageEventContent::notice_html(plain, html)
+}
+
+/// Renders Markdown to HTML that is safe to send whatever the text contains. Text that reaches
+/// a room often includes what people typed (StackStorm renders command parameters into ack and
+/// result messages), so raw HTML in the Markdown is shown as text, not passed through, and links
+/// keep only http(s) and mailto targets. Returns `None` when the text has no formatting at all.
+pub fn markdown_to_html(markdown: &str) -> Option<String> {
+    use pulldown_cmark::{CowStr, Event, LinkType, Options, Parser, Tag};
+
+    let mut formatted = false;
+    let events = Parser::new_ext(
+        markdown,
+        Options::ENABLE_STRIKETHROUGH | Options::ENABLE_TABLES,
+    )
+    .map(|event| match event {
+        Event::Html(html) | Event::InlineHtml(html) => Event::Text(html),
+        Event::Start(Tag::Link {
+            link_type,
+            dest_url,
+            title,
+            id,
+        }) => {
+            formatted = true;
+            let safe = ["http://", "https://", "mailto:"]
+                .iter()
+                .any(|s| dest_url.to_ascii_lowercase().starts_with(s));
+            let dest_url = if safe { dest_url } else { CowStr::Borrowed("") };
+            Event::Start(Tag::Link {
+                link_type: if safe { link_type } else { LinkType::Inline },
+                dest_url,
+                title,
+                id,
+            })
+        }
+        Event::Start(Tag::Image { dest_url, .. }) => {
+            // Matrix images must be mxc:// URLs; an external image would leak the reader's IP.
+            formatted = true;
+            Event::Text(dest_url)
+        }
+        Event::End(pulldown_cmark::TagEnd::Image) => Event::Text(CowStr::Borrowed("")),
+        Event::Start(Tag::Paragraph)
+        | Event::End(pulldown_cmark::TagEnd::Paragraph)
+        | Event::Text(_)
+        | Event::SoftBreak => event,
+        other => {
+            formatted = true;
+            other
+        }
+    });
+    let mut html = String::with_capacity(markdown.len() + markdown.len() / 4);
+    pulldown_cmark::html::push_html(&mut html, events);
+    if !formatted {
+        return None;
+    }
+    let html = html.trim_end();
+    // A single paragraph needs no <p> wrapper (clients render it with extra margins).
+    let html = match html
+        .strip_prefix("<p>")
+        .and_then(|h| h.strip_suffix("</p>"))
+    {
+        Some(inner) if !inner.contains("<p>") => inner,
+        _ => html,
+    };
+    Some(html.to_owned())
+}
+
+/// Escapes text for inclusion in HTML written by the bridge.
+pub fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Makes `content` a reply to `origin`, inside its thread if it had one.
@@ -73,6 +161,48 @@ mod tests {
             json!({"m.in_reply_to": {"event_id": "$cmd"}})
         );
         assert_eq!(json["m.mentions"], json!({"user_ids": ["@alice:x"]}));
+    }
+
+    #[test]
+    fn markdown_renders_formatting_and_code() {
+        assert_eq!(markdown_to_html("plain text"), None);
+        assert_eq!(
+            markdown_to_html("*ran* `date`").unwrap(),
+            "<em>ran</em> <code>date</code>"
+        );
+        let block = markdown_to_html("out:\n```\nline 1\nline 2\n```").unwrap();
+        assert!(
+            block.contains("<pre><code>line 1\nline 2\n</code></pre>"),
+            "{block}"
+        );
+    }
+
+    #[test]
+    fn raw_html_and_unsafe_links_are_neutralised() {
+        let html =
+            markdown_to_html("*x* <img src=x onerror=alert(1)> <script>alert(1)</script>").unwrap();
+        assert!(
+            !html.contains("<img") && !html.contains("<script"),
+            "{html}"
+        );
+        assert!(html.contains("&lt;script&gt;"), "{html}");
+        let html = markdown_to_html("[click](javascript:alert(1)) [ok](https://st2.example.org/x)")
+            .unwrap();
+        assert!(!html.contains("javascript:"), "{html}");
+        assert!(
+            html.contains(r#"href="https://st2.example.org/x""#),
+            "{html}"
+        );
+        let html = markdown_to_html("![pic](https://tracker.example/p.png)").unwrap();
+        assert!(!html.contains("<img"), "{html}");
+    }
+
+    #[test]
+    fn html_escaping_covers_quotes() {
+        assert_eq!(
+            escape_html(r#"<a href="x">'&'</a>"#),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
     }
 
     #[test]

@@ -4,9 +4,12 @@
 //! by the unit tests below against the real migrations, so a schema change that breaks a query
 //! fails `cargo test`, not production.
 
+pub mod aliases;
+pub mod executions;
 pub mod inbox;
 pub mod outbox;
 pub mod rooms;
+pub mod tokens;
 pub mod txns;
 
 use std::{str::FromStr, time::Duration};

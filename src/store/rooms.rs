@@ -15,6 +15,8 @@ pub struct Room {
     pub encrypted: bool,
     /// When the "encrypted rooms are not supported" notice was queued (unix ms).
     pub encryption_notice_at: Option<i64>,
+    /// A direct chat with the bot.
+    pub direct: bool,
 }
 
 /// Records that the bot joined `room_id` (keeps what was known if it was already recorded).
@@ -22,14 +24,17 @@ pub async fn joined(
     store: &Store,
     room_id: &str,
     inviter: Option<&str>,
+    direct: bool,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO rooms (room_id, joined_at, inviter) VALUES (?, ?, ?) \
-         ON CONFLICT (room_id) DO UPDATE SET inviter = COALESCE(excluded.inviter, inviter)",
+        "INSERT INTO rooms (room_id, joined_at, inviter, direct) VALUES (?, ?, ?, ?) \
+         ON CONFLICT (room_id) DO UPDATE SET inviter = COALESCE(excluded.inviter, inviter), \
+         direct = excluded.direct OR direct",
     )
     .bind(room_id)
     .bind(now_ms())
     .bind(inviter)
+    .bind(direct)
     .execute(store.pool())
     .await
     .map(drop)
@@ -48,7 +53,7 @@ pub async fn forget(store: &Store, room_id: &str) -> Result<bool, sqlx::Error> {
 /// The room, if the bot is in it.
 pub async fn get(store: &Store, room_id: &str) -> Result<Option<Room>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT room_id, inviter, encrypted, encryption_notice_at FROM rooms WHERE room_id = ?",
+        "SELECT room_id, inviter, encrypted, encryption_notice_at, direct FROM rooms WHERE room_id = ?",
     )
     .bind(room_id)
     .fetch_optional(store.pool())
@@ -82,6 +87,20 @@ pub async fn claim_encryption_notice(
     Ok(claimed == 1)
 }
 
+/// Ids of the direct chats.
+pub async fn direct_ids(store: &Store) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT room_id FROM rooms WHERE direct = 1")
+        .fetch_all(store.pool())
+        .await
+}
+
+/// Ids of the rooms that got the encryption notice.
+pub async fn encryption_noticed_ids(store: &Store) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT room_id FROM rooms WHERE encryption_notice_at IS NOT NULL")
+        .fetch_all(store.pool())
+        .await
+}
+
 /// Ids of every joined room.
 pub async fn all_ids(store: &Store) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar("SELECT room_id FROM rooms ORDER BY joined_at")
@@ -96,12 +115,14 @@ mod tests {
     #[tokio::test]
     async fn join_then_forget() {
         let store = Store::in_memory().await.unwrap();
-        joined(&store, "!r", Some("@a:x")).await.unwrap();
-        joined(&store, "!r", None).await.unwrap();
+        joined(&store, "!r", Some("@a:x"), true).await.unwrap();
+        joined(&store, "!r", None, false).await.unwrap();
         let room = get(&store, "!r").await.unwrap().unwrap();
         assert_eq!(room.inviter.as_deref(), Some("@a:x"));
         assert!(!room.encrypted);
+        assert!(room.direct, "once direct, stays direct");
         assert_eq!(all_ids(&store).await.unwrap(), ["!r"]);
+        assert_eq!(direct_ids(&store).await.unwrap(), ["!r"]);
         assert!(forget(&store, "!r").await.unwrap());
         assert!(!forget(&store, "!r").await.unwrap());
         assert_eq!(get(&store, "!r").await.unwrap(), None);
@@ -110,11 +131,12 @@ mod tests {
     #[tokio::test]
     async fn the_encryption_notice_is_claimed_once() {
         let store = Store::in_memory().await.unwrap();
-        joined(&store, "!r", None).await.unwrap();
+        joined(&store, "!r", None, false).await.unwrap();
         let mut conn = store.pool().acquire().await.unwrap();
         assert!(claim_encryption_notice(&mut conn, "!r").await.unwrap());
         assert!(!claim_encryption_notice(&mut conn, "!r").await.unwrap());
         drop(conn);
         assert!(get(&store, "!r").await.unwrap().unwrap().encrypted);
+        assert_eq!(encryption_noticed_ids(&store).await.unwrap(), ["!r"]);
     }
 }

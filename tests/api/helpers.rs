@@ -8,6 +8,7 @@ use st2_matrix::{config::Config, registration, startup::App};
 use st2_matrix_testkit::{
     homeserver::{HomeserverDouble, Sent},
     poll,
+    st2::{St2Double, St2Options},
 };
 use tokio::sync::oneshot;
 
@@ -19,6 +20,7 @@ pub const WAIT: Duration = Duration::from_secs(10);
 
 pub struct TestApp {
     pub hs: HomeserverDouble,
+    pub st2: Option<St2Double>,
     pub url: String,
     pub hs_token: String,
     pub dir: tempfile::TempDir,
@@ -28,19 +30,54 @@ pub struct TestApp {
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
-/// Extra config lines appended to the test config (e.g. a `[bridge]` section).
+/// How a test bridge is set up.
+#[derive(Default)]
 pub struct Options {
+    /// Extra config lines appended to the test config (e.g. a `[bridge]` section).
     pub extra_config: &'static str,
-    pub as_token_accepted: bool,
+    /// A StackStorm double, and how the bridge authenticates to it.
+    pub st2: Option<St2Auth>,
 }
 
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            extra_config: "",
-            as_token_accepted: true,
-        }
-    }
+/// The bridge's StackStorm credential in a test.
+#[derive(Clone, Copy)]
+pub enum St2Auth {
+    /// An API key of user `bot`.
+    ApiKey,
+    /// Username `bot` + password; tokens from the double.
+    Password,
+}
+
+/// The double's parser replaced by the bridge's own, so the double answers what StackStorm's
+/// parser would (our parser agrees with st2's on every reference vector).
+pub fn real_parser() -> st2_matrix_testkit::st2::ParserFn {
+    std::sync::Arc::new(|format: &str, command: &str| {
+        let compiled = st2_matrix::alias::Format::compile(format).map_err(|e| e.to_string())?;
+        let params = compiled.parse(command).map_err(|e| e.to_string())?;
+        Ok(params
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    k,
+                    v.map_or(serde_json::Value::Null, serde_json::Value::String),
+                )
+            })
+            .collect())
+    })
+}
+
+/// A StackStorm double with user `bot` (password `bot-password`), the real parser, the fixture
+/// aliases, and a fast heartbeat.
+pub async fn st2_double() -> St2Double {
+    let st2 = St2Double::start(St2Options {
+        heartbeat: Duration::from_millis(500),
+        ..St2Options::default()
+    })
+    .await;
+    st2.add_user("bot", "bot-password");
+    st2.set_parser(real_parser());
+    st2.load_fixture_aliases();
+    st2
 }
 
 impl TestApp {
@@ -49,38 +86,55 @@ impl TestApp {
     }
 
     pub async fn spawn_with(options: Options) -> TestApp {
+        Self::spawn_with_double(options, None).await
+    }
+
+    /// Spawns against a StackStorm double the test prepared itself.
+    pub async fn spawn_with_double(options: Options, st2: Option<St2Double>) -> TestApp {
         st2_matrix::tls::install_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
-        let (config, registration, listener) = prepare(dir.path(), &options).await;
+        let st2 = match (options.st2, st2) {
+            (Some(_), Some(st2)) => Some(st2),
+            (Some(_), None) => Some(st2_double().await),
+            (None, _) => None,
+        };
+        let st2_config = match (&st2, options.st2) {
+            (Some(double), Some(St2Auth::ApiKey)) => {
+                let key = double.add_api_key("bot");
+                format!(
+                    "[stackstorm]\nurl = \"{}\"\napi_key = \"{key}\"\ntimeout = \"3s\"\n",
+                    double.url()
+                )
+            }
+            (Some(double), Some(St2Auth::Password)) => format!(
+                "[stackstorm]\nurl = \"{}\"\nusername = \"bot\"\npassword = \"bot-password\"\ntimeout = \"3s\"\n",
+                double.url()
+            ),
+            _ => String::new(),
+        };
+        let extra = format!("{}\n{st2_config}", options.extra_config);
+        let (config, registration, listener) = prepare(dir.path(), &extra).await;
         let hs_token = registration.hs_token.clone();
-        let as_token = registration.as_token.clone();
-        let hs = HomeserverDouble::start(
-            if options.as_token_accepted {
-                &as_token
-            } else {
-                "another-token"
-            },
-            BOT,
-        )
-        .await;
+        let hs = HomeserverDouble::start(&registration.as_token, BOT).await;
         let config = with_homeserver(config, &hs.url());
-        Self::run(dir, hs, config, registration, listener, hs_token).await
+        Self::run(dir, hs, st2, config, registration, listener, hs_token).await
     }
 
     /// Starts a second bridge on the same database and homeserver double (a restart).
     pub async fn restart(mut self) -> TestApp {
         self.shutdown().await;
-        let TestApp { hs, dir, .. } = self;
+        let TestApp { hs, st2, dir, .. } = self;
         let (config, _, listener) = prepare_existing(dir.path()).await;
         let registration = registration::load(&dir.path().join("registration.yaml")).unwrap();
         let hs_token = registration.hs_token.clone();
         let config = with_homeserver(config, &hs.url());
-        Self::run(dir, hs, config, registration, listener, hs_token).await
+        Self::run(dir, hs, st2, config, registration, listener, hs_token).await
     }
 
     async fn run(
         dir: tempfile::TempDir,
         hs: HomeserverDouble,
+        st2: Option<St2Double>,
         config: Config,
         registration: ruma::api::appservice::Registration,
         listener: tokio::net::TcpListener,
@@ -97,6 +151,7 @@ impl TestApp {
         }));
         TestApp {
             hs,
+            st2,
             url,
             hs_token,
             dir,
@@ -198,7 +253,7 @@ shutdown_drain = "2s"
 
 async fn prepare(
     dir: &Path,
-    options: &Options,
+    extra: &str,
 ) -> (
     Config,
     ruma::api::appservice::Registration,
@@ -206,12 +261,8 @@ async fn prepare(
 ) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let bind = listener.local_addr().unwrap().to_string();
-    std::fs::write(
-        dir.join("config.toml"),
-        config_text(dir, &bind, options.extra_config),
-    )
-    .unwrap();
-    std::fs::write(dir.join("extra.toml"), options.extra_config).unwrap();
+    std::fs::write(dir.join("config.toml"), config_text(dir, &bind, extra)).unwrap();
+    std::fs::write(dir.join("extra.toml"), extra).unwrap();
     let config = Config::load(&dir.join("config.toml")).unwrap();
     let registration = registration::generate(&config);
     registration::write(&registration, &dir.join("registration.yaml"), false).unwrap();

@@ -1,5 +1,6 @@
 //! API tier: the bridge in-process against a homeserver double. Fast; most cases live here.
 
+mod commands;
 mod helpers;
 mod membership;
 mod ops;

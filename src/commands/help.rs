@@ -1,0 +1,339 @@
+//! `!st2help [filter] [--pack P] [--page N]` (also `!st2 help …`): the commands a room can
+//! run, grouped by pack, with their descriptions. Element gets HTML; the plain body reads well
+//! on its own. Long lists are split into pages.
+
+use ruma::events::room::message::RoomMessageEventContent;
+
+use crate::{
+    alias::Alias,
+    bridge::Bridge,
+    matrix::render::{self, Origin, escape_html},
+};
+
+/// Arguments of `help`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HelpArgs {
+    /// Words that must appear (case-insensitive) in the command, its description or its pack.
+    pub filter: Option<String>,
+    /// Only this pack.
+    pub pack: Option<String>,
+    /// 1-based page; 0 means the first.
+    pub page: usize,
+}
+
+impl HelpArgs {
+    /// Parses what follows `help`; a mistake gives the usage.
+    pub fn parse(rest: &str) -> Result<HelpArgs, String> {
+        let usage = "Usage: `help [filter] [--pack PACK] [--page N]`";
+        let mut args = HelpArgs::default();
+        let mut words = Vec::new();
+        let mut tokens = rest.split_whitespace();
+        while let Some(token) = tokens.next() {
+            match token {
+                "--pack" => args.pack = Some(tokens.next().ok_or(usage)?.to_owned()),
+                "--page" => {
+                    let n = tokens.next().ok_or(usage)?;
+                    args.page = n
+                        .parse()
+                        .map_err(|_| format!("`{n}` is not a page number. {usage}"))?;
+                }
+                t if t.starts_with("--") => return Err(format!("Unknown option `{t}`. {usage}")),
+                t => words.push(t),
+            }
+        }
+        if !words.is_empty() {
+            args.filter = Some(words.join(" "));
+        }
+        Ok(args)
+    }
+}
+
+/// One help line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The alias's pack.
+    pub pack: String,
+    /// The display string (what to type).
+    pub display: String,
+    /// The alias description.
+    pub description: Option<String>,
+}
+
+/// The help entries of `aliases` that pass `args`' filter and pack, in (pack, alias) order.
+pub fn entries(aliases: &[Alias], args: &HelpArgs) -> Vec<Entry> {
+    let needle = args.filter.as_deref().map(str::to_lowercase);
+    let mut out = Vec::new();
+    for alias in aliases {
+        let pack = alias.pack.clone().unwrap_or_default();
+        if args.pack.as_deref().is_some_and(|p| p != pack) {
+            continue;
+        }
+        for display in alias.display_strings() {
+            let entry = Entry {
+                pack: pack.clone(),
+                display: display.to_owned(),
+                description: alias.description.clone(),
+            };
+            let haystack = format!(
+                "{} {} {}",
+                entry.display,
+                entry.description.as_deref().unwrap_or(""),
+                entry.pack
+            )
+            .to_lowercase();
+            if needle.as_deref().is_none_or(|n| haystack.contains(n)) {
+                out.push(entry);
+            }
+        }
+    }
+    out
+}
+
+/// The reply to `help` in `origin`'s room.
+pub fn render(bridge: &Bridge, origin: &Origin, args: &HelpArgs) -> RoomMessageEventContent {
+    let prefix = &bridge.config.bridge.command_prefix;
+    let catalog = bridge.aliases.catalog();
+    if catalog.aliases().is_empty() {
+        let why = match (&bridge.st2, catalog.fetched_at) {
+            (None, _) => {
+                "StackStorm is not configured for this bridge, so there are no commands yet."
+            }
+            (Some(_), None) => {
+                "I could not load StackStorm's commands yet (StackStorm did not answer). Try again in a moment."
+            }
+            (Some(_), Some(_)) => "StackStorm has no enabled action aliases.",
+        };
+        return render::notice(why);
+    }
+    let view = bridge.aliases.view(&bridge.packs_for(&origin.room_id));
+    let entries = entries(&view.aliases, args);
+    let (plain, html) = format(&entries, args, prefix, bridge.config.bridge.help_page_size);
+    render::notice_html(&plain, html)
+}
+
+/// Formats a page of help as (plain body, HTML).
+pub fn format(
+    entries: &[Entry],
+    args: &HelpArgs,
+    prefix: &str,
+    page_size: usize,
+) -> (String, String) {
+    if entries.is_empty() {
+        let what = match (&args.filter, &args.pack) {
+            (Some(f), Some(p)) => format!("No commands match “{f}” in pack {p}."),
+            (Some(f), None) => format!("No commands match “{f}”."),
+            (None, Some(p)) => format!("No commands in pack {p}."),
+            (None, None) => "No commands are available in this room.".to_owned(),
+        };
+        let hint = format!("{what} Type {prefix}help to see everything you can run here.");
+        return (hint.clone(), escape_html(&hint));
+    }
+    let pages = entries.len().div_ceil(page_size);
+    let page = args.page.clamp(1, pages);
+    let shown = &entries[(page - 1) * page_size..(page * page_size).min(entries.len())];
+
+    let title = if pages > 1 {
+        format!(
+            "Commands you can run here ({} of {}, page {page} of {pages}):",
+            shown.len(),
+            entries.len()
+        )
+    } else {
+        format!("Commands you can run here ({}):", entries.len())
+    };
+    let mut plain = format!("{title}\n");
+    let mut html = format!("<p><strong>{}</strong></p>", escape_html(&title));
+    let mut current_pack: Option<&str> = None;
+    for entry in shown {
+        if current_pack != Some(entry.pack.as_str()) {
+            if current_pack.is_some() {
+                html.push_str("</ul>");
+            }
+            current_pack = Some(&entry.pack);
+            plain.push_str(&format!("\n{}\n", entry.pack));
+            html.push_str(&format!(
+                "<p><strong>{}</strong></p><ul>",
+                escape_html(&entry.pack)
+            ));
+        }
+        let command = format!("{prefix} {}", entry.display);
+        match &entry.description {
+            Some(d) if !d.trim().is_empty() => {
+                plain.push_str(&format!("  {command} — {}\n", d.trim()));
+                html.push_str(&format!(
+                    "<li><code>{}</code> — {}</li>",
+                    escape_html(&command),
+                    escape_html(d.trim())
+                ));
+            }
+            _ => {
+                plain.push_str(&format!("  {command}\n"));
+                html.push_str(&format!("<li><code>{}</code></li>", escape_html(&command)));
+            }
+        }
+    }
+    html.push_str("</ul>");
+    if page < pages {
+        let mut next = format!("{prefix}help");
+        if let Some(f) = &args.filter {
+            next.push_str(&format!(" {f}"));
+        }
+        if let Some(p) = &args.pack {
+            next.push_str(&format!(" --pack {p}"));
+        }
+        next.push_str(&format!(" --page {}", page + 1));
+        plain.push_str(&format!("\nMore: {next}"));
+        html.push_str(&format!("<p>More: <code>{}</code></p>", escape_html(&next)));
+    }
+    (plain, html)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn alias(pack: &str, name: &str, formats: serde_json::Value, description: &str) -> Alias {
+        serde_json::from_value(
+            json!({"name": name, "pack": pack, "action_ref": "x.y", "formats": formats,
+            "description": description}),
+        )
+        .unwrap()
+    }
+
+    fn aliases() -> Vec<Alias> {
+        vec![
+            alias(
+                "examples",
+                "remote",
+                json!(["run {{cmd}} on {{hosts}}"]),
+                "Execute a command on a remote host.",
+            ),
+            alias(
+                "packs",
+                "get",
+                json!([{"display": "pack get <pack>", "representation": ["pack get {{ pack }}"]}]),
+                "Get a pack.",
+            ),
+            alias(
+                "packs",
+                "hidden",
+                json!([{"representation": ["secret {{x}}"]}]),
+                "No display string.",
+            ),
+        ]
+    }
+
+    #[test]
+    fn arguments_parse_and_mistakes_show_usage() {
+        assert_eq!(HelpArgs::parse("").unwrap(), HelpArgs::default());
+        let args = HelpArgs::parse("deploy web --pack ops --page 2").unwrap();
+        assert_eq!(
+            (args.filter.as_deref(), args.pack.as_deref(), args.page),
+            (Some("deploy web"), Some("ops"), 2)
+        );
+        assert!(HelpArgs::parse("--page").unwrap_err().contains("Usage"));
+        assert!(HelpArgs::parse("--frob").unwrap_err().contains("--frob"));
+    }
+
+    #[test]
+    fn entries_follow_display_strings_filter_and_pack() {
+        let all = entries(&aliases(), &HelpArgs::default());
+        assert_eq!(
+            all.iter().map(|e| e.display.as_str()).collect::<Vec<_>>(),
+            ["run {{cmd}} on {{hosts}}", "pack get <pack>"]
+        );
+        let filtered = entries(
+            &aliases(),
+            &HelpArgs {
+                filter: Some("REMOTE".into()),
+                ..Default::default()
+            },
+        );
+        assert_eq!(filtered.len(), 1);
+        let pack = entries(
+            &aliases(),
+            &HelpArgs {
+                pack: Some("packs".into()),
+                ..Default::default()
+            },
+        );
+        assert_eq!(pack.len(), 1);
+    }
+
+    #[test]
+    fn help_is_grouped_by_pack_and_escaped() {
+        let (plain, html) = format(
+            &entries(&aliases(), &HelpArgs::default()),
+            &HelpArgs::default(),
+            "!st2",
+            40,
+        );
+        assert!(
+            plain.contains(
+                "examples\n  !st2 run {{cmd}} on {{hosts}} — Execute a command on a remote host."
+            ),
+            "{plain}"
+        );
+        assert!(
+            plain.contains("packs\n  !st2 pack get <pack> — Get a pack."),
+            "{plain}"
+        );
+        assert!(
+            html.contains("<code>!st2 pack get &lt;pack&gt;</code>"),
+            "{html}"
+        );
+        assert!(!html.contains("<pack>"), "{html}");
+    }
+
+    #[test]
+    fn long_help_is_paginated_with_a_next_hint() {
+        let many: Vec<Entry> = (0..95)
+            .map(|i| Entry {
+                pack: "p".into(),
+                display: format!("cmd{i}"),
+                description: None,
+            })
+            .collect();
+        let (plain, _) = format(
+            &many,
+            &HelpArgs {
+                filter: Some("cmd".into()),
+                ..Default::default()
+            },
+            "!st2",
+            40,
+        );
+        assert!(
+            plain.starts_with("Commands you can run here (40 of 95, page 1 of 3):"),
+            "{plain}"
+        );
+        assert!(plain.ends_with("More: !st2help cmd --page 2"), "{plain}");
+        let (last, _) = format(
+            &many,
+            &HelpArgs {
+                page: 9,
+                ..Default::default()
+            },
+            "!st2",
+            40,
+        );
+        assert!(
+            last.contains("page 3 of 3") && last.contains("cmd94") && !last.contains("More:"),
+            "{last}"
+        );
+    }
+
+    #[test]
+    fn no_match_says_so_with_a_hint() {
+        let args = HelpArgs {
+            filter: Some("zzz".into()),
+            ..Default::default()
+        };
+        let (plain, _) = format(&[], &args, "!st2", 40);
+        assert_eq!(
+            plain,
+            "No commands match “zzz”. Type !st2help to see everything you can run here."
+        );
+    }
+}

@@ -1,0 +1,217 @@
+//! Running an action-alias command: match it locally (exactly one format, as StackStorm's
+//! server requires), start it with `POST /api/v1/aliasexecution`, acknowledge it in the
+//! command's thread, and record the execution so its result can find its way back.
+//!
+//! At most once: the inbox row is marked started (committed) before the request leaves; the
+//! execution record, the ack and "done" commit together after StackStorm answers. A crash in
+//! between leaves the row started, and the next run says the command may or may not have run
+//! instead of sending it again.
+
+use serde_json::json;
+
+use super::{one_line, reply_and_finish};
+use crate::{
+    alias::{Alias, MatchOutcome},
+    bridge::Bridge,
+    matrix::render::{self, Origin},
+    st2::{self, Delivery, types::AliasExecutionRequest},
+    store::{executions, inbox, now_ms},
+};
+
+/// Runs `text` (the command without the prefix) for `origin`.
+pub async fn run(
+    bridge: &Bridge,
+    row: &inbox::Row,
+    origin: &Origin,
+    text: &str,
+) -> anyhow::Result<()> {
+    let prefix = &bridge.config.bridge.command_prefix;
+    let Some(st2) = &bridge.st2 else {
+        let text = "StackStorm is not configured for this bridge, so it cannot run commands. Ask the bridge's operator.";
+        return reply_and_finish(bridge, row, origin, render::notice(text)).await;
+    };
+    let view = bridge.aliases.view(&bridge.packs_for(&origin.room_id));
+    let matched = match view.matcher.match_command(text) {
+        MatchOutcome::Matched(m) => m,
+        MatchOutcome::Ambiguous { candidates, .. } => {
+            let mut reply = format!(
+                "`{}` matches more than one command, so StackStorm would refuse it. Be more specific; it matches:\n",
+                one_line(text)
+            );
+            for c in &candidates {
+                let shown = c.display.as_deref().unwrap_or(&c.representation);
+                reply.push_str(&format!(
+                    "\n- `{prefix} {}` ({})",
+                    one_line(shown),
+                    c.alias_ref
+                ));
+            }
+            return reply_and_finish(bridge, row, origin, render::notice_markdown(&reply)).await;
+        }
+        MatchOutcome::NoMatch { closest } => {
+            let mut reply = format!("No command matches `{}`.", one_line(text));
+            if !closest.is_empty() {
+                reply.push_str(" Did you mean:\n");
+                for c in &closest {
+                    reply.push_str(&format!("\n- `{prefix} {}`", one_line(c)));
+                }
+                reply.push_str("\n\n");
+            } else {
+                reply.push(' ');
+            }
+            reply.push_str(&format!(
+                "Type `{prefix}help` to see the commands you can run here."
+            ));
+            return reply_and_finish(bridge, row, origin, render::notice_markdown(&reply)).await;
+        }
+    };
+    let alias: &Alias = &view.aliases[matched.alias_index];
+    let request = AliasExecutionRequest {
+        name: alias.name.clone(),
+        format: matched.representation.clone(),
+        command: text.to_owned(),
+        user: origin.sender.to_string(),
+        source_channel: origin.room_id.to_string(),
+        source_context: json!({
+            "room_id": origin.room_id,
+            "event_id": origin.event_id,
+            "thread_root": origin.thread_root,
+            "sender": origin.sender,
+        }),
+        notification_route: st2.route().to_owned(),
+    };
+
+    inbox::mark_started(&bridge.store, row.seq).await?;
+    tracing::info!(alias = %matched.alias_ref, sender = %origin.sender, "starting an alias execution");
+    let results = match st2.execute_alias(&request, None).await {
+        Ok(results) => results,
+        Err(e) => {
+            tracing::warn!(alias = %matched.alias_ref, error.message = %e, "alias execution failed");
+            metrics::counter!("st2_matrix_executions_failed_total").increment(1);
+            let reply = failure_text(&e, text);
+            return reply_and_finish(bridge, row, origin, render::notice_markdown(&reply)).await;
+        }
+    };
+    metrics::counter!("st2_matrix_executions_started_total").increment(results.len() as u64);
+
+    let mut tx = bridge.store.begin().await?;
+    for result in &results {
+        let record = executions::Execution {
+            execution_id: result.execution.id.clone(),
+            room_id: origin.room_id.to_string(),
+            event_id: origin.event_id.to_string(),
+            thread_root: origin.thread_root.as_ref().map(ToString::to_string),
+            sender: origin.sender.to_string(),
+            alias_ref: matched.alias_ref.clone(),
+            created_at: now_ms(),
+        };
+        executions::record(&mut tx, &record).await?;
+        if alias.ack.is_enabled() {
+            let ack = ack_text(alias, result, st2, &matched.alias_ref);
+            let content = render::reply(render::notice_markdown(&ack), origin);
+            bridge
+                .outbox
+                .queue_in(&mut tx, &origin.room_id, &content)
+                .await?;
+        }
+        tracing::info!(execution_id = %result.execution.id, alias = %matched.alias_ref, "execution started");
+    }
+    inbox::finish(&mut tx, row.seq).await?;
+    tx.commit().await?;
+    bridge.outbox.wake();
+    Ok(())
+}
+
+/// hubot's ack: StackStorm's rendered `ack.format` (or a short default naming the execution),
+/// then the execution link unless the alias sets `ack.append_url: false`.
+fn ack_text(
+    alias: &Alias,
+    result: &st2::types::AliasExecutionResult,
+    st2: &st2::St2Client,
+    alias_ref: &str,
+) -> String {
+    let mut text = match result.message.as_deref().map(str::trim) {
+        Some(message) if !message.is_empty() => message.to_owned(),
+        _ => format!(
+            "Running `{alias_ref}`: execution `{}`.",
+            result.execution.id
+        ),
+    };
+    if alias.ack.append_url != Some(false) {
+        text.push_str(&format!("\n\n{}", st2.execution_link(&result.execution)));
+    }
+    text
+}
+
+/// What to tell the person when StackStorm did not start the execution.
+fn failure_text(error: &st2::Error, command: &str) -> String {
+    let command = one_line(command);
+    match error {
+        st2::Error::NotConfigured => "StackStorm is not configured for this bridge.".to_owned(),
+        st2::Error::Unauthorized { .. } => {
+            format!(
+                "❌ {error}, so `{command}` was not run. The bridge's operator needs to check its StackStorm credentials."
+            )
+        }
+        st2::Error::Forbidden { faultstring, .. } => {
+            format!("⛔ StackStorm refused `{command}`: {faultstring}")
+        }
+        st2::Error::BadRequest { faultstring, .. } => {
+            format!("❌ StackStorm did not accept `{command}`: {faultstring}")
+        }
+        st2::Error::NotFound { faultstring, .. } => {
+            format!("❌ StackStorm could not run `{command}`: {faultstring}")
+        }
+        st2::Error::Unavailable { .. } | st2::Error::Protocol(_) => match error.delivery() {
+            Delivery::NotSent => format!("⚠️ {error}: `{command}` was not run. Try again later."),
+            Delivery::Unknown => format!(
+                "⚠️ {error}: `{command}` **may or may not have run**. Check the StackStorm execution history before trying again."
+            ),
+            Delivery::Answered => {
+                format!("⚠️ {error}: `{command}` was not started. Try again later.")
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_tell_people_what_happened_to_their_command() {
+        let unavailable = |delivery| st2::Error::Unavailable {
+            detail: "cannot connect".into(),
+            request_id: None,
+            delivery,
+        };
+        assert!(failure_text(&unavailable(Delivery::NotSent), "x").contains("was not run"));
+        assert!(
+            failure_text(&unavailable(Delivery::Unknown), "x").contains("may or may not have run")
+        );
+        let down = st2::Error::Unavailable {
+            detail: "HTTP 503".into(),
+            request_id: Some("abc".into()),
+            delivery: Delivery::Answered,
+        };
+        let text = failure_text(&down, "x");
+        assert!(
+            text.contains("StackStorm is unavailable (HTTP 503; request id abc)"),
+            "{text}"
+        );
+        let rbac = st2::Error::Forbidden {
+            faultstring: "User \"bot\" lacks action_execute".into(),
+            request_id: None,
+        };
+        assert!(failure_text(&rbac, "x").contains("lacks action_execute"));
+        let auth = st2::Error::Unauthorized {
+            faultstring: "ApiKey with key_hash=… not found".into(),
+            request_id: None,
+        };
+        let text = failure_text(&auth, "x");
+        assert!(
+            text.contains("rejected the bridge's credentials") && !text.contains("key_hash"),
+            "{text}"
+        );
+    }
+}

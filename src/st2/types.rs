@@ -1,0 +1,176 @@
+//! StackStorm request and response bodies the bridge uses (st2-protocol.md §3).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// `POST /api/v1/aliasexecution` body.
+#[derive(Debug, Clone, Serialize)]
+pub struct AliasExecutionRequest {
+    /// The alias name (StackStorm looks aliases up by name).
+    pub name: String,
+    /// The representation that matched.
+    pub format: String,
+    /// The command as typed (without the prefix).
+    pub command: String,
+    /// The Matrix user who typed it.
+    pub user: String,
+    /// The room id.
+    pub source_channel: String,
+    /// Where the result must go back to: room, event, thread, sender.
+    pub source_context: Value,
+    /// Announcement route for the result.
+    pub notification_route: String,
+}
+
+/// One result of `POST /api/v1/aliasexecution` (a list of them for `match_multiple` formats).
+#[derive(Debug, Clone, Deserialize)]
+pub struct AliasExecutionResult {
+    /// The execution started.
+    pub execution: Execution,
+    /// The rendered `ack.format`, when the alias has one.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// The rendered `ack.extra`.
+    #[serde(default)]
+    pub extra: Option<Value>,
+}
+
+/// An execution, as far as the bridge reads it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Execution {
+    /// Execution id.
+    pub id: String,
+    /// `requested`, `running`, `succeeded`, `failed`…
+    #[serde(default)]
+    pub status: Option<String>,
+    /// Link to the execution in the web UI (st2 ≥ 2.0).
+    #[serde(default)]
+    pub web_url: Option<String>,
+    /// The action, e.g. `{"ref": "core.local"}`.
+    #[serde(default)]
+    pub action: Option<Map<String, Value>>,
+    /// The action's result, once finished.
+    #[serde(default)]
+    pub result: Option<Value>,
+    /// Start time (ISO 8601).
+    #[serde(default)]
+    pub start_timestamp: Option<String>,
+    /// End time (ISO 8601), once finished.
+    #[serde(default)]
+    pub end_timestamp: Option<String>,
+    /// Context (alias reference, user, …).
+    #[serde(default)]
+    pub context: Option<Map<String, Value>>,
+}
+
+impl Execution {
+    /// Whether the execution reached a final state.
+    pub fn is_finished(&self) -> bool {
+        matches!(
+            self.status.as_deref(),
+            Some("succeeded" | "failed" | "timeout" | "canceled" | "abandoned")
+        )
+    }
+}
+
+/// Either one value or a list of them (alias execution answers a list for `match_multiple`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    /// A single value.
+    One(T),
+    /// A list.
+    Many(Vec<T>),
+}
+
+impl<T> OneOrMany<T> {
+    /// As a list.
+    pub fn into_vec(self) -> Vec<T> {
+        match self {
+            OneOrMany::One(one) => vec![one],
+            OneOrMany::Many(many) => many,
+        }
+    }
+}
+
+/// `POST /auth/v1/tokens` answer.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TokenResponse {
+    /// The token.
+    pub token: String,
+    /// ISO 8601 UTC, e.g. `2016-05-28T12:39:28.650231Z`.
+    pub expiry: String,
+    /// The StackStorm user.
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+/// Parses an ISO 8601 / RFC 3339 UTC timestamp (`Z` or `+00:00`) into unix milliseconds.
+pub fn parse_timestamp_ms(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let (date, time) = s.split_once(['T', ' '])?;
+    let mut d = date.splitn(3, '-');
+    let (year, month, day): (i64, i64, i64) = (
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+    );
+    let time = time
+        .strip_suffix('Z')
+        .or_else(|| time.strip_suffix("+00:00"))
+        .unwrap_or(time);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let mut t = hms.splitn(3, ':');
+    let (h, m, sec): (i64, i64, i64) = (
+        t.next()?.parse().ok()?,
+        t.next()?.parse().ok()?,
+        t.next()?.parse().ok()?,
+    );
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 {
+        return None;
+    }
+    let millis: i64 = format!("{:0<3}", frac.chars().take(3).collect::<String>())
+        .parse()
+        .ok()?;
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 24 + h) * 60 + m) * 60_000 + sec * 1000 + millis)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn st2_timestamps_parse() {
+        assert_eq!(parse_timestamp_ms("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            parse_timestamp_ms("2016-05-28T12:39:28.650231Z"),
+            Some(1_464_439_168_650)
+        );
+        assert_eq!(
+            parse_timestamp_ms("2016-05-28T12:39:28+00:00"),
+            Some(1_464_439_168_000)
+        );
+        assert_eq!(
+            parse_timestamp_ms("2000-02-29T00:00:00.5Z"),
+            Some(951_782_400_500)
+        );
+        assert_eq!(parse_timestamp_ms("not a time"), None);
+        assert_eq!(parse_timestamp_ms("2016-13-01T00:00:00Z"), None);
+    }
+
+    #[test]
+    fn one_or_many_reads_both_shapes() {
+        let one: OneOrMany<u8> = serde_json::from_str("1").unwrap();
+        let many: OneOrMany<u8> = serde_json::from_str("[1, 2]").unwrap();
+        assert_eq!(one.into_vec(), [1]);
+        assert_eq!(many.into_vec(), [1, 2]);
+    }
+}
