@@ -19,6 +19,7 @@ use ruma::{
 };
 use tokio::sync::mpsc;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::Instrument as _;
 
 use crate::{
     bridge::Bridge,
@@ -204,31 +205,38 @@ async fn process(bridge: &Bridge, row: inbox::Row) -> anyhow::Result<()> {
         }
     };
     let span = tracing::info_span!("event", event_id = %row.event_id, room_id = %row.room_id, kind = row.kind.as_str());
-    let _enter = span.enter();
-    match (row.kind, event) {
-        (
-            Kind::Invite,
-            AnyTimelineEvent::State(AnyStateEvent::RoomMember(StateEvent::Original(member))),
-        ) => membership::on_invite(bridge, &row, &member).await,
-        (
-            Kind::Removed,
-            AnyTimelineEvent::State(AnyStateEvent::RoomMember(StateEvent::Original(member))),
-        ) => membership::on_removed(bridge, &row, &member).await,
-        (Kind::Encrypted, event) => membership::on_encrypted(bridge, &row, event.room_id()).await,
-        (
-            Kind::Command,
-            AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomMessage(
-                MessageLikeEvent::Original(message),
-            )),
-        ) => commands::handle(bridge, &row, &message).await,
-        (kind, _) => {
-            tracing::error!(
-                kind = kind.as_str(),
-                "inbox event does not fit its kind; skipping"
-            );
-            finish(bridge, row.seq).await
+    // `instrument`, never `span.enter()` across an await: a guard held over a suspension point
+    // leaves the span entered on whatever thread resumes, which corrupts tracing's state.
+    async move {
+        match (row.kind, event) {
+            (
+                Kind::Invite,
+                AnyTimelineEvent::State(AnyStateEvent::RoomMember(StateEvent::Original(member))),
+            ) => membership::on_invite(bridge, &row, &member).await,
+            (
+                Kind::Removed,
+                AnyTimelineEvent::State(AnyStateEvent::RoomMember(StateEvent::Original(member))),
+            ) => membership::on_removed(bridge, &row, &member).await,
+            (Kind::Encrypted, event) => {
+                membership::on_encrypted(bridge, &row, event.room_id()).await
+            }
+            (
+                Kind::Command,
+                AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomMessage(
+                    MessageLikeEvent::Original(message),
+                )),
+            ) => commands::handle(bridge, &row, &message).await,
+            (kind, _) => {
+                tracing::error!(
+                    kind = kind.as_str(),
+                    "inbox event does not fit its kind; skipping"
+                );
+                finish(bridge, row.seq).await
+            }
         }
     }
+    .instrument(span)
+    .await
 }
 
 /// Marks an event done with no other effect.
