@@ -9,18 +9,28 @@
 /// Synapse, bridge slots, bridges, users and polling: what every test stands on.
 mod harness;
 
+/// StackStorm's alias list: long lists, broken aliases.
+mod aliases;
+/// StackStorm commands: matched, run for their sender, acknowledged in place.
+mod commands;
 /// Encrypted rooms, which the bridge cannot read yet.
 mod encryption;
+/// `!st2help`: the commands a room can run.
+mod help;
 /// Who may invite the bot.
 mod invites;
 /// What the bridge writes to its log.
 mod logs;
+/// StackStorm down: what people are told, and what still works.
+mod outages;
 /// `!st2 ping`, the first command: the round trip through Synapse and the bridge.
 mod ping;
 /// A bridge that crashes and comes back.
 mod restart;
 /// Commands inside threads.
 mod threads;
+/// The bridge's own StackStorm token, renewed as it expires.
+mod tokens;
 /// The appservice transaction endpoint, driven directly.
 mod transactions;
 
@@ -38,6 +48,9 @@ macro_rules! tests {
 
 fn main() -> ExitCode {
     harness::main(tests![
+        // First, as tests start in this order: it lets 4 s of real time pass, and a run lasts
+        // as long as its slowest chain of tests.
+        tokens::expired_token_is_renewed_without_the_user_noticing,
         ping::invited_bot_joins_and_answers_ping_with_a_reply,
         threads::ping_in_a_thread_is_answered_in_that_thread,
         transactions::resent_transaction_is_answered_once,
@@ -47,5 +60,14 @@ fn main() -> ExitCode {
         invites::invite_from_a_user_outside_invite_allow_is_declined,
         encryption::encrypted_room_gets_one_notice_that_encryption_is_unsupported,
         logs::bridge_log_never_contains_the_appservice_tokens,
+        help::help_lists_the_rooms_commands_grouped_by_pack,
+        commands::command_in_a_thread_runs_for_its_sender_and_is_acknowledged_in_that_thread,
+        commands::command_after_the_bots_display_name_runs,
+        commands::ambiguous_command_lists_the_commands_it_matches_and_runs_none,
+        commands::unmatched_command_is_answered_with_a_hint_to_help,
+        aliases::all_250_aliases_are_fetched_and_the_last_one_runs,
+        aliases::alias_with_an_invalid_format_does_not_stop_the_others,
+        outages::command_while_stackstorm_is_down_is_answered_that_it_was_not_run,
+        outages::help_after_a_restart_while_stackstorm_is_down_answers_from_the_stored_aliases,
     ])
 }

@@ -11,11 +11,14 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use matrix_sdk::ruma::OwnedUserId;
 use serde_json::Value as Json;
+use st2_matrix_testkit::st2::St2Double;
 use tokio::time::{Instant, sleep};
 
 use super::process::{EnvClearSt2Matrix, log_tail, signal, spawn_logged, terminate_blocking};
 use super::repo_root;
 use super::slots::{Registration, Slot};
+use super::stackstorm::{BOT_PASSWORD, BOT_USER, St2Auth};
+use super::wait::{PROMPTLY, wait_until};
 
 /// How long a bridge may take from spawn to `/ready` (migrations, bot registration, ping).
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -147,6 +150,63 @@ impl Bridge {
                     .into(),
             );
         });
+    }
+
+    /// Points the bridge at `st2` (a `[stackstorm]` section) and gives it a credential there:
+    /// an API key of [`BOT_USER`], or that user's password, as `auth` says.
+    ///
+    /// Requests time out after 3 s, so a test of a StackStorm that does not answer stays
+    /// short; aliases are fetched at start, then every 60 s, which no test waits for.
+    pub fn configure_stackstorm(&mut self, st2: &St2Double, auth: St2Auth) {
+        let mut section = toml::Table::new();
+        section.insert("url".into(), st2.url().into());
+        match auth {
+            St2Auth::ApiKey => {
+                section.insert("api_key".into(), st2.add_api_key(BOT_USER).into());
+            }
+            St2Auth::Password => {
+                st2.add_user(BOT_USER, BOT_PASSWORD);
+                section.insert("username".into(), BOT_USER.into());
+                section.insert("password".into(), BOT_PASSWORD.into());
+            }
+        }
+        section.insert("timeout".into(), "3s".into());
+        section.insert("refresh_interval".into(), "60s".into());
+        self.patch_config(|config| {
+            config.insert("stackstorm".into(), section.into());
+        });
+    }
+
+    /// Waits until the bridge holds `count` aliases, as its `st2_matrix_aliases` gauge on
+    /// `GET /metrics` says: the gauge is set as a fetched (or, at start, stored) list is put in
+    /// use, so commands sent from then on are matched against it.
+    pub async fn wait_for_aliases(&self, count: usize) {
+        let metrics = format!("{}/metrics", self.url());
+        wait_until(
+            format!("the bridge to hold {count} aliases (st2_matrix_aliases on {metrics})"),
+            PROMPTLY,
+            || async {
+                let text = self
+                    .http
+                    .get(&metrics)
+                    .timeout(Duration::from_secs(2))
+                    .send()
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()?;
+                let held = text.lines().find_map(|line| {
+                    line.strip_prefix("st2_matrix_aliases ")?
+                        .trim()
+                        .parse::<f64>()
+                        .ok()
+                })?;
+                // A gauge is a float; alias counts are small integers, exact in an f64.
+                (held == count as f64).then_some(())
+            },
+        )
+        .await;
     }
 
     /// Writes the config, spawns `st2-matrix run` and waits until `GET /ready` answers 200.

@@ -1,6 +1,6 @@
 //! Reading the raw JSON events a user's sync recorded, the way a Matrix client reads them.
 
-use matrix_sdk::ruma::UserId;
+use matrix_sdk::ruma::{EventId, UserId};
 use serde_json::Value as Json;
 
 /// The event's `sender`.
@@ -11,6 +11,15 @@ pub fn sender(event: &Json) -> &str {
 /// `content.body` (empty if missing).
 pub fn body(event: &Json) -> &str {
     event["content"]["body"].as_str().unwrap_or_default()
+}
+
+/// `content.formatted_body` when `content.format` says it is HTML (`org.matrix.custom.html`).
+pub fn html_body(event: &Json) -> Option<&str> {
+    if event["content"]["format"] == "org.matrix.custom.html" {
+        event["content"]["formatted_body"].as_str()
+    } else {
+        None
+    }
 }
 
 /// Whether the event is an `m.room.message` with `msgtype: m.notice` sent by `user`.
@@ -33,4 +42,9 @@ pub fn thread_root(event: &Json) -> Option<&str> {
     } else {
         None
     }
+}
+
+/// Whether the event is a notice from `user` replying to `command`: how the bot answers one.
+pub fn is_reply_from(event: &Json, user: &UserId, command: &EventId) -> bool {
+    is_notice_from(event, user) && in_reply_to(event) == Some(command.as_str())
 }

@@ -13,6 +13,8 @@ pub mod events;
 pub mod process;
 /// Appservice slots registered with Synapse before it starts.
 pub mod slots;
+/// The StackStorm double and the aliases tests give it.
+pub mod stackstorm;
 /// The Synapse homeserver.
 pub mod synapse;
 /// A human user on matrix-sdk.

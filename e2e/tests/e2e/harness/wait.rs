@@ -25,11 +25,8 @@ const MAX_BACKOFF: Duration = Duration::from_millis(250);
 
 /// Polls `check` until it returns `Some`, and returns that value.
 ///
-/// Panics after `timeout` with a message naming `what` was being waited for.
-#[allow(
-    dead_code,
-    reason = "the general form, for waits on anything but a user's sync (which `User` wraps)"
-)]
+/// Panics after `timeout` with a message naming `what` was being waited for. The general form,
+/// for waits on anything but a user's sync (which `User` wraps): a bridge, StackStorm.
 pub async fn wait_until<T, F, Fut>(what: impl Display, timeout: Duration, check: F) -> T
 where
     F: FnMut() -> Fut,

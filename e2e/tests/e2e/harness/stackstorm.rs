@@ -1,0 +1,41 @@
+//! The StackStorm side of a test: the double from `st2-matrix-testkit`, started inside the
+//! test (each test has a runtime of its own, and the double serves from it), and the aliases
+//! tests give it.
+//!
+//! The double answers `POST /aliasexecution` with its own alias parser
+//! ([`parse_params`](st2_matrix_testkit::st2::parse_params)), which agrees with StackStorm's on
+//! the simple formats used here: literal words, `{{p}}` and `{{p=default}}`. The bridge's own
+//! port of StackStorm's parser would be the exact answer, but this package must not link the
+//! bridge's crate (see `Cargo.toml`), so tests keep to formats both parsers read alike.
+
+use serde_json::Value as Json;
+use st2_matrix_testkit::st2::{St2Double, St2Options};
+
+/// The StackStorm user the bridge authenticates as.
+pub const BOT_USER: &str = "bot";
+/// `BOT_USER`'s password, for bridges configured with username and password.
+pub const BOT_PASSWORD: &str = "bot-password";
+
+/// How a bridge authenticates to StackStorm (see `Bridge::configure_stackstorm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum St2Auth {
+    /// An API key of [`BOT_USER`]: never expires.
+    ApiKey,
+    /// [`BOT_USER`] and [`BOT_PASSWORD`]: the bridge obtains tokens and renews them.
+    Password,
+}
+
+/// A StackStorm double started with `options`, whose only aliases are `aliases`.
+pub async fn double(options: St2Options, aliases: Vec<Json>) -> St2Double {
+    let st2 = St2Double::start(options).await;
+    st2.set_aliases(aliases);
+    st2
+}
+
+/// An alias `pack.name` running `core.local`, with one plain `format` and a `description`
+/// (what help shows next to it).
+pub fn alias(pack: &str, name: &str, format: &str, description: &str) -> Json {
+    let mut alias = St2Double::simple_alias(pack, name, "core.local", &[format]);
+    alias["description"] = description.into();
+    alias
+}
