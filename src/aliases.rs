@@ -202,18 +202,20 @@ pub async fn refresh_once(
         .into_iter()
         .filter(|v| v.get("enabled").and_then(Value::as_bool).unwrap_or(true))
         .collect();
-    let aliases = parse_aliases(&enabled);
-    let rows: Vec<(String, String, String)> = enabled
-        .iter()
-        .zip(&aliases)
-        .map(|(json, alias)| {
-            (
+    // Parsed one by one so each stored row keeps the JSON of its own alias (a malformed one is
+    // skipped, and must not shift the pairing).
+    let mut aliases = Vec::with_capacity(enabled.len());
+    let mut rows: Vec<(String, String, String)> = Vec::with_capacity(enabled.len());
+    for json in &enabled {
+        if let Some(alias) = parse_aliases(std::slice::from_ref(json)).pop() {
+            rows.push((
                 alias.reference(),
                 alias.pack.clone().unwrap_or_default(),
                 json.to_string(),
-            )
-        })
-        .collect();
+            ));
+            aliases.push(alias);
+        }
+    }
     let stored: Vec<String> = store::aliases::all(store)
         .await?
         .into_iter()
@@ -224,7 +226,10 @@ pub async fn refresh_once(
     incoming.sort_unstable();
     existing.sort_unstable();
     let count = aliases.len();
-    if incoming == existing && !cache.catalog().filters().is_empty() {
+    // Unchanged and already built from a fetched list: nothing to do. (A first fetch of an empty
+    // list must still go through, so the catalog records that StackStorm answered.)
+    let current = cache.catalog();
+    if incoming == existing && !current.filters().is_empty() && current.fetched_at.is_some() {
         tracing::debug!(aliases = count, "alias list unchanged");
         return Ok(count);
     }

@@ -16,8 +16,9 @@ use crate::{
     config::{Config, PackFilter},
     dispatch::Classifier,
     matrix::{MatrixClient, outbox::Outbox},
+    results::Deliveries,
     secret::Secret,
-    st2::St2Client,
+    st2::{St2Client, stream::StreamStatus},
     store::Store,
 };
 
@@ -51,6 +52,12 @@ pub struct Bridge {
     pub st2: Option<St2Client>,
     /// The aliases each room may use.
     pub aliases: Arc<AliasCache>,
+    /// The StackStorm stream's state.
+    pub stream: StreamStatus,
+    /// Alias cache and locks for delivering results.
+    pub deliveries: Deliveries,
+    /// What the start-up check found about the notify rule (`enabled`, `disabled`, `missing`).
+    pub notify_rule: RwLock<Option<String>>,
     /// Process start, for uptime.
     pub started_at: Instant,
 }

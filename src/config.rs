@@ -50,6 +50,9 @@ pub struct Config {
     /// Where the key that encrypts stored StackStorm tokens comes from.
     #[serde(default)]
     pub secrets: SecretsConfig,
+    /// The result webhooks.
+    #[serde(default)]
+    pub webhook: WebhookConfig,
     /// Directory of the config file; relative paths in the config are resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -193,6 +196,14 @@ pub struct StackStormConfig {
     /// `auth.token_ttl`; the bridge adapts when StackStorm says the maximum is lower).
     #[serde(default = "defaults::token_ttl")]
     pub token_ttl: HumanDuration,
+    /// StackStorm's stream heartbeat (`stream.heartbeat`); a stream silent for twice this long
+    /// is considered dead and reconnected.
+    #[serde(default = "defaults::heartbeat")]
+    pub heartbeat: HumanDuration,
+    /// The rule that routes this bridge's notifications to `chatops.post_result`; checked at
+    /// start (see `stackstorm/st2_matrix`).
+    #[serde(default = "defaults::notify_rule")]
+    pub notify_rule: String,
 }
 
 /// How the bridge authenticates to StackStorm: the first configured of API key, token,
@@ -273,6 +284,19 @@ fn join_base(base: &Url, path: &str) -> Url {
     let joined = format!("{}/{path}", url.path().trim_end_matches('/'));
     url.set_path(&joined);
     url
+}
+
+/// `[webhook]`: results pushed over HTTP (errbot's `POST /chatops/message`, hubot's
+/// `POST /hubot/st2`) on the bridge's own listener.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Shared secret, sent as `Authorization: Bearer <secret>`. Without it the endpoints are off.
+    #[serde(default)]
+    pub secret: Option<Secret>,
+    /// Serve the endpoints without a secret (only behind something that authenticates).
+    #[serde(default)]
+    pub allow_unauthenticated: bool,
 }
 
 /// `[secrets]`: the 256-bit key that encrypts StackStorm tokens stored in the database. It is
@@ -487,6 +511,12 @@ mod defaults {
     pub fn key_file() -> PathBuf {
         "st2-matrix.key".into()
     }
+    pub fn heartbeat() -> HumanDuration {
+        HumanDuration(Duration::from_secs(25))
+    }
+    pub fn notify_rule() -> String {
+        "st2_matrix.notify_matrix".into()
+    }
 }
 
 impl Default for DatabaseConfig {
@@ -681,6 +711,14 @@ impl Config {
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.filter)
             .map_err(|e| format!("key `log.filter`: {e}"))?;
+        if let Some(secret) = &self.webhook.secret
+            && secret.expose().len() < 16
+        {
+            return Err(
+                "key `webhook.secret` must be at least 16 characters (e.g. `openssl rand -hex 32`)"
+                    .into(),
+            );
+        }
         if self.bridge.help_page_size == 0 {
             return Err("key `bridge.help_page_size` must be at least 1".into());
         }
@@ -714,6 +752,9 @@ impl Config {
             }
             if st2.refresh_interval.get() < Duration::from_secs(1) {
                 return Err("key `stackstorm.refresh_interval` must be at least 1s".into());
+            }
+            if st2.heartbeat.get() < Duration::from_millis(100) {
+                return Err("key `stackstorm.heartbeat` must be at least 100ms".into());
             }
             if st2.token_ttl.get() < Duration::from_secs(1) {
                 return Err("key `stackstorm.token_ttl` must be at least 1s".into());

@@ -42,6 +42,12 @@ pub async fn on_invite(
         )?;
         return finish(bridge, row.seq).await;
     }
+    let direct = invite.content.is_direct == Some(true);
+    if direct {
+        // Before joining: the first message can arrive right after the join, and in a direct
+        // chat it is a command only if the room is already known as one.
+        bridge.mark_direct(room);
+    }
     if let Err(e) = bridge.matrix.join(room).await {
         if e.is_transient() {
             return Err(e.into());
@@ -50,11 +56,7 @@ pub async fn on_invite(
         tracing::warn!(room_id = %room, error.message = %e, "could not join the room");
         return finish(bridge, row.seq).await;
     }
-    let direct = invite.content.is_direct == Some(true);
     rooms::joined(&bridge.store, room.as_str(), Some(inviter.as_str()), direct).await?;
-    if direct {
-        bridge.mark_direct(room);
-    }
     tracing::info!(room_id = %room, inviter = %inviter, direct, "joined");
     let encrypted = match bridge.matrix.room_is_encrypted(room).await {
         Ok(encrypted) => encrypted,
@@ -78,6 +80,7 @@ pub async fn on_removed(
     event: &OriginalStateEvent<RoomMemberEventContent>,
 ) -> anyhow::Result<()> {
     let forgotten = rooms::forget(&bridge.store, event.room_id.as_str()).await?;
+    crate::store::dms::forget_room(&bridge.store, event.room_id.as_str()).await?;
     tracing::info!(room_id = %event.room_id, by = %event.sender, membership = %event.content.membership, forgotten,
         "removed from the room; its state is forgotten");
     finish(bridge, row.seq).await

@@ -43,9 +43,22 @@ async fn ready(State(bridge): State<Arc<Bridge>>) -> impl IntoResponse {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    // Informational: a stream outage delays results (they are recovered on reconnection) but
+    // does not make the bridge unable to serve, so it does not fail readiness.
+    let stream = match &bridge.st2 {
+        None => "not configured".to_owned(),
+        Some(_) => {
+            let state = bridge.stream.get();
+            match (state.connected, state.last_error) {
+                (true, _) => "connected".to_owned(),
+                (false, Some(e)) => format!("disconnected: {e}"),
+                (false, None) => "connecting".to_owned(),
+            }
+        }
+    };
     (
         status,
-        Json(json!({"database": database, "homeserver": homeserver})),
+        Json(json!({"database": database, "homeserver": homeserver, "stackstorm_stream": stream})),
     )
 }
 

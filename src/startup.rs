@@ -29,8 +29,9 @@ use crate::{
     },
     ops,
     registration::UserNamespace,
+    results::Deliveries,
     secret::Secret,
-    st2::St2Client,
+    st2::{St2Client, stream::StreamStatus},
     store::{self, Store},
     telemetry,
 };
@@ -139,6 +140,9 @@ impl App {
             direct_rooms: RwLock::new(direct_rooms),
             st2,
             aliases,
+            stream: StreamStatus::default(),
+            notify_rule: RwLock::new(None),
+            deliveries: Deliveries::default(),
             started_at: Instant::now(),
             config,
         });
@@ -198,6 +202,8 @@ impl App {
                     .run_renewal(client.http().clone(), renew_stop)
                     .await;
             });
+            workers.spawn(crate::st2::stream::run(bridge.clone(), stop.clone()));
+            workers.spawn(check_notify_rule(bridge.clone()));
             workers.spawn(aliases::run_refresh(
                 bridge.aliases.clone(),
                 bridge.store.clone(),
@@ -227,10 +233,13 @@ impl App {
     }
 }
 
-/// Every HTTP route the bridge serves: the appservice API and the operations endpoints.
+/// Every HTTP route the bridge serves: the appservice API, the result webhooks (when enabled)
+/// and the operations endpoints.
 pub fn router(bridge: Arc<Bridge>) -> Router {
+    let webhooks = crate::webhook::router(bridge.clone()).unwrap_or_default();
     Router::new()
         .merge(appservice::router(bridge.clone()))
+        .merge(webhooks)
         .merge(ops::router(bridge, telemetry::metrics()))
         .fallback(appservice::unrecognized)
         .method_not_allowed_fallback(appservice::method_not_allowed)
@@ -310,6 +319,39 @@ async fn ping_homeserver(bridge: Arc<Bridge>, stop: CancellationToken) {
             }
         }
     }
+}
+
+/// Warns when the rule that routes this bridge's notifications to `chatops.post_result` is
+/// missing or disabled: commands would run, but their results would never arrive.
+async fn check_notify_rule(bridge: Arc<Bridge>) {
+    let (Some(st2), Some(config)) = (&bridge.st2, &bridge.config.stackstorm) else {
+        return;
+    };
+    let rule = &config.notify_rule;
+    let state = match st2.rule(rule).await {
+        Ok(Some(value))
+            if value.get("enabled").and_then(serde_json::Value::as_bool) == Some(false) =>
+        {
+            tracing::warn!(rule = %rule, "the StackStorm rule {rule} is disabled: results of commands will never arrive; enable it (st2 rule enable {rule})");
+            "disabled"
+        }
+        Ok(Some(_)) => {
+            tracing::info!(rule = %rule, "StackStorm notify rule found");
+            "enabled"
+        }
+        Ok(None) => {
+            tracing::warn!(rule = %rule, "the StackStorm rule {rule} does not exist: results of commands will never arrive; install the pack in stackstorm/st2_matrix (see its README)");
+            "missing"
+        }
+        Err(e) => {
+            tracing::warn!(rule = %rule, error.message = %e, "could not check the StackStorm notify rule");
+            "unknown"
+        }
+    };
+    *bridge
+        .notify_rule
+        .write()
+        .unwrap_or_else(|e| e.into_inner()) = Some(state.to_owned());
 }
 
 async fn purge_periodically(store: Store, stop: CancellationToken) {

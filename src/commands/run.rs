@@ -108,7 +108,7 @@ pub async fn run(
         executions::record(&mut tx, &record).await?;
         if alias.ack.is_enabled() {
             let ack = ack_text(alias, result, st2, &matched.alias_ref);
-            let content = render::reply(render::notice_markdown(&ack), origin);
+            let content = render::in_thread(render::notice_markdown(&ack), origin);
             bridge
                 .outbox
                 .queue_in(&mut tx, &origin.room_id, &content)

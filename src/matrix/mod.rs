@@ -3,6 +3,7 @@
 //! Requests and responses are ruma types; reqwest only carries bytes. Nothing outside
 //! [`outbox`] sends messages: everything the bridge says is queued there first.
 
+pub mod html;
 pub mod outbox;
 pub mod render;
 
@@ -13,18 +14,20 @@ use std::{
 };
 
 use ruma::{
-    OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId,
+    OwnedEventId, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId,
     api::{
         AppserviceUserIdentity, IncomingResponse, OutgoingRequest, OutgoingRequestAppserviceExt,
         SupportedVersions,
         auth_scheme::{AuthScheme, SendAccessToken},
         client::{
             account::{register, whoami},
+            alias::get_alias,
             appservice::request_ping,
             discovery::get_supported_versions,
             membership::{join_room_by_id, leave_room},
             message::send_message_event,
             profile::set_display_name,
+            room::create_room,
             state::get_state_event_for_key,
             uiaa::UiaaResponse,
         },
@@ -209,6 +212,23 @@ impl MatrixClient {
         let mut request = leave_room::v3::Request::new(room.to_owned());
         request.reason = Some(reason.to_owned());
         self.send(request, None).await.map(drop)
+    }
+
+    /// Opens a direct chat with `user` (private, `is_direct`, the person invited) and returns it.
+    pub async fn create_direct_chat(&self, user: &UserId) -> Result<OwnedRoomId, Error> {
+        let mut request = create_room::v3::Request::new();
+        request.invite = vec![user.to_owned()];
+        request.is_direct = true;
+        request.preset = Some(create_room::v3::RoomPreset::TrustedPrivateChat);
+        Ok(self.send(request, None).await?.room_id)
+    }
+
+    /// The room an alias points to.
+    pub async fn resolve_alias(&self, alias: &RoomAliasId) -> Result<OwnedRoomId, Error> {
+        Ok(self
+            .send(get_alias::v3::Request::new(alias.to_owned()), None)
+            .await?
+            .room_id)
     }
 
     /// Whether `room` has an `m.room.encryption` state event.

@@ -125,6 +125,24 @@ pub fn escape_html(text: &str) -> String {
     out
 }
 
+/// Puts `content` in the command's thread (rooted at the command itself when it was not in a
+/// thread) as a reply to it: how acks and results of StackStorm commands are posted, so a
+/// busy room shows one thread per command.
+pub fn in_thread(mut content: RoomMessageEventContent, origin: &Origin) -> RoomMessageEventContent {
+    let root = origin
+        .thread_root
+        .clone()
+        .unwrap_or_else(|| origin.event_id.clone());
+    content.relates_to = Some(Relation::Thread(Thread::reply(
+        root,
+        origin.event_id.clone(),
+    )));
+    if content.mentions.is_none() {
+        content.mentions = Some(Mentions::with_user_ids([origin.sender.clone()]));
+    }
+    content
+}
+
 /// Makes `content` a reply to `origin`, inside its thread if it had one.
 pub fn reply(mut content: RoomMessageEventContent, origin: &Origin) -> RoomMessageEventContent {
     content.relates_to = Some(match &origin.thread_root {
@@ -203,6 +221,19 @@ mod tests {
             escape_html(r#"<a href="x">'&'</a>"#),
             "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
         );
+    }
+
+    #[test]
+    fn a_top_level_command_gets_a_thread_rooted_at_it() {
+        let json = serde_json::to_value(in_thread(notice("ack"), &origin(None))).unwrap();
+        let rel = &json["m.relates_to"];
+        assert_eq!(
+            (rel["rel_type"].as_str(), rel["event_id"].as_str()),
+            (Some("m.thread"), Some("$cmd"))
+        );
+        assert_eq!(rel["m.in_reply_to"]["event_id"], "$cmd");
+        let json = serde_json::to_value(in_thread(notice("ack"), &origin(Some("$root")))).unwrap();
+        assert_eq!(json["m.relates_to"]["event_id"], "$root");
     }
 
     #[test]

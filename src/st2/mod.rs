@@ -6,6 +6,7 @@
 //! the request id to grep its logs for. Nothing here ever makes the bridge exit.
 
 pub mod auth;
+pub mod stream;
 pub mod types;
 
 use std::{sync::Arc, time::Duration};
@@ -137,6 +138,9 @@ pub struct St2Client {
 #[derive(Debug)]
 struct Inner {
     http: reqwest::Client,
+    /// For the stream: no whole-request timeout (a stream lives for hours); liveness is
+    /// judged by heartbeats instead.
+    stream_http: reqwest::Client,
     api: Url,
     stream: Url,
     webui: Url,
@@ -153,18 +157,12 @@ impl St2Client {
         secrets: Arc<SecretBox>,
     ) -> anyhow::Result<Self> {
         crate::tls::install_crypto_provider();
-        let mut builder = reqwest::Client::builder()
-            .timeout(config.timeout.get())
-            .connect_timeout(Duration::from_secs(5).min(config.timeout.get()))
-            .user_agent(concat!("st2-matrix/", env!("CARGO_PKG_VERSION")))
-            // StackStorm sets an auth-token cookie when a token is sent; never echo it back.
-            .redirect(reqwest::redirect::Policy::none());
         if !config.verify_tls {
             tracing::warn!(
                 "stackstorm.verify_tls is false: StackStorm's certificate is not checked"
             );
-            builder = builder.tls_danger_accept_invalid_certs(true);
         }
+        let mut certs = Vec::new();
         if let Some(ca_file) = &config.ca_file {
             let path = if ca_file.is_absolute() {
                 ca_file.clone()
@@ -173,17 +171,33 @@ impl St2Client {
             };
             let pem = std::fs::read(&path)
                 .map_err(|e| anyhow::anyhow!("stackstorm.ca_file {}: {e}", path.display()))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+            certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
                 anyhow::anyhow!(
                     "stackstorm.ca_file {}: not PEM certificates: {e}",
                     path.display()
                 )
             })?;
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
         }
-        let http = builder.build()?;
+        // Two clients with the same TLS settings: one for API calls (whole-request timeout), one
+        // for the stream, which lives for hours and whose liveness is judged by heartbeats.
+        let build = |timeout: Option<Duration>| {
+            let mut builder = reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5).min(config.timeout.get()))
+                .user_agent(concat!("st2-matrix/", env!("CARGO_PKG_VERSION")))
+                // StackStorm sets an auth-token cookie when a token is sent; never echo it back,
+                // and never follow a redirect with credentials.
+                .redirect(reqwest::redirect::Policy::none())
+                .tls_danger_accept_invalid_certs(!config.verify_tls);
+            if let Some(timeout) = timeout {
+                builder = builder.timeout(timeout);
+            }
+            for cert in &certs {
+                builder = builder.add_root_certificate(cert.clone());
+            }
+            builder.build()
+        };
+        let http = build(Some(config.timeout.get()))?;
+        let stream_http = build(None)?;
         let credentials = config.credentials().map_err(anyhow::Error::msg)?;
         let auth = BotAuth::new(
             credentials,
@@ -195,6 +209,7 @@ impl St2Client {
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
+                stream_http,
                 api: config.api_base(),
                 stream: config.stream_base(),
                 webui: config.webui_base(),
@@ -214,14 +229,40 @@ impl St2Client {
         &self.inner.auth
     }
 
-    /// The stream base URL (`…/stream/v1`).
-    pub fn stream_base(&self) -> &Url {
-        &self.inner.stream
-    }
-
-    /// The HTTP client (for the stream consumer).
+    /// The HTTP client.
     pub fn http(&self) -> &reqwest::Client {
         &self.inner.http
+    }
+
+    /// Opens the announcement stream for the route (`GET …/stream?events=st2.announcement__<route>`),
+    /// credentials in headers. A 401 with renewable credentials renews once and retries.
+    pub async fn open_stream(&self) -> Result<Response, Error> {
+        let mut url = self.inner.stream.clone();
+        let path = format!("{}/stream", url.path().trim_end_matches('/'));
+        url.set_path(&path);
+        url.query_pairs_mut()
+            .append_pair("events", &format!("st2.announcement__{}", self.inner.route));
+        let mut retried = false;
+        loop {
+            let credential = self.inner.auth.credential(&self.inner.http).await?;
+            let request = credential
+                .apply(self.inner.stream_http.get(url.clone()))
+                .header("Accept", "text/event-stream");
+            let response = request.send().await.map_err(transport_error)?;
+            if response.status() == StatusCode::UNAUTHORIZED
+                && !retried
+                && let Credential::Token(token) = &credential
+                && self
+                    .inner
+                    .auth
+                    .renew_after_rejection(&self.inner.http, token)
+                    .await?
+            {
+                retried = true;
+                continue;
+            }
+            return check(response).await;
+        }
     }
 
     /// Link to an execution: StackStorm's `web_url` when it sent one, else the web UI's

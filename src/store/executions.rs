@@ -67,6 +67,41 @@ pub async fn mark_result(
     Ok(changed == 1)
 }
 
+/// What posting a result for the command `event_id` should do, decided and recorded in the
+/// caller's transaction: results are matched to executions by the command's event (the
+/// announcement carries the command's `source_context`, not the execution id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// No execution of ours for this event: post it (a result of something else).
+    Unrelated,
+    /// This execution's result: post it (now recorded as posted).
+    Execution(String),
+    /// Every execution of this command already has its result (e.g. recovered while the
+    /// stream was down): do not post it again.
+    AlreadyPosted,
+}
+
+/// Claims the oldest execution of the command `event_id` that has no result yet.
+pub async fn claim_for_event(
+    conn: &mut SqliteConnection,
+    event_id: &str,
+) -> Result<Claim, sqlx::Error> {
+    let rows: Vec<(String, Option<i64>)> =
+        sqlx::query_as("SELECT execution_id, result_at FROM executions WHERE event_id = ? ORDER BY created_at, execution_id")
+            .bind(event_id)
+            .fetch_all(&mut *conn)
+            .await?;
+    if rows.is_empty() {
+        return Ok(Claim::Unrelated);
+    }
+    for (execution_id, result_at) in rows {
+        if result_at.is_none() && mark_result(conn, &execution_id).await? {
+            return Ok(Claim::Execution(execution_id));
+        }
+    }
+    Ok(Claim::AlreadyPosted)
+}
+
 /// Executions whose result has not been posted, oldest first.
 pub async fn awaiting_result(store: &Store, limit: i64) -> Result<Vec<Execution>, sqlx::Error> {
     sqlx::query_as(
@@ -104,5 +139,39 @@ mod tests {
         assert!(!mark_result(&mut conn, "5e1").await.unwrap());
         drop(conn);
         assert!(awaiting_result(&store, 10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn results_are_claimed_by_command_one_execution_at_a_time() {
+        let store = Store::in_memory().await.unwrap();
+        let mut conn = store.pool().acquire().await.unwrap();
+        assert_eq!(
+            claim_for_event(&mut conn, "$none").await.unwrap(),
+            Claim::Unrelated
+        );
+        for (id, at) in [("e1", 1), ("e2", 2)] {
+            let e = Execution {
+                execution_id: id.into(),
+                room_id: "!r".into(),
+                event_id: "$cmd".into(),
+                thread_root: None,
+                sender: "@a:x".into(),
+                alias_ref: "p.a".into(),
+                created_at: at,
+            };
+            record(&mut conn, &e).await.unwrap();
+        }
+        assert_eq!(
+            claim_for_event(&mut conn, "$cmd").await.unwrap(),
+            Claim::Execution("e1".into())
+        );
+        assert_eq!(
+            claim_for_event(&mut conn, "$cmd").await.unwrap(),
+            Claim::Execution("e2".into())
+        );
+        assert_eq!(
+            claim_for_event(&mut conn, "$cmd").await.unwrap(),
+            Claim::AlreadyPosted
+        );
     }
 }

@@ -89,6 +89,8 @@ struct Inner {
     failures: VecDeque<Failure>,
     requests: Vec<Request>,
     pings: u32,
+    created: Vec<Value>,
+    aliases: HashMap<String, String>,
     down: bool,
     appservice: Option<(String, String)>,
     next_event: u64,
@@ -138,6 +140,8 @@ impl HomeserverDouble {
                 put(displayname),
             )
             .route("/_matrix/client/v1/appservice/{id}/ping", post(ping))
+            .route("/_matrix/client/v3/createRoom", post(create_room))
+            .route("/_matrix/client/v3/directory/room/{alias}", get(directory))
             .route("/_matrix/client/v3/rooms/{room}/join", post(join))
             .route("/_matrix/client/v3/rooms/{room}/leave", post(leave))
             .route(
@@ -192,6 +196,16 @@ impl HomeserverDouble {
     /// Marks `room` as having an `m.room.encryption` state event.
     pub fn set_encrypted(&self, room: &str) {
         self.shared.lock().encrypted.insert(room.to_owned());
+    }
+
+    /// Makes `alias` (e.g. `#ops:example.org`) resolve to `room`.
+    pub fn set_alias(&self, alias: &str, room: &str) {
+        self.shared.lock().aliases.insert(alias.to_owned(), room.to_owned());
+    }
+
+    /// `createRoom` bodies received, in order (their rooms are `!created<n>:<server>`).
+    pub fn created_rooms(&self) -> Vec<Value> {
+        self.shared.lock().created.clone()
     }
 
     /// Every message successfully sent, in order.
@@ -268,7 +282,8 @@ async fn record_and_gate(
         return (StatusCode::BAD_GATEWAY, "502 Bad Gateway").into_response();
     }
     let path = request.uri().path();
-    if path == "/_matrix/client/versions" {
+    // As in the spec (and Synapse): these need no access token.
+    if path == "/_matrix/client/versions" || path.starts_with("/_matrix/client/v3/directory/room/") {
         return next.run(request).await;
     }
     match authorized {
@@ -390,6 +405,21 @@ async fn reqwest_free_post(url: &str, token: &str, body: &[u8]) -> Result<u16, S
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| "bad response".to_owned())
+}
+
+async fn create_room(State(shared): State<Arc<Shared>>, Json(body): Json<Value>) -> Json<Value> {
+    let server = shared.bot.split_once(':').map_or("", |(_, s)| s).to_owned();
+    let mut inner = shared.lock();
+    inner.created.push(body);
+    let room = format!("!created{}:{server}", inner.created.len());
+    Json(json!({"room_id": room}))
+}
+
+async fn directory(State(shared): State<Arc<Shared>>, Path(alias): Path<String>) -> Response {
+    match shared.lock().aliases.get(&alias) {
+        Some(room) => Json(json!({"room_id": room, "servers": []})).into_response(),
+        None => error(StatusCode::NOT_FOUND, "M_NOT_FOUND", &format!("Room alias {alias} not found")),
+    }
 }
 
 async fn join(State(shared): State<Arc<Shared>>, Path(room): Path<String>) -> Json<Value> {

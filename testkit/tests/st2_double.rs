@@ -1002,14 +1002,14 @@ async fn the_events_filter_only_lets_matching_events_through() {
 #[tokio::test]
 async fn a_missing_or_disabled_notify_rule_means_results_never_arrive() {
     let (st2, token) = double_with_token().await;
-    let rule = body(get(&st2, &token, "/api/v1/rules/chatops.notify-matrix").await).await;
+    let rule = body(get(&st2, &token, "/api/v1/rules/st2_matrix.notify_matrix").await).await;
     assert_eq!(
         (rule["enabled"].clone(), rule["action"]["ref"].clone()),
         (json!(true), json!("chatops.post_result"))
     );
     st2.set_notify_rule("matrix", RuleState::Disabled);
     assert_eq!(
-        body(get(&st2, &token, "/api/v1/rules/chatops.notify-matrix").await).await["enabled"],
+        body(get(&st2, &token, "/api/v1/rules/st2_matrix.notify_matrix").await).await["enabled"],
         false
     );
     let id = body(execute(&st2, &token, run_date("matrix")).await).await["execution"]["id"]
@@ -1020,10 +1020,10 @@ async fn a_missing_or_disabled_notify_rule_means_results_never_arrive() {
     assert!(outcome.payload.is_none() && outcome.skipped.unwrap().contains("disabled"));
     st2.set_notify_rule("matrix", RuleState::Absent);
     assert_eq!(
-        fault(get(&st2, &token, "/api/v1/rules/chatops.notify-matrix").await).await,
+        fault(get(&st2, &token, "/api/v1/rules/st2_matrix.notify_matrix").await).await,
         (
             StatusCode::NOT_FOUND,
-            "Resource with a reference or id \"chatops.notify-matrix\" not found".into()
+            "Resource with a reference or id \"st2_matrix.notify_matrix\" not found".into()
         )
     );
 }

@@ -35,11 +35,11 @@ async fn double_with(aliases: Vec<Value>) -> St2Double {
     st2
 }
 
-/// Waits until the cached aliases include `n` (the first refresh runs at start).
+/// Waits until the bridge matches against `n` aliases (the first refresh runs at start; the
+/// catalog is swapped in after the list is stored).
 async fn wait_for_aliases(app: &TestApp, n: usize) {
-    poll::wait_until(WAIT, &format!("{n} aliases cached"), || async {
-        let store = store(app).await;
-        (st2_matrix::store::aliases::all(&store).await.unwrap().len() == n).then_some(())
+    poll::wait_until(WAIT, &format!("{n} aliases loaded"), || async {
+        (app.bridge.aliases.catalog().aliases().len() == n).then_some(())
     })
     .await;
 }

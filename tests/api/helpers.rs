@@ -20,6 +20,8 @@ pub const WAIT: Duration = Duration::from_secs(10);
 
 pub struct TestApp {
     pub hs: HomeserverDouble,
+    /// The running bridge's shared state.
+    pub bridge: std::sync::Arc<st2_matrix::bridge::Bridge>,
     pub st2: Option<St2Double>,
     pub url: String,
     pub hs_token: String,
@@ -102,12 +104,12 @@ impl TestApp {
             (Some(double), Some(St2Auth::ApiKey)) => {
                 let key = double.add_api_key("bot");
                 format!(
-                    "[stackstorm]\nurl = \"{}\"\napi_key = \"{key}\"\ntimeout = \"3s\"\n",
+                    "[stackstorm]\nurl = \"{}\"\napi_key = \"{key}\"\ntimeout = \"3s\"\nheartbeat = \"500ms\"\n",
                     double.url()
                 )
             }
             (Some(double), Some(St2Auth::Password)) => format!(
-                "[stackstorm]\nurl = \"{}\"\nusername = \"bot\"\npassword = \"bot-password\"\ntimeout = \"3s\"\n",
+                "[stackstorm]\nurl = \"{}\"\nusername = \"bot\"\npassword = \"bot-password\"\ntimeout = \"3s\"\nheartbeat = \"500ms\"\n",
                 double.url()
             ),
             _ => String::new(),
@@ -145,12 +147,14 @@ impl TestApp {
         let app = App::build(config, registration, listener)
             .await
             .expect("the bridge starts");
+        let bridge = app.bridge();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until_stopped(async move {
             let _ = stopped.await;
         }));
         TestApp {
             hs,
+            bridge,
             st2,
             url,
             hs_token,

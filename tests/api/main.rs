@@ -5,5 +5,6 @@ mod helpers;
 mod membership;
 mod ops;
 mod outbox;
+mod results;
 mod startup;
 mod transactions;

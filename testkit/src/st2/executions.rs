@@ -1,5 +1,5 @@
 //! Alias executions (`POST /api/v1/aliasexecution`), executions by id, the notify rule, and
-//! what happens when a test finishes an execution: the `chatops.notify-<route>` rule running
+//! what happens when a test finishes an execution: the route's notify rule (`st2_matrix.notify_<route>`) running
 //! `chatops.post_result`, which announces the formatted result on the stream.
 
 use std::sync::Arc;
@@ -287,13 +287,14 @@ pub(crate) async fn get_one(
         .ok_or_else(|| Fault::not_found(format!("Unable to identify resource with id \"{id}\".")))
 }
 
-/// Ref of the notify rule for a route: stock `chatops.notify` serves `hubot`, the others are
-/// copies of `chatops.notify-errbot`.
+/// Ref of the notify rule for a route: stock `chatops.notify` serves `hubot` and
+/// `chatops.notify-errbot` serves `errbot`; any other route is served by the rule of the pack
+/// st2-matrix ships (`stackstorm/st2_matrix`), `st2_matrix.notify_<route>`.
 pub(crate) fn rule_ref(route: &str) -> String {
-    if route == "hubot" {
-        "chatops.notify".into()
-    } else {
-        format!("chatops.notify-{route}")
+    match route {
+        "hubot" => "chatops.notify".into(),
+        "errbot" => "chatops.notify-errbot".into(),
+        other => format!("st2_matrix.notify_{other}"),
     }
 }
 
@@ -308,7 +309,7 @@ fn announcement_route(route: &str) -> String {
 
 fn rule_json(route: &str, enabled: bool) -> Value {
     let rule_ref = rule_ref(route);
-    let name = rule_ref.trim_start_matches("chatops.");
+    let (pack, name) = rule_ref.split_once('.').unwrap_or(("chatops", &rule_ref));
     let digest = sha2::Sha256::digest(rule_ref.as_bytes());
     let id: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
     let mut parameters = json!({
@@ -322,10 +323,10 @@ fn rule_json(route: &str, enabled: bool) -> Value {
     }
     json!({
         "id": id,
-        "uid": format!("rule:chatops:{name}"),
+        "uid": format!("rule:{pack}:{name}"),
         "ref": rule_ref,
         "name": name,
-        "pack": "chatops",
+        "pack": pack,
         "description": "Notification rule to send results of action executions to stream for chatops",
         "enabled": enabled,
         "trigger": { "type": "core.st2.generic.notifytrigger", "ref": "core.st2.generic.notifytrigger", "parameters": {} },

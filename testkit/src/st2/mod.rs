@@ -23,7 +23,7 @@
 //! ```
 //!
 //! Defaults ([`St2Options::default`]): heartbeat 25 s (st2's), token TTL default and maximum
-//! 86 400 s, page size 100, route `matrix` with an enabled `chatops.notify-matrix` rule, RBAC on
+//! 86 400 s, page size 100, route `matrix` with an enabled `st2_matrix.notify_matrix` rule, RBAC on
 //! (only users marked admin may list with `limit=-1`), web UI = the double's own URL.
 //!
 //! What is simplified, and why:
@@ -87,7 +87,7 @@ pub struct St2Options {
     pub max_page_size: usize,
     /// The bridge's notification route (`matrix`), the one [`St2Options::notify_rule`] serves.
     pub route: String,
-    /// State of `chatops.notify-<route>` at start (enabled).
+    /// State of the route's notify rule (`st2_matrix.notify_<route>`) at start (enabled).
     pub notify_rule: RuleState,
     /// With RBAC off everyone is an admin and no execution is denied (st2's no-op backend).
     pub rbac: bool,
@@ -193,7 +193,7 @@ pub struct RecordedExecution {
     pub started_at: SystemTime,
 }
 
-/// State of a `chatops.notify-<route>` rule.
+/// State of a route's notify rule (`st2_matrix.notify_<route>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RuleState {
     /// Not installed: `GET /rules/{ref}` is a 404 and results are never announced.
@@ -501,7 +501,7 @@ impl St2Double {
     }
 
     /// Finishes an execution: sets `status`, `result`, `end_timestamp`, `elapsed_seconds`,
-    /// publishes `st2.execution__update`, and, like the `chatops.notify-<route>` rule running
+    /// publishes `st2.execution__update`, and, like the route's notify rule (`st2_matrix.notify_<route>`) running
     /// `chatops.post_result`, announces the formatted result on
     /// `st2.announcement__<route>` unless the rule is absent or disabled, the alias disables
     /// result output, or its template fails. Panics on an unknown id (a test bug).
@@ -515,7 +515,7 @@ impl St2Double {
         executions::announce(&self.shared, route, payload)
     }
 
-    /// Installs, disables or removes the notify rule of a route (`chatops.notify-<route>`;
+    /// Installs, disables or removes the notify rule of a route (`st2_matrix.notify_<route>`;
     /// `hubot` is stock `chatops.notify`, announcing on route `chatops`).
     pub fn set_notify_rule(&self, route: &str, state: RuleState) {
         self.shared
