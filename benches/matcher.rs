@@ -10,12 +10,13 @@
 //! large family of packs whose formats all start with the same words (`pack ...`, `run ...`), so
 //! that the prefilter cannot rely on the first word alone.
 
+use std::collections::HashSet;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion};
 use serde_json::json;
-use st2_matrix::alias::{Alias, MatchOutcome, Matcher};
+use st2_matrix::alias::{Alias, FormatSpec, MatchOutcome, Matcher};
 
 /// Small deterministic PRNG (xorshift64*), so every run benchmarks the same aliases.
 struct Rng(u64);
@@ -143,6 +144,40 @@ fn synthetic(n: usize) -> (Vec<Alias>, Vec<String>) {
     (aliases, commands)
 }
 
+/// The alias list after a routine refresh in which 1% of the aliases changed: one alias in
+/// every hundred (rotating through the format families) had its distinctive word reworded in
+/// all its formats, displays and its name, as a pack update would. Returns the list and the
+/// commands for the edited aliases.
+fn refreshed(aliases: &[Alias], commands: &[String]) -> (Vec<Alias>, Vec<String>) {
+    let mut out = Vec::with_capacity(aliases.len());
+    let mut changed = Vec::new();
+    for (i, alias) in aliases.iter().enumerate() {
+        let mut alias = alias.clone();
+        let word = alias.name.rsplit('_').next().map(str::to_owned);
+        if let (true, Some(word), Some(command)) =
+            (i % 100 == 11 * ((i / 100) % 10), word, commands.get(i))
+        {
+            let new_word = format!("{word}zu");
+            let edit = |s: &mut String| *s = s.replace(&word, &new_word);
+            for spec in &mut alias.formats {
+                match spec {
+                    FormatSpec::Plain(s) => edit(s),
+                    FormatSpec::Object(o) => {
+                        o.representation.iter_mut().for_each(edit);
+                        o.display.iter_mut().for_each(edit);
+                    }
+                    FormatSpec::Invalid(_) => {}
+                }
+            }
+            edit(&mut alias.name);
+            alias.reference.iter_mut().for_each(edit);
+            changed.push(command.replace(&word, &new_word));
+        }
+        out.push(alias);
+    }
+    (out, changed)
+}
+
 /// Nanoseconds this thread has spent on a CPU (`/proc/thread-self/schedstat`), to tell the
 /// build's own cost from time lost to other processes on a busy machine.
 fn cpu_ns() -> Option<u64> {
@@ -154,6 +189,21 @@ fn rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Times the first match of `command` and then the same match again.
+fn first_and_second(matcher: &Matcher, command: &str) -> (Duration, Duration) {
+    let start = Instant::now();
+    let first = matcher.match_command(command);
+    let first_time = start.elapsed();
+    let start = Instant::now();
+    black_box(matcher.match_command(command));
+    let second_time = start.elapsed();
+    assert!(
+        matches!(first, MatchOutcome::Matched(_)),
+        "{command:?} should match exactly once: {first:?}"
+    );
+    (first_time, second_time)
 }
 
 fn expect_unique(matcher: &Matcher, command: &str) {
@@ -176,21 +226,21 @@ fn report() {
         .zip(cpu_before)
         .map(|(after, before)| Duration::from_nanos(after - before));
     let with_matcher = rss_kib();
-    let start = Instant::now();
-    let first = matcher.match_command(&commands[4_321]);
-    let first_match = start.elapsed();
-    assert!(matches!(first, MatchOutcome::Matched(_)));
+    let (first_match, again) = first_and_second(&matcher, &commands[4_321]);
+    // Another command of the same family, seen for the first time.
+    let (other_first, _) = first_and_second(&matcher, &commands[4_331]);
     drop(aliases);
     let matcher_only = rss_kib();
     println!(
         "== alias matcher one-off figures (10,000 aliases, {} formats) ==",
         matcher.format_count()
     );
-    match build_cpu {
-        Some(cpu) => println!("build: {build:?} wall, {cpu:?} on CPU"),
-        None => println!("build: {build:?}"),
-    }
-    println!("first match after build: {first_match:?}");
+    let on_cpu = |cpu: Option<Duration>| cpu.map_or(String::new(), |c| format!(", {c:?} on CPU"));
+    println!("build: {build:?} wall{}", on_cpu(build_cpu));
+    println!(
+        "first match after build: {first_match:?} (same command again: {again:?}; first match \
+         of another command: {other_first:?})"
+    );
     if let (Some(b), Some(a), Some(m), Some(o)) = (base, with_aliases, with_matcher, matcher_only) {
         println!(
             "VmRSS: process start {} KiB; + alias list {} KiB; + matcher {} KiB (total {:.1} MiB); \
@@ -207,6 +257,48 @@ fn report() {
         failures.is_empty(),
         "synthetic formats failed: {failures:?}"
     );
+
+    // A periodic refresh: 1% of the aliases changed; the new matcher is built from the old one
+    // while the old one stays usable, then replaces it.
+    let (aliases, commands) = synthetic(10_000);
+    let (new_aliases, new_commands) = refreshed(&aliases, &commands);
+    drop(aliases);
+    assert_eq!(new_commands.len(), 100);
+    let cpu_before = cpu_ns();
+    let start = Instant::now();
+    let reloaded = matcher.rebuild(&new_aliases);
+    let reload = start.elapsed();
+    let reload_cpu = cpu_ns()
+        .zip(cpu_before)
+        .map(|(after, before)| Duration::from_nanos(after - before));
+    let both = rss_kib();
+    assert_eq!(reloaded.format_count(), matcher.format_count());
+    let distinct: HashSet<&str> = new_aliases
+        .iter()
+        .flat_map(|a| a.format_strings())
+        .collect();
+    // Commands of the same family as above: an unchanged alias and a changed one.
+    let (reload_first, reload_again) = first_and_second(&reloaded, &commands[4_341]);
+    let (changed_first, _) = first_and_second(&reloaded, &new_commands[1]);
+    drop(matcher);
+    println!(
+        "reload with 1% of the aliases changed (Matcher::rebuild): {reload:?} wall{}; \
+         {} of {} distinct formats reused, the rest compiled",
+        on_cpu(reload_cpu),
+        reloaded.reused_count(),
+        distinct.len(),
+    );
+    println!(
+        "first match after reload: {reload_first:?} (same command again: {reload_again:?}; \
+         first match of a changed alias: {changed_first:?})"
+    );
+    if let Some(both) = both {
+        println!(
+            "VmRSS at the end of the reload (old and new matcher and the new alias list alive): \
+             {:.1} MiB",
+            both as f64 / 1024.0
+        );
+    }
 }
 
 fn benches(c: &mut Criterion) {
@@ -249,12 +341,17 @@ fn benches(c: &mut Criterion) {
     }
     group.finish();
 
-    let (aliases, _) = synthetic(10_000);
+    let (aliases, commands) = synthetic(10_000);
     let mut group = c.benchmark_group("build");
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(10));
     group.bench_function("10000_aliases", |b| {
         b.iter(|| black_box(Matcher::build(black_box(&aliases))))
+    });
+    let previous = Matcher::build(&aliases);
+    let (refreshed, _) = refreshed(&aliases, &commands);
+    group.bench_function("rebuild_10000_aliases_1pct_changed", |b| {
+        b.iter(|| black_box(previous.rebuild(black_box(&refreshed))))
     });
     group.finish();
 }

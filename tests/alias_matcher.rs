@@ -2,7 +2,7 @@
 //! `shared/reference/st2-aliases-real.json`, templates trimmed), following st2's
 //! `/api/v1/actionalias/match` rules.
 
-use st2_matrix::alias::{Alias, MatchOutcome, MatchParams, Matcher};
+use st2_matrix::alias::{Alias, FormatSpec, MatchOutcome, MatchParams, Matcher};
 
 const ALIASES: &str = r###"[
  {
@@ -442,4 +442,92 @@ fn unknown_command_suggests_help_strings() {
         }
         other => panic!("expected no match, got {other:?}"),
     }
+}
+
+/// Commands that reach the fixture's aliases in different ways (unique, ambiguous, multi, none).
+const COMMANDS: &[&str] = &[
+    "run date on localhost",
+    "pack install st2 timeout=30",
+    "pack get st2",
+    "pack search git",
+    "greet hello",
+    "Lorem ipsum banana dolor sit pineapple amet.",
+    "JKROWLING-4 fixes JRRTOLKIEN-24 which fixes DRSEUSS-12",
+    "JKROWLING-4 is a duplicate of JRRTOLKIEN-24",
+    "pack instal st2",
+    "",
+];
+
+fn outcomes(m: &Matcher) -> Vec<MatchOutcome> {
+    COMMANDS.iter().map(|c| m.match_command(c)).collect()
+}
+
+#[test]
+fn reload_with_unchanged_aliases_reuses_everything() {
+    let aliases: Vec<Alias> = serde_json::from_str(ALIASES).expect("fixture aliases parse");
+    let first = Matcher::build(&aliases);
+    let reloaded = first.rebuild(&aliases);
+    assert_eq!(outcomes(&reloaded), outcomes(&first));
+    assert_eq!(reloaded.format_count(), first.format_count());
+    // Every distinct format string came from the first matcher.
+    let distinct: std::collections::HashSet<&str> = aliases
+        .iter()
+        .filter(|a| a.enabled)
+        .flat_map(|a| a.formats.iter().flat_map(|f| f.patterns()))
+        .map(|p| p.representation)
+        .collect();
+    assert_eq!(reloaded.reused_count(), distinct.len());
+}
+
+#[test]
+fn reload_handles_changed_removed_added_and_disabled_aliases() {
+    let aliases: Vec<Alias> = serde_json::from_str(ALIASES).expect("fixture aliases parse");
+    let first = Matcher::build(&aliases);
+
+    let mut edited = aliases.clone();
+    // Changed: greet takes a different format.
+    let greet = edited
+        .iter_mut()
+        .find(|a| a.name == "greet")
+        .expect("greet alias");
+    greet.formats = vec![FormatSpec::Plain("greet {{greeting}} loudly".into())];
+    // Removed: pack_search.
+    edited.retain(|a| a.name != "pack_search");
+    // Disabled: pack_get.
+    if let Some(a) = edited.iter_mut().find(|a| a.name == "pack_get") {
+        a.enabled = false;
+    }
+    // Added: a new alias, one of whose formats is broken.
+    edited.insert(
+        2,
+        serde_json::from_value(serde_json::json!({
+            "name": "wave", "pack": "hello_st2",
+            "formats": ["wave at {{who}}", "wave {{my-param}}"],
+        }))
+        .expect("valid alias"),
+    );
+
+    let reloaded = first.rebuild(&edited);
+    let fresh = Matcher::build(&edited);
+    assert_eq!(outcomes(&reloaded), outcomes(&fresh));
+    assert_eq!(reloaded.failures(), fresh.failures());
+    assert_eq!(reloaded.format_count(), fresh.format_count());
+    assert!(matches!(
+        reloaded.match_command("greet hello loudly"),
+        MatchOutcome::Matched(_)
+    ));
+    assert!(matches!(
+        reloaded.match_command("pack search git"),
+        MatchOutcome::NoMatch { .. }
+    ));
+    let MatchOutcome::Matched(m) = reloaded.match_command("wave at everyone") else {
+        panic!("the added alias should match");
+    };
+    assert_eq!(m.alias_ref, "hello_st2.wave");
+    assert_eq!(reloaded.failures().len(), 1);
+
+    // And back again: the reloaded matcher is itself a valid base for the next reload.
+    let back = reloaded.rebuild(&aliases);
+    assert_eq!(outcomes(&back), outcomes(&first));
+    assert_eq!(back.failures(), first.failures());
 }

@@ -6,13 +6,18 @@
 //! adds `^\s*`/`\s*$` unless the format already has anchors (found by walking `sre_parse`
 //! tokens), and (4) `search`es the padded command, filling defaults and overlaying the extras.
 //! Every regex step here runs on [`super::pyre`], the Python-compatible engine, using st2's
-//! own snippet regexes, so edge cases come out exactly as on the server.
+//! own snippet regexes, so edge cases come out exactly as on the server. Plain formats (text
+//! and placeholders, no other regex syntax) are compiled by a direct path that writes the same
+//! program without running those steps (module `plain`); a differential test checks that it
+//! agrees with the general path.
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
-use super::pyre::arena::{Arena, PackedRegex, RegexParts, RegexView, Span};
+use super::pyre::arena::{Arena, CopyMap, PackedRegex, RegexParts, RegexView, Span};
 use super::pyre::{self, Cache, Captures, DEFAULT_STEP_LIMIT, FLAG_DOTALL, Regex};
+
+mod plain;
 
 /// Extracted parameters: name to value, `None` where a group did not take part (Python `None`,
 /// JSON `null`). Values are always strings; st2 casts them to the action's types later.
@@ -223,7 +228,50 @@ impl FormatParts {
         PackedFormat {
             regex: arena.push_regex(&self.regex),
             source: arena.push_str(&self.source),
-            optional: arena.push_pairs(&self.optional),
+            optional: arena.push_pairs(
+                self.optional
+                    .iter()
+                    .map(|(name, default)| (name.as_str(), default.as_str())),
+            ),
+        }
+    }
+}
+
+/// Buffers reused across [`compile_into`] calls, so compiling many formats in a row does not
+/// allocate per format.
+#[derive(Debug, Default)]
+pub(crate) struct CompileScratch {
+    plain: plain::Scratch,
+}
+
+/// Compiles `format` into `arena`: plain formats (literal text and placeholders only) by the
+/// direct path of [`plain`], everything else by [`compile_parts`]. Both give the same result;
+/// the direct path exists because it is many times faster.
+pub(crate) fn compile_into(
+    format: &str,
+    arena: &mut Arena,
+    scratch: &mut CompileScratch,
+) -> Result<PackedFormat, FormatError> {
+    if let Some(packed) = plain::compile(format, arena, &mut scratch.plain) {
+        return Ok(packed);
+    }
+    Ok(compile_parts(format)?.pack(arena))
+}
+
+/// Copies formats compiled into another arena (a previous matcher's) into a new one.
+#[derive(Debug, Default)]
+pub(crate) struct Copier {
+    map: CopyMap,
+}
+
+impl Copier {
+    /// Copies `from` into `arena`; the copy is exactly what compiling its source would store.
+    /// All formats given to one copier must come from the same arena.
+    pub(crate) fn copy(&mut self, from: FormatView<'_>, arena: &mut Arena) -> PackedFormat {
+        PackedFormat {
+            regex: arena.copy_regex(from.arena, &from.packed.regex, &mut self.map),
+            source: arena.push_str(from.source()),
+            optional: arena.push_pairs(from.optional()),
         }
     }
 }
@@ -306,9 +354,8 @@ pub struct Format {
 impl Format {
     /// Builds the regex st2 would build for `format` (`transform_format_string_into_regex`).
     pub fn compile(format: &str) -> Result<Self, FormatError> {
-        let parts = compile_parts(format)?;
         let mut arena = Arena::default();
-        let packed = parts.pack(&mut arena);
+        let packed = compile_into(format, &mut arena, &mut CompileScratch::default())?;
         arena.finish();
         Ok(Self { arena, packed })
     }
@@ -400,7 +447,7 @@ impl<'a> FormatView<'a> {
         self.arena.regex(&self.packed.regex)
     }
 
-    fn optional(self) -> impl Iterator<Item = (&'a str, &'a str)> {
+    pub(crate) fn optional(self) -> impl Iterator<Item = (&'a str, &'a str)> {
         self.arena.pairs(self.packed.optional)
     }
 

@@ -171,27 +171,31 @@ impl FormatSpec {
     /// per representation, or, for a display-only object, the display with representation `""`
     /// (which matches an empty command or one made only of `key=value` extras).
     pub fn patterns(&self) -> Vec<FormatPattern<'_>> {
-        let Some(n) = self.normalise() else {
-            return Vec::new();
-        };
-        if n.representations.is_empty() {
-            return match n.display {
-                Some(d) if !d.is_empty() => vec![FormatPattern {
+        self.pattern_iter().collect()
+    }
+
+    /// [`FormatSpec::patterns`] without collecting them (the matcher visits every pattern of
+    /// every alias twice per build).
+    pub(crate) fn pattern_iter(&self) -> impl Iterator<Item = FormatPattern<'_>> {
+        let (display_only, representations, display, match_multiple) = match self.normalise() {
+            None => (None, &[][..], None, false),
+            Some(n) if n.representations.is_empty() => {
+                let only = n.display.filter(|d| !d.is_empty()).map(|d| FormatPattern {
                     display: Some(d),
                     representation: "",
                     match_multiple: n.match_multiple,
-                }],
-                _ => Vec::new(),
-            };
-        }
-        n.representations
-            .iter()
-            .map(|r| FormatPattern {
-                display: n.display,
+                });
+                (only, &[][..], None, false)
+            }
+            Some(n) => (None, n.representations, n.display, n.match_multiple),
+        };
+        display_only
+            .into_iter()
+            .chain(representations.iter().map(move |r| FormatPattern {
+                display,
                 representation: r,
-                match_multiple: n.match_multiple,
-            })
-            .collect()
+                match_multiple,
+            }))
     }
 
     /// Whether this item makes its alias take part in the first (non-`match_multiple`) pass:
@@ -213,10 +217,21 @@ impl FormatSpec {
 impl Alias {
     /// The alias reference: `ref` when present, else `<pack>.<name>` (or the bare name).
     pub fn reference(&self) -> String {
+        let mut out = String::new();
+        self.write_reference(&mut out);
+        out
+    }
+
+    /// Appends [`Alias::reference`] to `out` (no intermediate string).
+    pub(crate) fn write_reference(&self, out: &mut String) {
         match (&self.reference, &self.pack) {
-            (Some(r), _) if !r.is_empty() => r.clone(),
-            (_, Some(pack)) if !pack.is_empty() => format!("{pack}.{}", self.name),
-            _ => self.name.clone(),
+            (Some(r), _) if !r.is_empty() => out.push_str(r),
+            (_, Some(pack)) if !pack.is_empty() => {
+                out.push_str(pack);
+                out.push('.');
+                out.push_str(&self.name);
+            }
+            _ => out.push_str(&self.name),
         }
     }
 

@@ -75,13 +75,87 @@ fn to_u32(n: usize) -> u32 {
 }
 
 /// A freshly compiled regex with its metadata, before packing.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct RegexParts {
     pub prog: ProgramParts,
     /// Named groups in definition order.
     pub names: Vec<(String, u32)>,
     /// Literal strings every match must contain.
     pub required: Vec<String>,
+}
+
+/// A compiled regex laid out the way an [`Arena`] stores it: all its strings (literal runs, then
+/// group names, then required literals) in one text buffer, and tables that refer to that buffer
+/// by `(start, len)`. The build loop fills one of these per format and reuses its buffers, so
+/// compiling a format does not allocate per string.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct FlatRegex {
+    pub text: String,
+    pub insts: Vec<Inst>,
+    /// Literal runs referenced by `Inst::Str`.
+    pub lits: Vec<(u32, u32)>,
+    pub sets: Vec<CharSet>,
+    pub rep_ones: Vec<RepOne>,
+    pub reps: Vec<Rep>,
+    pub subs: Vec<SubInfo>,
+    pub first: Option<FirstSet>,
+    pub groups: u32,
+    pub anchored: bool,
+    /// Named groups in definition order: `(start, len, group)`.
+    pub names: Vec<(u32, u32, u32)>,
+    /// Literal strings every match must contain.
+    pub required: Vec<(u32, u32)>,
+}
+
+impl FlatRegex {
+    /// Empties every table, keeping the buffers.
+    pub(crate) fn clear(&mut self) {
+        self.text.clear();
+        self.insts.clear();
+        self.lits.clear();
+        self.sets.clear();
+        self.rep_ones.clear();
+        self.reps.clear();
+        self.subs.clear();
+        self.first = None;
+        self.groups = 0;
+        self.anchored = false;
+        self.names.clear();
+        self.required.clear();
+    }
+
+    /// Appends `s` to the text, returning its `(start, len)`.
+    pub(crate) fn push_text(&mut self, s: &str) -> (u32, u32) {
+        let start = to_u32(self.text.len());
+        self.text.push_str(s);
+        (start, to_u32(s.len()))
+    }
+
+    /// Lays out `parts` (the general compiler's output) in this form.
+    pub(crate) fn fill_from_parts(&mut self, parts: &RegexParts) {
+        self.clear();
+        let prog = &parts.prog;
+        for lit in &prog.lits {
+            let span = self.push_text(lit);
+            self.lits.push(span);
+        }
+        for (name, group) in &parts.names {
+            let (start, len) = self.push_text(name);
+            self.names.push((start, len, *group));
+        }
+        for lit in &parts.required {
+            let span = self.push_text(lit);
+            self.required.push(span);
+        }
+        self.insts.extend_from_slice(&prog.insts);
+        self.sets.extend_from_slice(&prog.sets);
+        self.rep_ones.extend_from_slice(&prog.rep_ones);
+        self.reps.extend_from_slice(&prog.reps);
+        self.subs.extend_from_slice(&prog.subs);
+        self.first.clone_from(&prog.first);
+        self.groups = to_u32(prog.groups);
+        self.anchored = prog.anchored;
+    }
 }
 
 /// The tables of one program shape, shared by every regex of that shape.
@@ -111,6 +185,15 @@ pub(crate) struct PackedRegex {
     required: Span,
 }
 
+/// Where the shared tables of one arena went when regexes were copied from it into another
+/// (see [`Arena::copy_regex`]).
+#[derive(Debug, Default)]
+pub(crate) struct CopyMap {
+    programs: FastMap<u32, u32>,
+    names: FastMap<Span, Span>,
+    required: FastMap<Span, Span>,
+}
+
 /// Storage for compiled regexes and strings; see the module documentation.
 #[derive(Debug, Default)]
 pub(crate) struct Arena {
@@ -128,6 +211,8 @@ pub(crate) struct Arena {
     pairs: Vec<(Span, Span)>,
     /// Build-time index for sharing identical tables: (table, hash) to the span stored first.
     dedup: FastMap<(u8, u64), Span>,
+    /// Build-time buffers for [`Arena::push_regex`].
+    scratch: FlatRegex,
 }
 
 /// Appends `items` to `table` unless an identical run is already stored there.
@@ -186,7 +271,10 @@ impl Arena {
     }
 
     /// Stores string pairs (st2's `(name, default)` list).
-    pub(crate) fn push_pairs(&mut self, pairs: &[(String, String)]) -> Span {
+    pub(crate) fn push_pairs<'s>(
+        &mut self,
+        pairs: impl IntoIterator<Item = (&'s str, &'s str)>,
+    ) -> Span {
         let start = to_u32(self.pairs.len());
         for (a, b) in pairs {
             let a = self.push_str(a);
@@ -195,7 +283,7 @@ impl Arena {
         }
         Span {
             start,
-            len: to_u32(pairs.len()),
+            len: to_u32(self.pairs.len()) - start,
         }
     }
 
@@ -208,37 +296,74 @@ impl Arena {
 
     /// Packs a compiled regex, sharing identical tables with earlier ones.
     pub(crate) fn push_regex(&mut self, parts: &RegexParts) -> PackedRegex {
-        let base = self.text.len();
-        let rel = |text: &mut String, s: &str| {
-            let start = to_u32(text.len() - base);
-            text.push_str(s);
-            (start, to_u32(s.len()))
-        };
-        let lits: Vec<(u32, u32)> = parts
-            .prog
-            .lits
-            .iter()
-            .map(|l| rel(&mut self.text, l))
-            .collect();
-        let names: Vec<(u32, u32, u32)> = parts
-            .names
-            .iter()
-            .map(|(n, g)| {
-                let (s, l) = rel(&mut self.text, n);
-                (s, l, *g)
-            })
-            .collect();
-        let required: Vec<(u32, u32)> = parts
-            .required
-            .iter()
-            .map(|r| rel(&mut self.text, r))
-            .collect();
-        let text = Span {
-            start: to_u32(base),
-            len: to_u32(self.text.len() - base),
+        let mut flat = std::mem::take(&mut self.scratch);
+        flat.fill_from_parts(parts);
+        let packed = self.push_flat(&flat);
+        self.scratch = flat;
+        packed
+    }
+
+    /// Copies regex `r` of arena `from` into this one. The copy is exactly what packing the same
+    /// compiled regex here would store; `map` remembers where `from`'s shared tables went, so
+    /// each is interned here once however many regexes share it.
+    pub(crate) fn copy_regex(
+        &mut self,
+        from: &Arena,
+        r: &PackedRegex,
+        map: &mut CopyMap,
+    ) -> PackedRegex {
+        let text = self.push_str(from.str(r.text));
+        let program = match map.programs.get(&r.program) {
+            Some(&p) => p,
+            None => {
+                let p = self.copy_program(from, r.program);
+                map.programs.insert(r.program, p);
+                p
+            }
         };
         let d = &mut self.dedup;
-        let first = match &parts.prog.first {
+        let names = *map
+            .names
+            .entry(r.names)
+            .or_insert_with(|| intern(&mut self.names, &from.names[r.names.range()], 6, d));
+        let required = *map.required.entry(r.required).or_insert_with(|| {
+            intern(&mut self.required, &from.required[r.required.range()], 7, d)
+        });
+        PackedRegex {
+            text,
+            program,
+            names,
+            required,
+        }
+    }
+
+    /// Interns program `idx` of arena `from` (all its tables) here; returns its index.
+    fn copy_program(&mut self, from: &Arena, idx: u32) -> u32 {
+        let p = from.programs.get(idx as usize).copied().unwrap_or_default();
+        let d = &mut self.dedup;
+        let first = match from.firsts.get(p.first as usize) {
+            Some(f) => intern(&mut self.firsts, std::slice::from_ref(f), 9, d).start,
+            None => u32::MAX,
+        };
+        let program = ProgramSpans {
+            insts: intern(&mut self.insts, &from.insts[p.insts.range()], 0, d),
+            lits: intern(&mut self.lits, &from.lits[p.lits.range()], 1, d),
+            sets: intern(&mut self.sets, &from.sets[p.sets.range()], 2, d),
+            rep_ones: intern(&mut self.rep_ones, &from.rep_ones[p.rep_ones.range()], 3, d),
+            reps: intern(&mut self.reps, &from.reps[p.reps.range()], 4, d),
+            subs: intern(&mut self.subs, &from.subs[p.subs.range()], 5, d),
+            first,
+            groups: p.groups,
+            anchored: p.anchored,
+        };
+        intern(&mut self.programs, std::slice::from_ref(&program), 8, d).start
+    }
+
+    /// Packs a regex given in arena layout, sharing identical tables with earlier ones.
+    pub(crate) fn push_flat(&mut self, flat: &FlatRegex) -> PackedRegex {
+        let text = self.push_str(&flat.text);
+        let d = &mut self.dedup;
+        let first = match &flat.first {
             Some(f) => {
                 let span = intern(&mut self.firsts, std::slice::from_ref(f), 9, d);
                 span.start
@@ -246,27 +371,28 @@ impl Arena {
             None => u32::MAX,
         };
         let program = ProgramSpans {
-            insts: intern(&mut self.insts, &parts.prog.insts, 0, d),
-            lits: intern(&mut self.lits, &lits, 1, d),
-            sets: intern(&mut self.sets, &parts.prog.sets, 2, d),
-            rep_ones: intern(&mut self.rep_ones, &parts.prog.rep_ones, 3, d),
-            reps: intern(&mut self.reps, &parts.prog.reps, 4, d),
-            subs: intern(&mut self.subs, &parts.prog.subs, 5, d),
+            insts: intern(&mut self.insts, &flat.insts, 0, d),
+            lits: intern(&mut self.lits, &flat.lits, 1, d),
+            sets: intern(&mut self.sets, &flat.sets, 2, d),
+            rep_ones: intern(&mut self.rep_ones, &flat.rep_ones, 3, d),
+            reps: intern(&mut self.reps, &flat.reps, 4, d),
+            subs: intern(&mut self.subs, &flat.subs, 5, d),
             first,
-            groups: to_u32(parts.prog.groups),
-            anchored: parts.prog.anchored,
+            groups: flat.groups,
+            anchored: flat.anchored,
         };
         PackedRegex {
             text,
             program: intern(&mut self.programs, std::slice::from_ref(&program), 8, d).start,
-            names: intern(&mut self.names, &names, 6, d),
-            required: intern(&mut self.required, &required, 7, d),
+            names: intern(&mut self.names, &flat.names, 6, d),
+            required: intern(&mut self.required, &flat.required, 7, d),
         }
     }
 
     /// Ends building: drops the sharing index and returns spare capacity.
     pub(crate) fn finish(&mut self) {
         self.dedup = FastMap::default();
+        self.scratch = FlatRegex::default();
         self.text.shrink_to_fit();
         self.insts.shrink_to_fit();
         self.lits.shrink_to_fit();
@@ -331,5 +457,32 @@ impl<'a> RegexView<'a> {
     /// Literal strings every match must contain.
     pub(crate) fn required_literals(self) -> impl Iterator<Item = &'a str> + use<'a> {
         self.required.iter().map(move |&(s, l)| self.text(s, l))
+    }
+
+    /// The regex in the general compiler's form (owned strings), so that tests can compare
+    /// regexes built by different paths or stored in different arenas.
+    #[cfg(test)]
+    pub(crate) fn to_parts(self) -> RegexParts {
+        let prog = self.prog;
+        RegexParts {
+            prog: ProgramParts {
+                insts: prog.insts.to_vec(),
+                lits: (0..prog.lits.len())
+                    .map(|k| prog.lit(to_u32(k)).to_owned())
+                    .collect(),
+                sets: prog.sets.to_vec(),
+                rep_ones: prog.rep_ones.to_vec(),
+                reps: prog.reps.to_vec(),
+                subs: prog.subs.to_vec(),
+                groups: prog.groups,
+                anchored: prog.anchored,
+                first: prog.first.cloned(),
+            },
+            names: self
+                .group_names()
+                .map(|(n, g)| (n.to_owned(), to_u32(g)))
+                .collect(),
+            required: self.required_literals().map(str::to_owned).collect(),
+        }
     }
 }

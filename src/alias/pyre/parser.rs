@@ -438,7 +438,14 @@ fn parse_seq(
     nested: usize,
     first: bool,
 ) -> Result<Seq, Error> {
-    let mut subpattern: Seq = Vec::with_capacity(8);
+    // The top-level sequence of an st2 format is mostly one token per character: size it for
+    // the rest of the pattern so that it is allocated once instead of grown step by step.
+    let capacity = if first {
+        source.chars.len() - source.tell().min(source.chars.len())
+    } else {
+        8
+    };
+    let mut subpattern: Seq = Vec::with_capacity(capacity);
     while let Some(this) = source.next {
         if this.is_ch('|') || this.is_ch(')') {
             break;

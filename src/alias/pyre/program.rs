@@ -207,7 +207,7 @@ pub(crate) struct SubInfo {
 }
 
 /// A freshly compiled program, before it is packed into an [`Arena`](super::arena::Arena).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct ProgramParts {
     pub insts: Vec<Inst>,
     /// Literal runs referenced by `Inst::Str`.
