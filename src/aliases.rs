@@ -45,18 +45,25 @@ pub struct Catalog {
 impl Catalog {
     /// Builds views for `filters` over `aliases` (enabled ones only). CPU-heavy for large lists:
     /// call it on a blocking thread.
+    ///
+    /// With `previous`, views for filters it already had reuse its compiled formats
+    /// ([`Matcher::rebuild`]): a refresh where few aliases changed costs little.
     pub fn build(
         mut aliases: Vec<Alias>,
         filters: &[PackFilter],
         fetched_at: Option<i64>,
+        previous: Option<&Catalog>,
     ) -> Catalog {
         aliases.retain(|a| a.enabled);
         aliases.sort_by(|a, b| (a.pack.as_deref(), &a.name).cmp(&(b.pack.as_deref(), &b.name)));
         let mut views = HashMap::new();
         for filter in filters {
-            views
-                .entry(filter.clone())
-                .or_insert_with(|| Arc::new(build_view(&aliases, filter)));
+            views.entry(filter.clone()).or_insert_with(|| {
+                let old = previous
+                    .and_then(|p| p.views.get(filter))
+                    .map(|v| &v.matcher);
+                Arc::new(build_view(&aliases, filter, old))
+            });
         }
         Catalog {
             aliases,
@@ -81,13 +88,16 @@ impl Catalog {
     }
 }
 
-fn build_view(aliases: &[Alias], filter: &PackFilter) -> RoomView {
+fn build_view(aliases: &[Alias], filter: &PackFilter, previous: Option<&Matcher>) -> RoomView {
     let allowed: Vec<Alias> = aliases
         .iter()
         .filter(|a| filter.allows(a.pack.as_deref().unwrap_or_default()))
         .cloned()
         .collect();
-    let matcher = Matcher::build(&allowed);
+    let matcher = match previous {
+        Some(old) => old.rebuild(&allowed),
+        None => Matcher::build(&allowed),
+    };
     RoomView {
         filter: filter.clone(),
         aliases: allowed,
@@ -119,7 +129,7 @@ impl AliasCache {
         if let Some(view) = catalog.view(filter) {
             return view;
         }
-        let view = Arc::new(build_view(&catalog.aliases, filter));
+        let view = Arc::new(build_view(&catalog.aliases, filter, None));
         let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
         if Arc::ptr_eq(&current, &catalog) {
             let mut views = catalog.views.clone();
@@ -183,7 +193,8 @@ pub async fn load_stored(
     let aliases = parse_aliases(&values);
     let count = aliases.len();
     let catalog =
-        tokio::task::spawn_blocking(move || Catalog::build(aliases, &filters, fetched_at)).await?;
+        tokio::task::spawn_blocking(move || Catalog::build(aliases, &filters, fetched_at, None))
+            .await?;
     cache.replace(catalog);
     Ok(count)
 }
@@ -234,13 +245,15 @@ pub async fn refresh_once(
         return Ok(count);
     }
     store::aliases::replace_all(store, &rows).await?;
-    let mut filters = cache.catalog().filters();
+    let mut filters = current.filters();
     if !filters.contains(default_filter) {
         filters.push(default_filter.clone());
     }
     let fetched_at = Some(store::now_ms());
-    let catalog =
-        tokio::task::spawn_blocking(move || Catalog::build(aliases, &filters, fetched_at)).await?;
+    let catalog = tokio::task::spawn_blocking(move || {
+        Catalog::build(aliases, &filters, fetched_at, Some(&current))
+    })
+    .await?;
     cache.replace(catalog);
     tracing::info!(
         aliases = count,
@@ -316,6 +329,7 @@ mod tests {
             ],
             &[PackFilter::all(), "a".parse().unwrap()],
             None,
+            None,
         );
         assert_eq!(catalog.aliases().len(), 2);
         let all = catalog.view(&PackFilter::all()).unwrap();
@@ -337,10 +351,33 @@ mod tests {
             vec![alias("a", "y", "y", true), alias("b", "x", "x", true)],
             &[PackFilter::all()],
             None,
+            None,
         ));
         let filter: PackFilter = "b".parse().unwrap();
         assert_eq!(cache.view(&filter).aliases.len(), 1);
         assert!(cache.catalog().view(&filter).is_some());
+    }
+
+    #[test]
+    fn a_refresh_reuses_the_compiled_formats_of_its_filter() {
+        let first = Catalog::build(
+            vec![alias("a", "y", "y {{p}}", true)],
+            &[PackFilter::all()],
+            None,
+            None,
+        );
+        let next = Catalog::build(
+            vec![alias("a", "y", "y {{p}}", true), alias("b", "x", "x", true)],
+            &[PackFilter::all()],
+            None,
+            Some(&first),
+        );
+        let view = next.view(&PackFilter::all()).unwrap();
+        assert_eq!(view.matcher.reused_count(), 1);
+        assert!(matches!(
+            view.matcher.match_command("x"),
+            crate::alias::MatchOutcome::Matched(_)
+        ));
     }
 
     #[test]
