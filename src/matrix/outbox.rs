@@ -111,9 +111,10 @@ pub struct Policy {
 }
 
 /// What one delivery attempt did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Attempt {
-    Sent,
+    /// Delivered; the homeserver's event id.
+    Sent(String),
     /// Will be retried; the room's later messages must wait.
     Retry,
     Failed,
@@ -140,9 +141,14 @@ impl Sender {
     /// Sends until `stop` is cancelled, then drains for at most `shutdown_drain`.
     pub async fn run(self, stop: CancellationToken) {
         let mut db_failures = 0u32;
+        let mut depth_recorded = Instant::now() - Duration::from_secs(1);
         loop {
             let pass = self.send_due_once().await;
-            self.record_depth().await;
+            // The gauge is a count query: once a second is enough, not once per pass.
+            if depth_recorded.elapsed() >= Duration::from_secs(1) {
+                self.record_depth().await;
+                depth_recorded = Instant::now();
+            }
             let wait = match pass {
                 // Something is due but the batch held none of it (a backlog behind rooms that
                 // are waiting to retry): pause briefly instead of spinning.
@@ -198,12 +204,32 @@ impl Sender {
     }
 
     async fn send_room(&self, queue: Vec<Row>) -> Result<usize, sqlx::Error> {
+        // Successes are recorded in batches, one transaction each, not one commit per message.
+        // A crash before a batch is recorded only means those messages are sent again with
+        // their original transaction ids, which the homeserver deduplicates.
+        const MARK_EVERY: usize = 64;
         let mut attempts = 0;
+        let mut sent: Vec<(i64, String)> = Vec::new();
         for row in queue {
             attempts += 1;
-            if self.deliver(row).await? == Attempt::Retry {
-                break;
+            let seq = row.seq;
+            match self.deliver(row).await? {
+                Attempt::Sent(event_id) => {
+                    sent.push((seq, event_id));
+                    if sent.len() >= MARK_EVERY {
+                        store::outbox::mark_sent_many(
+                            &self.outbox.store,
+                            &std::mem::take(&mut sent),
+                        )
+                        .await?;
+                    }
+                }
+                Attempt::Failed => {}
+                Attempt::Retry => break,
             }
+        }
+        if !sent.is_empty() {
+            store::outbox::mark_sent_many(&self.outbox.store, &sent).await?;
         }
         Ok(attempts)
     }
@@ -227,10 +253,9 @@ impl Sender {
             .record(started.elapsed().as_secs_f64());
         match result {
             Ok(event_id) => {
-                store::outbox::mark_sent(store, row.seq, event_id.as_str()).await?;
                 metrics::counter!("st2_matrix_messages_sent_total").increment(1);
                 tracing::debug!(room_id = %row.room_id, txn_id = %row.txn_id, event_id = %event_id, "sent");
-                Ok(Attempt::Sent)
+                Ok(Attempt::Sent(event_id.to_string()))
             }
             Err(e) => {
                 let age =

@@ -77,15 +77,19 @@ pub async fn next_due(store: &Store) -> Result<Option<i64>, sqlx::Error> {
         .await
 }
 
-/// Records a successful send.
-pub async fn mark_sent(store: &Store, seq: i64, event_id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE outbox SET state = 'sent', event_id = ?, attempts = attempts + 1, finished_at = ? WHERE seq = ?")
-        .bind(event_id)
-        .bind(now_ms())
-        .bind(seq)
-        .execute(store.pool())
-        .await
-        .map(drop)
+/// Records several successful sends in one transaction.
+pub async fn mark_sent_many(store: &Store, sent: &[(i64, String)]) -> Result<(), sqlx::Error> {
+    let now = now_ms();
+    let mut tx = store.begin().await?;
+    for (seq, event_id) in sent {
+        sqlx::query("UPDATE outbox SET state = 'sent', event_id = ?, attempts = attempts + 1, finished_at = ? WHERE seq = ?")
+            .bind(event_id)
+            .bind(now)
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await
 }
 
 /// Records a failed attempt to retry at `next_attempt_at`.
@@ -165,7 +169,9 @@ mod tests {
                 .collect::<Vec<_>>(),
             [a, b, c]
         );
-        mark_sent(&store, a, "$e").await.unwrap();
+        mark_sent_many(&store, &[(a, "$e".to_owned())])
+            .await
+            .unwrap();
         mark_retry(&store, b, i64::MAX, "429").await.unwrap();
         mark_failed(&store, c, "403").await.unwrap();
         let left = pending(&store, 10).await.unwrap();

@@ -48,6 +48,8 @@ pub struct Sent {
     pub event_id: String,
     /// `?user_id=` when the bridge acted as a namespaced user.
     pub user_id: Option<String>,
+    /// When the double received it (for latency measurements).
+    pub received_at: std::time::Instant,
 }
 
 /// One request as received.
@@ -211,6 +213,11 @@ impl HomeserverDouble {
     /// Every message successfully sent, in order.
     pub fn sent(&self) -> Vec<Sent> {
         self.shared.lock().sent.clone()
+    }
+
+    /// How many messages were sent (cheap: no copy).
+    pub fn sent_count(&self) -> usize {
+        self.shared.lock().sent.len()
     }
 
     /// Messages sent to `room`.
@@ -494,6 +501,7 @@ async fn send(
         content,
         event_id: event_id.clone(),
         user_id,
+        received_at: std::time::Instant::now(),
     });
     Json(json!({"event_id": event_id})).into_response()
 }
