@@ -27,12 +27,16 @@ mod outages;
 mod ping;
 /// A bridge that crashes and comes back.
 mod restart;
+/// Results of executions back in the room: threads, whispers, outages.
+mod results;
 /// Commands inside threads.
 mod threads;
 /// The bridge's own StackStorm token, renewed as it expires.
 mod tokens;
 /// The appservice transaction endpoint, driven directly.
 mod transactions;
+/// Results pushed over HTTP: the errbot and hubot webhooks.
+mod webhooks;
 
 use std::process::ExitCode;
 
@@ -48,8 +52,11 @@ macro_rules! tests {
 
 fn main() -> ExitCode {
     harness::main(tests![
-        // First, as tests start in this order: it lets 4 s of real time pass, and a run lasts
-        // as long as its slowest chain of tests.
+        // The tests that let real time pass come first, longest first, as tests start in this
+        // order and a run lasts as long as its slowest chain of tests: a 30 s homeserver
+        // outage on a private Synapse (~45 s), a 10 s stream outage (~20 s), 4 s of tokens.
+        results::five_results_while_synapse_is_down_for_30_s_arrive_after_it_returns_in_order_once,
+        results::result_finished_while_the_stream_was_down_for_10_s_is_posted_once_recovered,
         tokens::expired_token_is_renewed_without_the_user_noticing,
         ping::invited_bot_joins_and_answers_ping_with_a_reply,
         threads::ping_in_a_thread_is_answered_in_that_thread,
@@ -69,5 +76,14 @@ fn main() -> ExitCode {
         aliases::alias_with_an_invalid_format_does_not_stop_the_others,
         outages::command_while_stackstorm_is_down_is_answered_that_it_was_not_run,
         outages::help_after_a_restart_while_stackstorm_is_down_answers_from_the_stored_aliases,
+        results::result_of_a_run_appears_in_the_commands_thread_mentioning_its_sender,
+        results::whispered_results_arrive_in_one_direct_chat_with_the_user,
+        webhooks::errbot_webhook_with_the_secret_posts_the_message_into_the_room,
+        webhooks::hubot_webhook_takes_json_and_form_bodies,
+        webhooks::webhook_without_or_with_a_wrong_secret_is_refused_with_401,
+        webhooks::webhook_body_that_is_not_json_or_lacks_a_field_is_refused_with_400_naming_it,
+        webhooks::webhook_body_over_1_mib_is_refused_with_413,
+        webhooks::webhook_for_a_room_the_bot_is_not_in_is_answered_404,
+        webhooks::bridge_without_a_webhook_secret_answers_404_on_the_webhook_paths,
     ])
 }

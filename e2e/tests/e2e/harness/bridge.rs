@@ -133,6 +133,20 @@ impl Bridge {
         );
     }
 
+    /// Sets `key = value` in the config's `[section]` (created if missing), e.g.
+    /// `set_config("outbox", "max_backoff", "2s")`.
+    pub fn set_config(&mut self, section: &str, key: &str, value: impl Into<toml::Value>) {
+        let value = value.into();
+        self.patch_config(|config| {
+            config
+                .entry(section)
+                .or_insert_with(|| toml::Table::new().into())
+                .as_table_mut()
+                .unwrap_or_else(|| panic!("[{section}] is a table"))
+                .insert(key.into(), value);
+        });
+    }
+
     /// Sets `[bridge] invite_allow`: who may invite the bot.
     pub fn set_invite_allow(&mut self, allowed: &[&str]) {
         self.patch_config(|config| {
@@ -181,29 +195,67 @@ impl Bridge {
     /// `GET /metrics` says: the gauge is set as a fetched (or, at start, stored) list is put in
     /// use, so commands sent from then on are matched against it.
     pub async fn wait_for_aliases(&self, count: usize) {
-        let metrics = format!("{}/metrics", self.url());
+        self.wait_for_metric("st2_matrix_aliases", count).await;
+    }
+
+    /// Waits until the series `series` on `GET /metrics` (a name with its labels as the bridge
+    /// writes them, e.g. `st2_matrix_results_total{source="stream"}`) has the value `value`.
+    pub async fn wait_for_metric(&self, series: &str, value: usize) {
         wait_until(
-            format!("the bridge to hold {count} aliases (st2_matrix_aliases on {metrics})"),
+            format!("{series} to be {value} on {}/metrics", self.url()),
             PROMPTLY,
             || async {
-                let text = self
+                // Metrics are floats; the counts tests wait for are small integers, exact in
+                // an f64.
+                (self.metric(series).await? == value as f64).then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// The value of the series `series` on `GET /metrics` now; `None` if the bridge does not
+    /// answer or has not written that series yet.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.url()))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines().find_map(|line| {
+            line.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+    }
+
+    /// Waits until the bridge is connected to StackStorm's stream, as `GET /ready` says
+    /// (`"stackstorm_stream": "connected"`): announcements made from then on reach it.
+    pub async fn wait_for_stream(&self) {
+        let ready = format!("{}/ready", self.url());
+        wait_until(
+            format!("the bridge to be connected to StackStorm's stream ({ready})"),
+            PROMPTLY,
+            || async {
+                // Read whatever the status: the stream's state is informational and does not
+                // make the bridge unready (nor does a ready bridge mean a connected stream).
+                let body: Json = self
                     .http
-                    .get(&metrics)
-                    .timeout(Duration::from_secs(2))
+                    .get(&ready)
+                    .timeout(Duration::from_secs(5))
                     .send()
                     .await
                     .ok()?
-                    .text()
+                    .json()
                     .await
                     .ok()?;
-                let held = text.lines().find_map(|line| {
-                    line.strip_prefix("st2_matrix_aliases ")?
-                        .trim()
-                        .parse::<f64>()
-                        .ok()
-                })?;
-                // A gauge is a float; alias counts are small integers, exact in an f64.
-                (held == count as f64).then_some(())
+                (body["stackstorm_stream"] == "connected").then_some(())
             },
         )
         .await;
@@ -319,6 +371,45 @@ impl Bridge {
         log_tail(&self.slot.log_path(), lines)
     }
 
+    /// Posts `body` to the bridge's webhook at `path` (`/chatops/message`, `/hubot/st2`) with
+    /// `secret` as `Authorization: Bearer` (none when `None`). Returns the status and the JSON
+    /// body (`Null` if it is not JSON).
+    pub async fn post_webhook(
+        &self,
+        path: &str,
+        secret: Option<&str>,
+        body: WebhookBody,
+    ) -> anyhow::Result<(u16, Json)> {
+        let (content_type, bytes) = match body {
+            WebhookBody::Json(json) => ("application/json", json.to_string()),
+            WebhookBody::Form(payload) => {
+                // application/x-www-form-urlencoded, as hubot's adapter sends it.
+                let mut url = reqwest::Url::parse("http://form.invalid/").expect("a valid URL");
+                url.query_pairs_mut().append_pair("payload", &payload);
+                (
+                    "application/x-www-form-urlencoded",
+                    url.query().unwrap_or_default().to_owned(),
+                )
+            }
+            WebhookBody::Raw(text) => ("application/json", text),
+        };
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.url()))
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(bytes);
+        if let Some(secret) = secret {
+            request = request.bearer_auth(secret);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("POST {path} to the bridge"))?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Json::Null)))
+    }
+
     /// Pushes a transaction straight to the bridge, as Synapse would:
     /// `PUT /_matrix/app/v1/transactions/{txn_id}` with `token` as `Authorization: Bearer`
     /// (none when `None`). Returns the status and the JSON body (`Null` if it is not JSON).
@@ -346,6 +437,18 @@ impl Bridge {
         let text = response.text().await?;
         Ok((status, serde_json::from_str(&text).unwrap_or(Json::Null)))
     }
+}
+
+/// What [`Bridge::post_webhook`] sends.
+#[derive(Debug, Clone)]
+pub enum WebhookBody {
+    /// A JSON body (`application/json`).
+    Json(Json),
+    /// A form with one field, `payload=<this text>` (`application/x-www-form-urlencoded`),
+    /// the text normally being JSON.
+    Form(String),
+    /// Text sent as it is, labelled `application/json` (for bodies that are not JSON).
+    Raw(String),
 }
 
 impl Drop for Bridge {

@@ -1,4 +1,5 @@
-//! The e2e harness: one real Synapse per run, a pool of bridge slots, and per-test contexts.
+//! The e2e harness: one real Synapse per run, a pool of bridge slots, and per-test contexts
+//! (which can also start a Synapse of the test's own, for a test that stops its homeserver).
 //!
 //! [`main`] is the test binary's entry point (libtest-mimic, so `cargo test` filters, `--list`
 //! and `--test-threads` work as usual). It starts Synapse only if at least one test will run,
@@ -9,6 +10,8 @@
 pub mod bridge;
 /// Accessors for the raw JSON events tests look at.
 pub mod events;
+/// A Synapse of a test's own, which it may stop and start.
+pub mod private_synapse;
 /// Spawning, signalling and reading the logs of child processes.
 pub mod process;
 /// Appservice slots registered with Synapse before it starts.
@@ -35,6 +38,7 @@ use anyhow::Context as _;
 use libtest_mimic::{Arguments, Failed, Trial};
 
 use bridge::Bridge;
+use private_synapse::PrivateSynapse;
 use process::{free_ports, log_tail};
 use slots::SlotPool;
 use synapse::{Homeserver, Synapse};
@@ -66,8 +70,8 @@ pub fn repo_root() -> &'static Path {
 /// What a test gets: the homeserver, and bridges and users on demand.
 pub struct Ctx {
     shared: Arc<Shared>,
-    /// Log files of the bridges this test claimed, printed when it fails.
-    bridge_logs: Arc<Mutex<Vec<PathBuf>>>,
+    /// Log files of the bridges (and private Synapses) this test used, printed when it fails.
+    logs: Arc<Mutex<Vec<PathBuf>>>,
 }
 
 /// State shared by all tests of a run.
@@ -81,7 +85,7 @@ impl Ctx {
     /// A bridge on a slot of its own (not started: patch its config first if needed).
     pub fn bridge(&self) -> Bridge {
         let slot = self.shared.slots.claim();
-        self.bridge_logs
+        self.logs
             .lock()
             .expect("log list lock")
             .push(slot.log_path());
@@ -92,6 +96,32 @@ impl Ctx {
     pub async fn user(&self, name: &str) -> anyhow::Result<User> {
         User::register(&self.shared.homeserver, name).await
     }
+
+    /// A Synapse of this test's own with `slot_count` bridge slots, for a test that stops its
+    /// homeserver: stopping the run's Synapse would break every test running beside it.
+    /// Starting one takes a few seconds of the test's time.
+    pub async fn private_synapse(&self, slot_count: usize) -> anyhow::Result<PrivateSynapse> {
+        PrivateSynapse::start(self.shared.bin.clone(), slot_count, Arc::clone(&self.logs)).await
+    }
+}
+
+/// Starts a Synapse in `dir/synapse` with `slot_count` bridge slots (in `dir/slots`) registered
+/// with it. Blocking: Synapse takes seconds to configure and start.
+fn synapse_with_slots(
+    dir: &Path,
+    slot_count: usize,
+    bin: &Path,
+) -> anyhow::Result<(Synapse, SlotPool)> {
+    let mut ports = free_ports(slot_count + 1)?;
+    let synapse_port = ports.pop().expect("one port per slot, plus Synapse's");
+    let homeserver_url = format!("http://127.0.0.1:{synapse_port}");
+    let slots = SlotPool::create(&ports, &dir.join("slots"), bin, &homeserver_url)?;
+    let synapse = Synapse::start(
+        &dir.join("synapse"),
+        synapse_port,
+        slots.registration_files(),
+    )?;
+    Ok((synapse, slots))
 }
 
 /// Runs the `tests` (name, function) under libtest-mimic; see the module doc.
@@ -154,15 +184,7 @@ impl Run {
             .prefix("st2-matrix-e2e-")
             .tempdir()
             .context("creating the run's temp dir")?;
-        let mut ports = free_ports(slot_count + 1)?;
-        let synapse_port = ports.pop().expect("one port per slot, plus Synapse's");
-        let homeserver_url = format!("http://127.0.0.1:{synapse_port}");
-        let slots = SlotPool::create(&ports, &dir.path().join("slots"), &bin, &homeserver_url)?;
-        let synapse = Synapse::start(
-            &dir.path().join("synapse"),
-            synapse_port,
-            slots.registration_files(),
-        )?;
+        let (synapse, slots) = synapse_with_slots(dir.path(), slot_count, &bin)?;
         let shared = Arc::new(Shared {
             homeserver: synapse.homeserver(),
             slots,
@@ -178,22 +200,27 @@ impl Run {
 
 impl Drop for Run {
     fn drop(&mut self) {
-        // E2E_KEEP_DIR=1 keeps Synapse's and the bridges' files for a post-mortem.
-        if std::env::var_os("E2E_KEEP_DIR").is_some_and(|v| v == "1")
-            && let Some(dir) = self.dir.take()
-        {
-            eprintln!("e2e: keeping {}", dir.keep().display());
-        }
+        keep_dir_if_asked(&mut self.dir);
+    }
+}
+
+/// With `E2E_KEEP_DIR=1`, takes `dir` out so it is not deleted: Synapse's and the bridges'
+/// files stay for a post-mortem, and their path is printed.
+fn keep_dir_if_asked(dir: &mut Option<tempfile::TempDir>) {
+    if std::env::var_os("E2E_KEEP_DIR").is_some_and(|v| v == "1")
+        && let Some(dir) = dir.take()
+    {
+        eprintln!("e2e: keeping {}", dir.keep().display());
     }
 }
 
 /// Runs one test on a runtime of its own; a failure's message ends with the tails of the
-/// logs of the bridges it used.
+/// logs of the bridges (and private Synapses) it used.
 fn run_trial(shared: &Arc<Shared>, test: TestFn) -> Result<(), Failed> {
-    let bridge_logs = Arc::new(Mutex::new(Vec::new()));
+    let logs = Arc::new(Mutex::new(Vec::new()));
     let ctx = Ctx {
         shared: Arc::clone(shared),
-        bridge_logs: Arc::clone(&bridge_logs),
+        logs: Arc::clone(&logs),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -221,7 +248,7 @@ fn run_trial(shared: &Arc<Shared>, test: TestFn) -> Result<(), Failed> {
         }
     };
     let mut message = failure;
-    for log in bridge_logs.lock().expect("log list lock").iter() {
+    for log in logs.lock().expect("log list lock").iter() {
         let _ = write!(
             message,
             "\n--- {} (last 60 lines) ---\n{}",

@@ -98,14 +98,18 @@ impl SlotPool {
         &self.registrations
     }
 
-    /// Takes an unused slot; panics when the pool is exhausted (the pool holds one slot per
-    /// test plus two spares, so a test may use up to three bridges only if others use one).
+    /// Takes an unused slot; panics when the pool is exhausted (the run's pool holds one slot
+    /// per test plus two spares, so a test may use up to three bridges only if others use one;
+    /// a private Synapse's pool holds as many as its test asked for).
     pub fn claim(&self) -> Slot {
         self.free
             .lock()
             .expect("slot pool lock")
             .pop_front()
-            .expect("no free appservice slot left: the harness creates one per test plus 2 spares")
+            .expect(
+                "no free appservice slot left: the run's pool has one per test plus 2 spares, \
+             a private Synapse's the number its test asked for",
+            )
     }
 }
 

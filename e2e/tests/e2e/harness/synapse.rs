@@ -1,5 +1,6 @@
-//! One real Synapse for the whole test run: installed from PyPI by `scripts/synapse.sh`,
-//! configured in a temp dir, started as a child process, stopped on drop.
+//! A real Synapse: installed from PyPI by `scripts/synapse.sh`, configured in a temp dir,
+//! started as a child process, stopped on drop. One serves the whole test run; a test that
+//! must stop its homeserver gets one of its own (see `PrivateSynapse`).
 //!
 //! Synapse reads appservice registrations only when it starts, so the harness creates every
 //! bridge slot's registration first and hands the list to [`Synapse::start`].
@@ -26,9 +27,10 @@ pub const SERVER_NAME: &str = "localhost";
 /// How long a fresh Synapse may take to answer `/health` (≈ 4 s measured; CI can be slower).
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// A running Synapse child process and its data directory.
+/// A Synapse child process and its data directory.
 pub struct Synapse {
-    child: Child,
+    /// `None` while stopped (see [`Synapse::stop`]).
+    child: Option<Child>,
     /// Where homeserver.yaml, overrides.yaml, the SQLite DB and the logs live.
     dir: PathBuf,
     /// Client-server API base URL, e.g. `http://127.0.0.1:43123`.
@@ -81,21 +83,13 @@ impl Synapse {
             overrides(port, &registration_shared_secret, registrations),
         )?;
 
-        let mut command = Command::new(&python);
-        command
-            .args(["-m", "synapse.app.homeserver", "-c"])
-            .arg(dir.join("homeserver.yaml"))
-            .arg("-c")
-            .arg(dir.join("overrides.yaml"))
-            .current_dir(dir);
-        let child = spawn_logged(&mut command, &dir.join("stdout.log"))?;
         let mut synapse = Synapse {
-            child,
+            child: None,
             dir: dir.to_owned(),
             url,
             registration_shared_secret,
         };
-        synapse.wait_healthy()?;
+        synapse.spawn()?;
         eprintln!(
             "e2e: Synapse {SYNAPSE_VERSION} ready at {} after {:.1}s (config + start), {} appservice slots",
             synapse.url,
@@ -103,6 +97,51 @@ impl Synapse {
             registrations.len()
         );
         Ok(synapse)
+    }
+
+    /// Stops Synapse (SIGTERM, then SIGKILL after 10 s). Its data directory stays as it is:
+    /// [`Synapse::start_again`] brings back the same users, rooms and appservices.
+    ///
+    /// Blocking, like [`Synapse::start`]: from a test, call it in `spawn_blocking`.
+    pub fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            terminate_blocking(&mut child, Duration::from_secs(10)).context("stopping Synapse")?;
+        }
+        Ok(())
+    }
+
+    /// Starts a stopped Synapse again with the config and data of its first start, and waits
+    /// until `/health` answers. Blocking, like [`Synapse::start`].
+    pub fn start_again(&mut self) -> anyhow::Result<()> {
+        if self.child.is_some() {
+            bail!("Synapse at {} is already running", self.url);
+        }
+        let t0 = Instant::now();
+        self.spawn()?;
+        eprintln!(
+            "e2e: Synapse at {} back after {:.1}s",
+            self.url,
+            t0.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
+
+    /// Path of Synapse's own log, for a failing test's message.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("homeserver.log")
+    }
+
+    /// Spawns Synapse from the config files in `dir` and waits until it is healthy.
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let mut command = Command::new(venv_dir().join("bin/python"));
+        command
+            .args(["-m", "synapse.app.homeserver", "-c"])
+            .arg(self.dir.join("homeserver.yaml"))
+            .arg("-c")
+            .arg(self.dir.join("overrides.yaml"))
+            .current_dir(&self.dir);
+        self.child = Some(spawn_logged(&mut command, &self.dir.join("stdout.log"))?);
+        self.wait_healthy()
     }
 
     /// What the trials need to reach this homeserver.
@@ -115,7 +154,8 @@ impl Synapse {
 
     /// Polls `/health` until it says `OK`; fails early with the logs if Synapse exits.
     fn wait_healthy(&mut self) -> anyhow::Result<()> {
-        // A blocking client: this runs in `main`, before any trial and outside any runtime.
+        // A runtime of its own: this runs in `main`, before any trial, or in a test's
+        // `spawn_blocking`, outside any async context either way.
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -123,7 +163,8 @@ impl Synapse {
         let health = format!("{}/health", self.url);
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if let Some(status) = self.child.try_wait()? {
+            let child = self.child.as_mut().context("Synapse is not running")?;
+            if let Some(status) = child.try_wait()? {
                 bail!(
                     "Synapse exited with {status} before it was healthy\n{}",
                     self.log_tails()
@@ -173,11 +214,10 @@ impl Synapse {
 
 impl Drop for Synapse {
     fn drop(&mut self) {
-        if let Err(e) = terminate_blocking(&mut self.child, Duration::from_secs(10)) {
-            eprintln!(
-                "e2e: could not stop Synapse (pid {}): {e:#}",
-                self.child.id()
-            );
+        if let Some(mut child) = self.child.take()
+            && let Err(e) = terminate_blocking(&mut child, Duration::from_secs(10))
+        {
+            eprintln!("e2e: could not stop Synapse (pid {}): {e:#}", child.id());
         }
     }
 }

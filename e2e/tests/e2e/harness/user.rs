@@ -3,14 +3,15 @@
 //! Registered through Synapse's shared-secret API with a random suffix (tests share one
 //! homeserver and must never see each other's users), logged in with matrix-sdk, and synced in
 //! the background. The sync records every timeline event as raw JSON (so tests can look at
-//! exactly what the bridge sent, e.g. `content["m.relates_to"]`) and every membership change.
+//! exactly what the bridge sent, e.g. `content["m.relates_to"]`), every membership change and
+//! every invite. It keeps going through a homeserver outage and catches up when it returns.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use matrix_sdk::config::SyncSettings;
+use matrix_sdk::config::{RequestConfig, SyncSettings};
 use matrix_sdk::ruma::api::client::filter::{FilterDefinition, RoomEventFilter, RoomFilter};
 use matrix_sdk::ruma::api::client::room::create_room;
 use matrix_sdk::ruma::api::client::sync::sync_events::v3::Filter;
@@ -32,6 +33,13 @@ use super::wait::{PROMPTLY, poll_until};
 /// How long one `/sync` long-poll may wait for news; short so a stuck request is noticed.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Longest pause before matrix-sdk retries a request the homeserver answered with a transient
+/// error (5xx, 429). Its own pause grows to 60 s, so a homeserver that answers errors for a
+/// moment after a restart could delay a sync by a minute; 1 s keeps tests of outages short.
+/// (A homeserver that is down refuses connections: matrix-sdk does not retry those itself,
+/// `sync_forever` does.)
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(1);
+
 /// A logged-in human user with a background sync.
 pub struct User {
     user_id: OwnedUserId,
@@ -44,6 +52,19 @@ pub struct User {
 #[derive(Default)]
 struct Seen {
     rooms: HashMap<OwnedRoomId, RoomSeen>,
+    /// Invites to rooms this user has not joined (yet), in the order they arrived.
+    invites: Vec<Invite>,
+}
+
+/// An invite this user received, from the room's invite state.
+#[derive(Clone, Debug)]
+pub struct Invite {
+    /// The room invited to.
+    pub room_id: OwnedRoomId,
+    /// Who sent the invite.
+    pub sender: String,
+    /// Whether the invite says the room is a direct chat (`is_direct` on the invite).
+    pub is_direct: bool,
 }
 
 #[derive(Default)]
@@ -66,6 +87,9 @@ impl User {
 
         let client = Client::builder()
             .homeserver_url(&homeserver.url)
+            // `max_retry_time` caps each pause between retries in matrix-sdk 0.18 (it is
+            // `with_max_delay` of its backoff), not their total.
+            .request_config(RequestConfig::new().max_retry_time(MAX_RETRY_DELAY))
             .build()
             .await
             .context("building the matrix-sdk client")?;
@@ -141,6 +165,42 @@ impl User {
             .invite_user_by_id(user_id)
             .await
             .with_context(|| format!("inviting {user_id} to {room}"))
+    }
+
+    /// Joins `room`, e.g. one this user was invited to (see [`User::wait_for_invite`]).
+    pub async fn join(&self, room: &RoomId) -> anyhow::Result<()> {
+        self.client
+            .join_room_by_id(room)
+            .await
+            .with_context(|| format!("{} joining {room}", self.user_id))?;
+        Ok(())
+    }
+
+    /// Every invite this user's sync has seen, oldest first (joined rooms' invites included).
+    pub fn invites(&self) -> Vec<Invite> {
+        self.seen().invites.clone()
+    }
+
+    /// Waits until this user's sync has seen an invite for which `predicate` holds, and
+    /// returns the first one. Panics after `timeout`, naming `what` and listing the invites.
+    pub async fn wait_for_invite(
+        &self,
+        what: &str,
+        predicate: impl Fn(&Invite) -> bool,
+        timeout: Duration,
+    ) -> Invite {
+        let found = poll_until(timeout, || async {
+            self.invites().into_iter().find(|invite| predicate(invite))
+        })
+        .await;
+        match found {
+            Some(invite) => invite,
+            None => panic!(
+                "timed out after {timeout:?} waiting for {what}; the invites {} saw: {:?}",
+                self.user_id,
+                self.invites()
+            ),
+        }
     }
 
     /// Sends a plain `m.text` message and returns its event id.
@@ -279,8 +339,10 @@ impl Drop for User {
     }
 }
 
-/// Syncs until aborted, recording what each response brings. Errors are retried: the test
-/// notices a sync that never catches up through its own deadlines.
+/// Syncs until aborted, recording what each response brings. Errors (a homeserver that is
+/// down and refuses connections, say) are retried every 200 ms from the last position, so
+/// nothing is missed once it answers again; the test notices a sync that never catches up
+/// through its own deadlines.
 async fn sync_forever(client: Client, seen: Arc<Mutex<Seen>>) {
     // A high timeline limit, so that a burst of events between two syncs (room creation sends
     // about eight) never arrives as a "limited" timeline with a gap.
@@ -294,14 +356,31 @@ async fn sync_forever(client: Client, seen: Arc<Mutex<Seen>>) {
     let mut settings = SyncSettings::new()
         .timeout(SYNC_TIMEOUT)
         .filter(Filter::FilterDefinition(filter));
+    // Failed attempts in a row: an outage is reported once as it starts and once as it ends,
+    // not every 200 ms.
+    let mut failures = 0u32;
+    let me = client
+        .user_id()
+        .map(ToString::to_string)
+        .unwrap_or_default();
     loop {
         match client.sync_once(settings.clone()).await {
             Ok(response) => {
-                seen.lock().expect("sync log lock").record(&response);
+                seen.lock().expect("sync log lock").record(&response, &me);
                 settings = settings.token(response.next_batch);
+                if failures > 0 {
+                    eprintln!(
+                        "e2e: sync of {:?} works again after {failures} failed attempts",
+                        client.user_id()
+                    );
+                    failures = 0;
+                }
             }
             Err(e) => {
-                eprintln!("e2e: sync of {:?} failed, retrying: {e}", client.user_id());
+                if failures == 0 {
+                    eprintln!("e2e: sync of {:?} failed, retrying: {e}", client.user_id());
+                }
+                failures += 1;
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
@@ -309,7 +388,8 @@ async fn sync_forever(client: Client, seen: Arc<Mutex<Seen>>) {
 }
 
 impl Seen {
-    fn record(&mut self, response: &SyncResponse) {
+    /// Records `response`, a sync of the user `me`.
+    fn record(&mut self, response: &SyncResponse, me: &str) {
         for (room_id, update) in &response.rooms.joined {
             self.rooms
                 .entry(room_id.clone())
@@ -321,6 +401,29 @@ impl Seen {
                 .entry(room_id.clone())
                 .or_default()
                 .record(&update.timeline, &update.state);
+        }
+        for (room_id, update) in &response.rooms.invited {
+            if self.invites.iter().any(|i| &i.room_id == room_id) {
+                continue;
+            }
+            // The invite itself is the invitee's `m.room.member` event in the invite state.
+            let invite = update
+                .invite_state
+                .events
+                .iter()
+                .map(|raw| to_json(raw.json().get()))
+                .find(|ev| {
+                    ev["type"] == "m.room.member"
+                        && ev["content"]["membership"] == "invite"
+                        && ev["state_key"] == me
+                });
+            if let Some(invite) = invite {
+                self.invites.push(Invite {
+                    room_id: room_id.clone(),
+                    sender: invite["sender"].as_str().unwrap_or_default().to_owned(),
+                    is_direct: invite["content"]["is_direct"] == true,
+                });
+            }
         }
     }
 }
