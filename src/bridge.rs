@@ -7,16 +7,19 @@ use std::{
     time::Instant,
 };
 
-use ruma::{OwnedUserId, RoomId};
+use ruma::{OwnedRoomId, OwnedUserId, RoomId};
 use tokio::sync::Notify;
 
 use crate::{
     aliases::AliasCache,
     commands::Addressing,
     config::{Config, PackFilter},
+    crypto::SecretBox,
     dispatch::Classifier,
     matrix::{MatrixClient, outbox::Outbox},
+    permissions::PowerCache,
     results::Deliveries,
+    room_settings::RoomSettings,
     secret::Secret,
     st2::{St2Client, stream::StreamStatus},
     store::Store,
@@ -58,6 +61,14 @@ pub struct Bridge {
     pub deliveries: Deliveries,
     /// What the start-up check found about the notify rule (`enabled`, `disabled`, `missing`).
     pub notify_rule: RwLock<Option<String>>,
+    /// Rules and pack filters set per room in the admin room.
+    pub room_settings: RoomSettings,
+    /// Rooms' power levels, for `power>=N` rules.
+    pub power: PowerCache,
+    /// The admin room, once known.
+    pub admin_room: RwLock<Option<OwnedRoomId>>,
+    /// Seals and opens stored credentials.
+    pub secrets: Arc<SecretBox>,
     /// Process start, for uptime.
     pub started_at: Instant,
 }
@@ -88,8 +99,18 @@ impl Bridge {
     }
 
     /// The packs `room` may use.
-    pub fn packs_for(&self, _room: &RoomId) -> PackFilter {
-        self.config.bridge.packs.clone()
+    pub fn packs_for(&self, room: &RoomId) -> PackFilter {
+        self.room_settings
+            .packs_for(room, &self.config.bridge.packs)
+    }
+
+    /// Whether `room` is the admin room.
+    pub fn is_admin_room(&self, room: &RoomId) -> bool {
+        self.admin_room
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_deref()
+            == Some(room)
     }
 
     /// Records that `room` got the encryption notice.

@@ -53,6 +53,12 @@ pub struct Config {
     /// The result webhooks.
     #[serde(default)]
     pub webhook: WebhookConfig,
+    /// Who may do what.
+    #[serde(default)]
+    pub permissions: PermissionsConfig,
+    /// Pages served to people.
+    #[serde(default)]
+    pub web: WebConfig,
     /// Directory of the config file; relative paths in the config are resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -144,6 +150,48 @@ pub struct BridgeConfig {
     /// Help entries per message; longer help is split into pages.
     #[serde(default = "defaults::help_page_size")]
     pub help_page_size: usize,
+    /// Bridge admins: they run the admin room's commands, and have every permission.
+    #[serde(default)]
+    pub admins: Vec<OwnedUserId>,
+    /// The admin room (id or alias). Unset: the bot creates one on first start and invites
+    /// the admins; it is remembered.
+    #[serde(default)]
+    pub admin_room: Option<String>,
+    /// Only people who linked their own StackStorm account (`!st2 login`) may run commands.
+    #[serde(default)]
+    pub require_login: bool,
+}
+
+/// `[permissions]`: who may do what in rooms. Rooms add their own rules (admin room:
+/// `rooms allow` / `rooms deny`), which come before these.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PermissionsConfig {
+    /// Level of people no rule matches.
+    #[serde(default = "defaults::default_level")]
+    pub default: crate::permissions::Level,
+    /// Rules for every room.
+    #[serde(default)]
+    pub rules: Vec<crate::permissions::Grant>,
+}
+
+impl Default for PermissionsConfig {
+    fn default() -> Self {
+        Self {
+            default: defaults::default_level(),
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// `[web]`: the pages the bridge serves to people (the StackStorm login page).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebConfig {
+    /// The address people's browsers reach the bridge's listener at, e.g.
+    /// `https://st2-matrix.example.org`. Without it `!st2 login` is off.
+    #[serde(default)]
+    pub public_url: Option<Url>,
 }
 
 /// `[stackstorm]`
@@ -514,6 +562,9 @@ mod defaults {
     pub fn heartbeat() -> HumanDuration {
         HumanDuration(Duration::from_secs(25))
     }
+    pub fn default_level() -> crate::permissions::Level {
+        crate::permissions::Level::Run
+    }
     pub fn notify_rule() -> String {
         "st2_matrix.notify_matrix".into()
     }
@@ -536,6 +587,9 @@ impl Default for BridgeConfig {
             invite_allow: Vec::new(),
             packs: defaults::packs(),
             help_page_size: defaults::help_page_size(),
+            admins: Vec::new(),
+            admin_room: None,
+            require_login: false,
         }
     }
 }
@@ -718,6 +772,21 @@ impl Config {
                 "key `webhook.secret` must be at least 16 characters (e.g. `openssl rand -hex 32`)"
                     .into(),
             );
+        }
+        if let Some(room) = &self.bridge.admin_room
+            && ruma::RoomOrAliasId::parse(room).is_err()
+        {
+            return Err(format!(
+                "key `bridge.admin_room`: {room:?} is not a room id (!…) or alias (#…:server)"
+            ));
+        }
+        if let Some(url) = &self.web.public_url
+            && !matches!(url.scheme(), "http" | "https")
+        {
+            return Err(format!("key `web.public_url`: {url} is not an http(s) URL"));
+        }
+        if self.bridge.require_login && self.web.public_url.is_none() {
+            return Err("key `bridge.require_login` needs `web.public_url`: people must be able to reach the login page".into());
         }
         if self.bridge.help_page_size == 0 {
             return Err("key `bridge.help_page_size` must be at least 1".into());

@@ -38,6 +38,8 @@ pub trait RoomFacts {
     fn encryption_noticed(&self, room: &RoomId) -> bool;
     /// The room is a direct chat with the bot (every message is a command).
     fn is_direct(&self, room: &RoomId) -> bool;
+    /// The room is the admin room (every message is a command there too).
+    fn is_admin_room(&self, room: &RoomId) -> bool;
 }
 
 impl RoomFacts for Bridge {
@@ -46,6 +48,9 @@ impl RoomFacts for Bridge {
     }
     fn is_direct(&self, room: &RoomId) -> bool {
         Bridge::is_direct(self, room)
+    }
+    fn is_admin_room(&self, room: &RoomId) -> bool {
+        Bridge::is_admin_room(self, room)
     }
 }
 
@@ -91,7 +96,11 @@ impl Classifier {
                     MessageType::Text(text)
                         if self
                             .addressing
-                            .command(&text.body, rooms.is_direct(&message.room_id))
+                            .command(
+                                &text.body,
+                                rooms.is_direct(&message.room_id)
+                                    || rooms.is_admin_room(&message.room_id),
+                            )
                             .is_some() =>
                     {
                         Some(Kind::Command)
@@ -110,6 +119,10 @@ impl Classifier {
 
 /// What the transaction handler calls: classification with the bridge's current state.
 pub fn classify(bridge: &Bridge, event: &AnyTimelineEvent) -> Option<Kind> {
+    if let AnyTimelineEvent::State(AnyStateEvent::RoomPowerLevels(_)) = event {
+        // Cheap, and keeps `power>=N` rules current without waiting for the cache to expire.
+        bridge.power.invalidate(event.room_id());
+    }
     bridge.classifier.classify(event, bridge)
 }
 
@@ -294,6 +307,9 @@ mod tests {
         }
         fn is_direct(&self, _: &RoomId) -> bool {
             self.direct
+        }
+        fn is_admin_room(&self, _: &RoomId) -> bool {
+            false
         }
     }
 

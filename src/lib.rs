@@ -19,6 +19,7 @@
 //! - [`ops`], [`telemetry`]: health, readiness, metrics, logs.
 //! - [`startup`], [`cli`]: wiring and the command line.
 
+pub mod admin;
 pub mod alias;
 pub mod aliases;
 pub mod appservice;
@@ -28,15 +29,19 @@ pub mod commands;
 pub mod config;
 pub mod crypto;
 pub mod dispatch;
+pub mod identity;
 pub mod matrix;
 pub mod membership;
 pub mod ops;
+pub mod permissions;
 pub mod registration;
 pub mod results;
+pub mod room_settings;
 pub mod secret;
 pub mod st2;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod web;
 pub mod webhook;

@@ -81,6 +81,10 @@ pub async fn on_removed(
 ) -> anyhow::Result<()> {
     let forgotten = rooms::forget(&bridge.store, event.room_id.as_str()).await?;
     crate::store::dms::forget_room(&bridge.store, event.room_id.as_str()).await?;
+    bridge
+        .room_settings
+        .forget(&bridge.store, &event.room_id)
+        .await?;
     tracing::info!(room_id = %event.room_id, by = %event.sender, membership = %event.content.membership, forgotten,
         "removed from the room; its state is forgotten");
     finish(bridge, row.seq).await

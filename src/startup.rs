@@ -28,8 +28,10 @@ use crate::{
         outbox::{Outbox, Policy, Sender},
     },
     ops,
+    permissions::PowerCache,
     registration::UserNamespace,
     results::Deliveries,
+    room_settings::RoomSettings,
     secret::Secret,
     st2::{St2Client, stream::StreamStatus},
     store::{self, Store},
@@ -109,8 +111,13 @@ impl App {
         }
         // The stored alias list, before serving: help and matching work from the first
         // command after a restart, even while StackStorm is down.
+        let room_settings = RoomSettings::load(&store)
+            .await
+            .context("loading room settings")?;
+        let mut filters = room_settings.filters_in_use();
+        filters.push(config.bridge.packs.clone());
         let aliases = Arc::new(AliasCache::default());
-        let loaded = aliases::load_stored(&aliases, &store, vec![config.bridge.packs.clone()])
+        let loaded = aliases::load_stored(&aliases, &store, filters)
             .await
             .context("loading the cached aliases")?;
         if loaded > 0 {
@@ -142,6 +149,10 @@ impl App {
             aliases,
             stream: StreamStatus::default(),
             notify_rule: RwLock::new(None),
+            room_settings,
+            power: PowerCache::default(),
+            admin_room: RwLock::new(None),
+            secrets,
             deliveries: Deliveries::default(),
             started_at: Instant::now(),
             config,
@@ -193,6 +204,14 @@ impl App {
         );
         workers.spawn(purge_periodically(bridge.store.clone(), stop.clone()));
         workers.spawn(ping_homeserver(bridge.clone(), stop.clone()));
+        {
+            let bridge = bridge.clone();
+            // The admin room first: the notify-rule check reports there when it finds a problem.
+            workers.spawn(async move {
+                setup_admin_room(&bridge).await;
+                check_notify_rule(bridge).await;
+            });
+        }
         if let (Some(st2), Some(st2_config)) = (&bridge.st2, &bridge.config.stackstorm) {
             let (client, renew_stop) = (st2.clone(), stop.clone());
             workers.spawn(async move {
@@ -203,7 +222,7 @@ impl App {
                     .await;
             });
             workers.spawn(crate::st2::stream::run(bridge.clone(), stop.clone()));
-            workers.spawn(check_notify_rule(bridge.clone()));
+
             workers.spawn(aliases::run_refresh(
                 bridge.aliases.clone(),
                 bridge.store.clone(),
@@ -237,9 +256,11 @@ impl App {
 /// and the operations endpoints.
 pub fn router(bridge: Arc<Bridge>) -> Router {
     let webhooks = crate::webhook::router(bridge.clone()).unwrap_or_default();
+    let login = crate::web::router(bridge.clone()).unwrap_or_default();
     Router::new()
         .merge(appservice::router(bridge.clone()))
         .merge(webhooks)
+        .merge(login)
         .merge(ops::router(bridge, telemetry::metrics()))
         .fallback(appservice::unrecognized)
         .method_not_allowed_fallback(appservice::method_not_allowed)
@@ -318,6 +339,55 @@ async fn ping_homeserver(bridge: Arc<Bridge>, stop: CancellationToken) {
                 }
             }
         }
+    }
+}
+
+/// Finds the admin room: `[bridge].admin_room` (joined), else the one created on an earlier
+/// start, else a new private room with the admins invited (remembered in the store).
+async fn setup_admin_room(bridge: &Bridge) {
+    let result: anyhow::Result<Option<ruma::OwnedRoomId>> = async {
+        if let Some(configured) = &bridge.config.bridge.admin_room {
+            let room = ruma::RoomOrAliasId::parse(configured)?;
+            let id = bridge
+                .matrix
+                .join_by_id_or_alias(&room)
+                .await
+                .with_context(|| format!("joining the admin room {configured} (bridge.admin_room): invite the bot into it"))?;
+            store::rooms::joined(&bridge.store, id.as_str(), None, false).await?;
+            return Ok(Some(id));
+        }
+        if let Some(stored) = store::settings::meta(&bridge.store, "admin_room").await? {
+            let id = ruma::RoomId::parse(stored)?;
+            if store::rooms::get(&bridge.store, id.as_str()).await?.is_some() {
+                return Ok(Some(id));
+            }
+            tracing::warn!(room_id = %id, "the bot is no longer in the admin room it created; creating a new one");
+        }
+        let admins = &bridge.config.bridge.admins;
+        if admins.is_empty() {
+            tracing::warn!("no [bridge].admins: there is no admin room; set admins to configure the bridge from Matrix");
+            return Ok(None);
+        }
+        let id = bridge.matrix.create_private_room("StackStorm bridge admin", admins).await.context("creating the admin room")?;
+        store::rooms::joined(&bridge.store, id.as_str(), None, false).await?;
+        store::settings::set_meta(&bridge.store, "admin_room", id.as_str()).await?;
+        let welcome = format!(
+            "This is the admin room of st2-matrix {}. Type `help` for the commands (the `{}` prefix is optional here).",
+            env!("CARGO_PKG_VERSION"),
+            bridge.config.bridge.command_prefix
+        );
+        bridge.outbox.send(&id, &crate::matrix::render::notice_markdown(&welcome)).await?;
+        tracing::info!(room_id = %id, "created the admin room and invited the admins");
+        Ok(Some(id))
+    }
+    .await;
+    match result {
+        Ok(Some(id)) => {
+            tracing::info!(room_id = %id, "admin room ready");
+            *bridge.admin_room.write().unwrap_or_else(|e| e.into_inner()) = Some(id);
+        }
+        Ok(None) => {}
+        Err(e) => tracing::error!(error.message = %e, error.cause_chain = ?e, "no admin room"),
     }
 }
 

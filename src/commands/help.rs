@@ -90,7 +90,13 @@ pub fn entries(aliases: &[Alias], args: &HelpArgs) -> Vec<Entry> {
 }
 
 /// The reply to `help` in `origin`'s room.
-pub fn render(bridge: &Bridge, origin: &Origin, args: &HelpArgs) -> RoomMessageEventContent {
+/// `level` is the person's: below `run` the list comes with a note that they cannot run it.
+pub fn render(
+    bridge: &Bridge,
+    origin: &Origin,
+    args: &HelpArgs,
+    level: crate::permissions::Level,
+) -> RoomMessageEventContent {
     let prefix = &bridge.config.bridge.command_prefix;
     let catalog = bridge.aliases.catalog();
     if catalog.aliases().is_empty() {
@@ -107,7 +113,18 @@ pub fn render(bridge: &Bridge, origin: &Origin, args: &HelpArgs) -> RoomMessageE
     }
     let view = bridge.aliases.view(&bridge.packs_for(&origin.room_id));
     let entries = entries(&view.aliases, args);
-    let (plain, html) = format(&entries, args, prefix, bridge.config.bridge.help_page_size);
+    let (mut plain, mut html) = format(&entries, args, prefix, bridge.config.bridge.help_page_size);
+    if level < crate::permissions::Level::Run {
+        let note = crate::permissions::refusal(
+            bridge,
+            &origin.room_id,
+            "Running these",
+            crate::permissions::Level::Run,
+            level,
+        );
+        plain.push_str(&format!("\n\n{note}"));
+        html.push_str(&format!("<p>{}</p>", render::escape_html(&note)));
+    }
     render::notice_html(&plain, html)
 }
 

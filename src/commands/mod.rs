@@ -9,6 +9,7 @@
 //! What follows is a built-in (`ping`, `help`) or an alias command for StackStorm.
 
 pub mod help;
+pub mod login;
 pub mod ping;
 pub mod run;
 
@@ -23,6 +24,7 @@ use ruma::{
 use crate::{
     bridge::Bridge,
     matrix::render::{self, Origin},
+    permissions::{self, Level},
     store::inbox,
 };
 
@@ -93,6 +95,12 @@ pub enum Command {
     Help(help::HelpArgs),
     /// Nothing after the prefix.
     Empty,
+    /// `login`: a one-time link to the page that links a StackStorm account (direct chat only).
+    Login,
+    /// `logout`: unlink the StackStorm account.
+    Logout,
+    /// `whoami`: which StackStorm user commands run as.
+    Whoami,
     /// Anything else: an action-alias command for StackStorm.
     Run(String),
 }
@@ -106,8 +114,29 @@ impl Command {
             "" => Command::Empty,
             w if w.eq_ignore_ascii_case("ping") && rest.trim().is_empty() => Command::Ping,
             w if w.eq_ignore_ascii_case("help") => Command::Help(help::HelpArgs::parse(rest)?),
+            w if w.eq_ignore_ascii_case("login") && rest.trim().is_empty() => Command::Login,
+            w if w.eq_ignore_ascii_case("logout") && rest.trim().is_empty() => Command::Logout,
+            w if w.eq_ignore_ascii_case("whoami") && rest.trim().is_empty() => Command::Whoami,
             _ => Command::Run(text.to_owned()),
         })
+    }
+
+    /// The level needed, checked before the command is handled.
+    pub fn required_level(&self) -> Level {
+        match self {
+            Command::Ping | Command::Empty => Level::None,
+            Command::Help(_) | Command::Login | Command::Logout | Command::Whoami => Level::Help,
+            Command::Run(_) => Level::Run,
+        }
+    }
+
+    /// How a refusal names what was attempted.
+    fn what(&self) -> &'static str {
+        match self {
+            Command::Run(_) => "Running commands",
+            Command::Help(_) => "Reading the command list",
+            _ => "This",
+        }
     }
 }
 
@@ -170,6 +199,10 @@ pub async fn handle(
         );
         return reply_and_finish(bridge, row, &origin, render::notice_markdown(&text)).await;
     }
+    if bridge.is_admin_room(&origin.room_id) {
+        let content = crate::admin::handle(bridge, &origin, message.content.body()).await;
+        return reply_and_finish(bridge, row, &origin, content).await;
+    }
     let command = match Command::parse(text) {
         Ok(command) => command,
         Err(usage) => {
@@ -177,12 +210,26 @@ pub async fn handle(
         }
     };
     tracing::info!(sender = %origin.sender, command = ?command, "command");
+    // Permissions are checked here, once, before any handler.
+    let needed = command.required_level();
+    let level = if needed > Level::None {
+        permissions::level_of(bridge, &origin.room_id, &origin.sender).await
+    } else {
+        Level::None
+    };
+    if level < needed {
+        let text = permissions::refusal(bridge, &origin.room_id, command.what(), needed, level);
+        return reply_and_finish(bridge, row, &origin, render::notice_markdown(&text)).await;
+    }
     let content = match command {
         Command::Ping => render::notice(&ping::reply()),
         Command::Empty => render::notice_markdown(&format!(
             "Type `{prefix}help` to see the commands you can run here, or `{prefix} ping` to check I am here."
         )),
-        Command::Help(args) => help::render(bridge, &origin, &args),
+        Command::Help(args) => help::render(bridge, &origin, &args, level),
+        Command::Login => login::login(bridge, &origin, direct).await?,
+        Command::Logout => login::logout(bridge, &origin).await?,
+        Command::Whoami => login::whoami(bridge, &origin).await?,
         Command::Run(text) => return run::run(bridge, row, &origin, &text).await,
     };
     reply_and_finish(bridge, row, &origin, content).await

@@ -13,6 +13,7 @@ use super::{one_line, reply_and_finish};
 use crate::{
     alias::{Alias, MatchOutcome},
     bridge::Bridge,
+    identity,
     matrix::render::{self, Origin},
     st2::{self, Delivery, types::AliasExecutionRequest},
     store::{executions, inbox, now_ms},
@@ -81,9 +82,54 @@ pub async fn run(
         notification_route: st2.route().to_owned(),
     };
 
+    // The person's own StackStorm identity when they linked one. If it cannot be used, say so:
+    // never fall back to the bridge's account, which may be allowed more than they are.
+    let login_hint = format!("Log in again with `{prefix} login` in a direct chat with me.");
+    let credential = match identity::credential_for(bridge, &origin.sender).await {
+        Ok(Some(credential)) => Some(credential),
+        Ok(None) if bridge.config.bridge.require_login => {
+            let text = format!(
+                "🔒 On this bridge commands run with your own StackStorm account, and you have not linked one. \
+                 Type `{prefix} login` in a direct chat with me ({}) to link it.",
+                bridge.bot
+            );
+            return reply_and_finish(bridge, row, origin, render::notice_markdown(&text)).await;
+        }
+        Ok(None) => None,
+        Err(identity::Error::LoginAgain(why)) => {
+            let text = format!("🔒 `{}` was not run: {why}. {login_hint}", one_line(text));
+            return reply_and_finish(bridge, row, origin, render::notice_markdown(&text)).await;
+        }
+        Err(e) => {
+            let text = format!(
+                "⚠️ `{}` was not run: your StackStorm login could not be used ({e}). Try again later.",
+                one_line(text)
+            );
+            return reply_and_finish(bridge, row, origin, render::notice_markdown(&text)).await;
+        }
+    };
+
     inbox::mark_started(&bridge.store, row.seq).await?;
-    tracing::info!(alias = %matched.alias_ref, sender = %origin.sender, "starting an alias execution");
-    let results = match st2.execute_alias(&request, None).await {
+    tracing::info!(alias = %matched.alias_ref, sender = %origin.sender, own_identity = credential.is_some(), "starting an alias execution");
+    let mut attempt = st2.execute_alias(&request, credential.as_ref()).await;
+    if credential.is_some() && matches!(attempt, Err(st2::Error::Unauthorized { .. })) {
+        // Refused before anything ran: renew (when a password is kept) and try once more.
+        attempt = match identity::after_rejection(bridge, &origin.sender).await {
+            Ok(renewed) => st2.execute_alias(&request, Some(&renewed)).await,
+            Err(identity::Error::LoginAgain(why)) => {
+                let text = format!("🔒 `{}` was not run: {why}. {login_hint}", one_line(text));
+                return reply_and_finish(bridge, row, origin, render::notice_markdown(&text)).await;
+            }
+            Err(e) => {
+                let text = format!(
+                    "⚠️ `{}` was not run: your StackStorm login could not be renewed ({e}).",
+                    one_line(text)
+                );
+                return reply_and_finish(bridge, row, origin, render::notice_markdown(&text)).await;
+            }
+        };
+    }
+    let results = match attempt {
         Ok(results) => results,
         Err(e) => {
             tracing::warn!(alias = %matched.alias_ref, error.message = %e, "alias execution failed");

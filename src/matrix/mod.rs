@@ -24,11 +24,11 @@ use ruma::{
             alias::get_alias,
             appservice::request_ping,
             discovery::get_supported_versions,
-            membership::{join_room_by_id, leave_room},
+            membership::{join_room_by_id, join_room_by_id_or_alias, leave_room},
             message::send_message_event,
             profile::set_display_name,
             room::create_room,
-            state::get_state_event_for_key,
+            state::{get_state_event_for_key, get_state_events},
             uiaa::UiaaResponse,
         },
         error::{ErrorKind, FromHttpResponseError, LimitExceededErrorData, RetryAfter},
@@ -227,6 +227,45 @@ impl MatrixClient {
     pub async fn resolve_alias(&self, alias: &RoomAliasId) -> Result<OwnedRoomId, Error> {
         Ok(self
             .send(get_alias::v3::Request::new(alias.to_owned()), None)
+            .await?
+            .room_id)
+    }
+
+    /// Every state event of `room` (JSON), e.g. to read power levels and creators.
+    pub async fn room_state(&self, room: &RoomId) -> Result<Vec<serde_json::Value>, Error> {
+        let response = self
+            .send(get_state_events::v3::Request::new(room.to_owned()), None)
+            .await?;
+        Ok(response
+            .room_state
+            .iter()
+            .filter_map(|raw| serde_json::from_str(raw.json().get()).ok())
+            .collect())
+    }
+
+    /// Creates a private room, invites `users`, and names it.
+    pub async fn create_private_room(
+        &self,
+        name: &str,
+        users: &[OwnedUserId],
+    ) -> Result<OwnedRoomId, Error> {
+        let mut request = create_room::v3::Request::new();
+        request.invite = users.to_vec();
+        request.name = Some(name.to_owned());
+        request.preset = Some(create_room::v3::RoomPreset::PrivateChat);
+        Ok(self.send(request, None).await?.room_id)
+    }
+
+    /// Joins a room by id or alias; returns its id.
+    pub async fn join_by_id_or_alias(
+        &self,
+        room: &ruma::RoomOrAliasId,
+    ) -> Result<OwnedRoomId, Error> {
+        Ok(self
+            .send(
+                join_room_by_id_or_alias::v3::Request::new(room.to_owned()),
+                None,
+            )
             .await?
             .room_id)
     }

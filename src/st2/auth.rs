@@ -31,12 +31,6 @@ use crate::{
 /// The owner key of the bridge's own token in `st2_tokens`.
 const BOT_OWNER: &str = "bot";
 
-#[derive(Debug, Clone)]
-struct Issued {
-    token: Secret,
-    expires_at: i64,
-}
-
 /// The bridge's StackStorm authentication.
 #[derive(Debug)]
 pub struct BotAuth {
@@ -156,60 +150,17 @@ impl BotAuth {
                 "no username and password to log in with".into(),
             ));
         };
-        let mut url = self.auth_base.clone();
-        let path = format!("{}/tokens", url.path().trim_end_matches('/'));
-        url.set_path(&path);
-        for _ in 0..2 {
-            let ttl = self.ttl_secs.load(Ordering::Relaxed);
-            let response = http
-                .post(url.clone())
-                .basic_auth(username, Some(password.expose()))
-                .json(&json!({"ttl": ttl}))
-                .send()
-                .await
-                .map_err(transport_error)?;
-            match check(response).await {
-                Ok(response) => {
-                    let body: TokenResponse = response
-                        .json()
-                        .await
-                        .map_err(|e| Error::Protocol(format!("token: {e}")))?;
-                    let expires_at =
-                        super::types::parse_timestamp_ms(&body.expiry).ok_or_else(|| {
-                            Error::Protocol(format!(
-                                "token expiry {:?} is not a timestamp",
-                                body.expiry
-                            ))
-                        })?;
-                    tracing::info!(user = %username, expires_in_s = (expires_at - now_ms()) / 1000, "obtained a StackStorm token");
-                    return Ok(Issued {
-                        token: Secret::new(body.token),
-                        expires_at,
-                    });
-                }
-                // "TTL specified 86400 is greater than max allowed 3600." — ask again within it.
-                Err(Error::BadRequest { faultstring, .. }) if max_ttl(&faultstring).is_some() => {
-                    let max = max_ttl(&faultstring).unwrap_or(1).max(1);
-                    tracing::warn!(
-                        asked = ttl,
-                        max,
-                        "StackStorm caps token lifetimes; asking for {max}s (lower stackstorm.token_ttl)"
-                    );
-                    self.ttl_secs.store(max, Ordering::Relaxed);
-                }
-                Err(Error::Unauthorized { request_id, .. }) => {
-                    return Err(Error::Unauthorized {
-                        faultstring:
-                            "StackStorm rejected stackstorm.username / stackstorm.password".into(),
-                        request_id,
-                    });
-                }
-                Err(e) => return Err(e),
+        match request_token(http, &self.auth_base, username, password, &self.ttl_secs).await {
+            Ok((issued, _)) => {
+                tracing::info!(user = %username, expires_in_s = (issued.expires_at - now_ms()) / 1000, "obtained a StackStorm token");
+                Ok(issued)
             }
+            Err(Error::Unauthorized { request_id, .. }) => Err(Error::Unauthorized {
+                faultstring: "StackStorm rejected stackstorm.username / stackstorm.password".into(),
+                request_id,
+            }),
+            Err(e) => Err(e),
         }
-        Err(Error::Protocol(
-            "StackStorm refused every token lifetime asked for".into(),
-        ))
     }
 
     fn owner(&self) -> String {
@@ -359,6 +310,77 @@ impl BotAuth {
             St2Credentials::ApiKey(_) => {}
         }
     }
+}
+
+/// A token issued by `/auth/v1/tokens`.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    /// The token.
+    pub token: Secret,
+    /// Its expiry (unix ms).
+    pub expires_at: i64,
+}
+
+/// `POST <auth>/tokens` with Basic credentials and an explicit ttl. When StackStorm answers
+/// that the ttl is above its maximum, `ttl_secs` is lowered to that maximum and the request
+/// made again. Returns the token and the StackStorm user it belongs to.
+pub async fn request_token(
+    http: &reqwest::Client,
+    auth_base: &Url,
+    username: &str,
+    password: &Secret,
+    ttl_secs: &AtomicU64,
+) -> Result<(Issued, String), Error> {
+    let mut url = auth_base.clone();
+    let path = format!("{}/tokens", url.path().trim_end_matches('/'));
+    url.set_path(&path);
+    for _ in 0..2 {
+        let ttl = ttl_secs.load(Ordering::Relaxed);
+        let response = http
+            .post(url.clone())
+            .basic_auth(username, Some(password.expose()))
+            .json(&json!({"ttl": ttl}))
+            .send()
+            .await
+            .map_err(transport_error)?;
+        match check(response).await {
+            Ok(response) => {
+                let body: TokenResponse = response
+                    .json()
+                    .await
+                    .map_err(|e| Error::Protocol(format!("token: {e}")))?;
+                let expires_at =
+                    super::types::parse_timestamp_ms(&body.expiry).ok_or_else(|| {
+                        Error::Protocol(format!(
+                            "token expiry {:?} is not a timestamp",
+                            body.expiry
+                        ))
+                    })?;
+                let user = body.user.unwrap_or_else(|| username.to_owned());
+                return Ok((
+                    Issued {
+                        token: Secret::new(body.token),
+                        expires_at,
+                    },
+                    user,
+                ));
+            }
+            // "TTL specified 86400 is greater than max allowed 3600." — ask again within it.
+            Err(Error::BadRequest { faultstring, .. }) if max_ttl(&faultstring).is_some() => {
+                let max = max_ttl(&faultstring).unwrap_or(1).max(1);
+                tracing::warn!(
+                    asked = ttl,
+                    max,
+                    "StackStorm caps token lifetimes; asking for {max}s (lower stackstorm.token_ttl)"
+                );
+                ttl_secs.store(max, Ordering::Relaxed);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::Protocol(
+        "StackStorm refused every token lifetime asked for".into(),
+    ))
 }
 
 /// The maximum from StackStorm's "TTL specified N is greater than max allowed M." message.

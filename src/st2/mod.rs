@@ -146,6 +146,9 @@ struct Inner {
     webui: Url,
     route: String,
     auth: BotAuth,
+    auth_base: Url,
+    /// Lifetime asked for people's tokens; lowered to StackStorm's maximum when it says so.
+    user_ttl_secs: std::sync::atomic::AtomicU64,
 }
 
 impl St2Client {
@@ -215,6 +218,10 @@ impl St2Client {
                 webui: config.webui_base(),
                 route: config.route.clone(),
                 auth,
+                auth_base: config.auth_base(),
+                user_ttl_secs: std::sync::atomic::AtomicU64::new(
+                    config.token_ttl.get().as_secs().max(1),
+                ),
             }),
         })
     }
@@ -374,6 +381,37 @@ impl St2Client {
             .await
             .map_err(|e| Error::Protocol(format!("alias execution: {e}")))?;
         Ok(results.into_vec())
+    }
+
+    /// A token for a person's StackStorm username and password (their own identity).
+    pub async fn issue_token(
+        &self,
+        username: &str,
+        password: &Secret,
+    ) -> Result<(auth::Issued, String), Error> {
+        auth::request_token(
+            &self.inner.http,
+            &self.inner.auth_base,
+            username,
+            password,
+            &self.inner.user_ttl_secs,
+        )
+        .await
+    }
+
+    /// The StackStorm user a credential authenticates as (`GET /api/v1/user`).
+    pub async fn current_user(&self, credential: &Credential) -> Result<String, Error> {
+        let response = self
+            .send(Method::GET, self.api_url("user"), None, Some(credential))
+            .await?;
+        let body: Value = response
+            .json()
+            .await
+            .map_err(|e| Error::Protocol(format!("user: {e}")))?;
+        body.get("username")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| Error::Protocol("user: no username".into()))
     }
 
     /// One execution.

@@ -7,9 +7,11 @@
 pub mod aliases;
 pub mod dms;
 pub mod executions;
+pub mod identities;
 pub mod inbox;
 pub mod outbox;
 pub mod rooms;
+pub mod settings;
 pub mod tokens;
 pub mod txns;
 

@@ -94,6 +94,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/aliasexecution", post(executions::create))
         .route("/api/v1/executions/{id}", get(executions::get_one))
         .route("/api/v1/rules/{ref_or_id}", get(executions::get_rule))
+        .route("/api/v1/user", get(current_user))
         .route("/stream/v1/stream", get(stream::stream))
         .route_layer(middleware::from_fn_with_state(shared.clone(), authenticate));
     Router::new()
@@ -105,6 +106,20 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .method_not_allowed_fallback(not_found)
         .layer(middleware::from_fn_with_state(shared.clone(), front))
         .with_state(shared)
+}
+
+/// `GET /api/v1/user` (st2 ≥ 2.6): who the credential authenticates as.
+async fn current_user(State(shared): State<Arc<Shared>>, Extension(caller): Extension<Caller>) -> Json<serde_json::Value> {
+    let state = shared.state();
+    let method = match caller.credential.kind {
+        crate::st2::CredentialKind::ApiKey => "api_key",
+        _ => "authentication token",
+    };
+    Json(serde_json::json!({
+        "username": caller.user,
+        "authentication": {"method": method, "location": "header"},
+        "rbac": {"enabled": state.rbac, "roles": if state.is_admin(&caller.user) { vec!["admin"] } else { vec![] }, "is_admin": state.is_admin(&caller.user)},
+    }))
 }
 
 async fn not_found() -> Fault {

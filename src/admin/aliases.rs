@@ -1,0 +1,96 @@
+//! `aliases reload` and `aliases check`.
+
+use std::collections::BTreeSet;
+
+use super::{CommandError, Reply};
+use crate::{alias::MatchOutcome, aliases, bridge::Bridge, config::PackFilter};
+
+/// `aliases reload`: fetch now.
+pub async fn reload(bridge: &Bridge) -> Result<Reply, CommandError> {
+    let Some(st2) = &bridge.st2 else {
+        return Err(CommandError::User(
+            "StackStorm is not configured ([stackstorm])".into(),
+        ));
+    };
+    match aliases::refresh_once(
+        &bridge.aliases,
+        &bridge.store,
+        st2,
+        &bridge.config.bridge.packs,
+    )
+    .await
+    {
+        Ok(count) => Ok(Reply::Markdown(format!(
+            "✅ Fetched the aliases: {count} enabled. `aliases check` reviews them."
+        ))),
+        Err(e) => Err(CommandError::User(format!(
+            "could not fetch the aliases: {e}; the cached ones stay in use"
+        ))),
+    }
+}
+
+/// Formats of `aliases` with every placeholder replaced by a sample word: a command the
+/// format should match. Formats with other regex syntax are skipped (no reliable sample).
+fn samples(view: &aliases::RoomView) -> Vec<(String, String)> {
+    let placeholder = regex::Regex::new(r"\{\{[^}]*\}\}").expect("constant regex");
+    let mut out = Vec::new();
+    for alias in &view.aliases {
+        for format in alias.format_strings() {
+            let sample = placeholder.replace_all(format, "sample").into_owned();
+            if sample.chars().any(|c| "\\[](){}|?*+^$".contains(c)) {
+                continue;
+            }
+            out.push((alias.reference(), sample));
+        }
+    }
+    out
+}
+
+/// `aliases check`: formats that do not compile, and formats that overlap.
+pub fn check(bridge: &Bridge) -> Result<Reply, CommandError> {
+    let view = bridge.aliases.view(&PackFilter::all());
+    let mut lines = Vec::new();
+    let failures = view.matcher.failures();
+    if failures.is_empty() {
+        lines.push(format!(
+            "✅ All formats of the {} enabled aliases compile.",
+            view.aliases.len()
+        ));
+    } else {
+        lines.push(format!(
+            "⚠️ {} format(s) do not compile and are skipped:",
+            failures.len()
+        ));
+        lines.extend(
+            failures
+                .iter()
+                .map(|f| format!("- `{}`: `{}` — {}", f.alias_ref, f.format, f.reason)),
+        );
+    }
+    let mut overlaps = BTreeSet::new();
+    for (_, sample) in samples(&view) {
+        if let MatchOutcome::Ambiguous { candidates, .. } = view.matcher.match_command(&sample) {
+            let set: Vec<String> = candidates
+                .iter()
+                .map(|c| format!("`{}` ({})", c.representation, c.alias_ref))
+                .collect();
+            overlaps.insert((sample, set.join(" and ")));
+        }
+    }
+    if overlaps.is_empty() {
+        lines.push(
+            "✅ No overlapping formats found (checked with a sample command per format).".into(),
+        );
+    } else {
+        lines.push(format!(
+            "⚠️ {} command(s) match more than one format, so StackStorm refuses them as ambiguous:",
+            overlaps.len()
+        ));
+        lines.extend(
+            overlaps
+                .iter()
+                .map(|(sample, set)| format!("- `{sample}`: {set}")),
+        );
+    }
+    Ok(Reply::Markdown(lines.join("\n")))
+}

@@ -1,0 +1,229 @@
+//! `rooms …`: where the bot is, and each room's packs and permission rules.
+
+use super::{CommandError, Reply, RoomsCommand, room_arg};
+use crate::{
+    bridge::Bridge,
+    config::PackFilter,
+    permissions::{Grant, Level, Rule},
+    store,
+};
+
+/// Runs a `rooms` command.
+pub async fn run(bridge: &Bridge, command: RoomsCommand) -> Result<Reply, CommandError> {
+    match command {
+        RoomsCommand::List => list(bridge).await,
+        RoomsCommand::Show { room } => show(bridge, &room).await,
+        RoomsCommand::Packs { room, packs } => set_packs(bridge, &room, &packs).await,
+        RoomsCommand::Leave { room } => leave(bridge, &room).await,
+        RoomsCommand::Allow { room, rule, level } => {
+            let level: Level = level.parse().map_err(CommandError::User)?;
+            if level == Level::None {
+                return Err(CommandError::User(
+                    "to deny, use `rooms deny <room> <rule>`".into(),
+                ));
+            }
+            grant(bridge, &room, &rule, level).await
+        }
+        RoomsCommand::Deny { room, rule } => grant(bridge, &room, &rule, Level::None).await,
+        RoomsCommand::Unset { room, rule } => unset(bridge, &room, &rule).await,
+    }
+}
+
+/// The room, which the bot must be in.
+async fn joined_room(
+    bridge: &Bridge,
+    room: &str,
+) -> Result<(ruma::OwnedRoomId, store::rooms::Room), CommandError> {
+    let id = room_arg(bridge, room).await?;
+    match store::rooms::get(&bridge.store, id.as_str()).await? {
+        Some(row) => Ok((id, row)),
+        None => Err(CommandError::User(format!(
+            "the bot is not in {id}; `rooms list` shows where it is"
+        ))),
+    }
+}
+
+async fn list(bridge: &Bridge) -> Result<Reply, CommandError> {
+    let rooms = store::rooms::all_ids(&bridge.store).await?;
+    if rooms.is_empty() {
+        return Ok(Reply::Markdown(
+            "The bot is in no room yet. Invite it into one.".into(),
+        ));
+    }
+    let mut lines = vec![format!("The bot is in {} room(s):", rooms.len())];
+    for room in rooms {
+        let Some(row) = store::rooms::get(&bridge.store, &room).await? else {
+            continue;
+        };
+        let Ok(id) = ruma::RoomId::parse(&room) else {
+            continue;
+        };
+        let mut notes = Vec::new();
+        if bridge.is_admin_room(&id) {
+            notes.push("admin room".to_owned());
+        }
+        if row.direct {
+            notes.push(format!(
+                "direct chat with {}",
+                row.inviter.as_deref().unwrap_or("?")
+            ));
+        }
+        if row.encrypted {
+            notes.push("encrypted".to_owned());
+        }
+        if let Some(filter) = bridge.room_settings.own_packs(&id) {
+            notes.push(format!("packs {filter}"));
+        }
+        let rules = bridge.room_settings.room_grants(&id).len();
+        if rules > 0 {
+            notes.push(format!("{rules} rule(s)"));
+        }
+        let notes = if notes.is_empty() {
+            String::new()
+        } else {
+            format!(" — {}", notes.join(", "))
+        };
+        lines.push(format!("- `{room}`{notes}"));
+    }
+    Ok(Reply::Markdown(lines.join("\n")))
+}
+
+async fn show(bridge: &Bridge, room: &str) -> Result<Reply, CommandError> {
+    let (id, row) = joined_room(bridge, room).await?;
+    let filter = bridge.packs_for(&id);
+    let own = if bridge.room_settings.own_packs(&id).is_some() {
+        ""
+    } else {
+        " (the default, [bridge].packs)"
+    };
+    let view = bridge.aliases.view(&filter);
+    let mut lines = vec![
+        format!("**`{id}`**"),
+        format!(
+            "- Invited by: {}",
+            row.inviter.as_deref().unwrap_or("unknown")
+        ),
+        format!(
+            "- Direct chat: {}; encrypted: {}",
+            yes(row.direct),
+            yes(row.encrypted)
+        ),
+        format!("- Packs: {filter}{own}; {} aliases", view.aliases.len()),
+        format!(
+            "- Default level: `{}` ([permissions].default)",
+            bridge.config.permissions.default
+        ),
+    ];
+    let room_rules = bridge.room_settings.room_grants(&id);
+    if room_rules.is_empty() {
+        lines.push("- Room rules: none".into());
+    } else {
+        lines.push("- Room rules (a deny wins; otherwise the highest grant):".into());
+        lines.extend(
+            room_rules
+                .iter()
+                .map(|g| format!("  - `{}` → `{}`", g.rule, g.level)),
+        );
+    }
+    if !bridge.config.permissions.rules.is_empty() {
+        lines.push("- Rules from the config:".into());
+        lines.extend(
+            bridge
+                .config
+                .permissions
+                .rules
+                .iter()
+                .map(|g| format!("  - `{}` → `{}`", g.rule, g.level)),
+        );
+    }
+    Ok(Reply::Markdown(lines.join("\n")))
+}
+
+fn yes(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+async fn set_packs(bridge: &Bridge, room: &str, packs: &str) -> Result<Reply, CommandError> {
+    let (id, _) = joined_room(bridge, room).await?;
+    let filter = if packs.trim() == "default" {
+        None
+    } else {
+        Some(packs.parse::<PackFilter>().map_err(CommandError::User)?)
+    };
+    bridge
+        .room_settings
+        .set_packs(&bridge.store, &id, filter.clone())
+        .await?;
+    let effective = bridge.packs_for(&id);
+    let count = bridge.aliases.view(&effective).aliases.len();
+    let what = if filter.is_some() {
+        format!("{effective}")
+    } else {
+        format!("the default ({effective})")
+    };
+    Ok(Reply::Markdown(format!(
+        "✅ `{id}` now uses packs {what}: {count} aliases."
+    )))
+}
+
+async fn leave(bridge: &Bridge, room: &str) -> Result<Reply, CommandError> {
+    let (id, _) = joined_room(bridge, room).await?;
+    if bridge.is_admin_room(&id) {
+        return Err(CommandError::User(
+            "this is the admin room; the bot stays here".into(),
+        ));
+    }
+    bridge
+        .matrix
+        .leave(&id, "asked to leave by a bridge admin")
+        .await
+        .map_err(|e| CommandError::Internal(e.into()))?;
+    store::rooms::forget(&bridge.store, id.as_str()).await?;
+    store::dms::forget_room(&bridge.store, id.as_str()).await?;
+    bridge.room_settings.forget(&bridge.store, &id).await?;
+    Ok(Reply::Markdown(format!(
+        "✅ Left `{id}` and forgot its settings."
+    )))
+}
+
+async fn grant(
+    bridge: &Bridge,
+    room: &str,
+    rule: &str,
+    level: Level,
+) -> Result<Reply, CommandError> {
+    let (id, _) = joined_room(bridge, room).await?;
+    let rule: Rule = rule.parse().map_err(CommandError::User)?;
+    let shown = rule.to_string();
+    bridge
+        .room_settings
+        .set_grant(&bridge.store, &id, Grant { rule, level })
+        .await?;
+    bridge.power.invalidate(&id);
+    let what = if level == Level::None {
+        "denied".to_owned()
+    } else {
+        format!("granted `{level}`")
+    };
+    Ok(Reply::Markdown(format!(
+        "✅ In `{id}`, `{shown}` is {what}."
+    )))
+}
+
+async fn unset(bridge: &Bridge, room: &str, rule: &str) -> Result<Reply, CommandError> {
+    let (id, _) = joined_room(bridge, room).await?;
+    let rule: Rule = rule.parse().map_err(CommandError::User)?;
+    if bridge
+        .room_settings
+        .remove_grant(&bridge.store, &id, &rule)
+        .await?
+    {
+        Ok(Reply::Markdown(format!(
+            "✅ Removed the rule `{rule}` of `{id}`."
+        )))
+    } else {
+        Err(CommandError::User(format!(
+            "`{id}` has no rule `{rule}`; `rooms show {id}` lists them"
+        )))
+    }
+}

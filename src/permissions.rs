@@ -1,0 +1,444 @@
+//! Who may do what, checked in one place before any handler.
+//!
+//! Levels are ordered `none < help < run < admin`. A person's level in a room:
+//! 1. bridge admins (`[bridge].admins`) have `admin` everywhere;
+//! 2. otherwise the grants whose rule matches them, from the room's own rules (set in the admin
+//!    room) and then `[permissions].rules`: a matching `none` (a deny) wins; else the highest
+//!    matching level;
+//! 3. no rule matches: `[permissions].default`.
+//!
+//! A rule is a user id, a glob (`@ops-*:example.org`), `*:server`, a server name, or
+//! `power>=N` (the person's power level in the room). In room version 12 the room's creators
+//! have unlimited power and are absent from `m.room.power_levels.users`, so they are looked up
+//! in `m.room.create`.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    str::FromStr,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use ruma::{RoomId, UserId};
+use serde::{Deserialize, Deserializer, de};
+use serde_json::Value;
+
+use crate::{bridge::Bridge, config::UserRule};
+
+/// How long a room's power levels are trusted before being read again (they are also dropped
+/// as soon as the room's `m.room.power_levels` changes).
+const POWER_CACHE_TTL: Duration = Duration::from_secs(60);
+
+/// A permission level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Level {
+    /// Nothing.
+    None,
+    /// Read `help` (and ping, whoami).
+    Help,
+    /// Run commands.
+    Run,
+    /// Administer the bridge.
+    Admin,
+}
+
+impl Level {
+    /// The name used in config and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::None => "none",
+            Level::Help => "help",
+            Level::Run => "run",
+            Level::Admin => "admin",
+        }
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Level {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "none" => Ok(Level::None),
+            "help" => Ok(Level::Help),
+            "run" => Ok(Level::Run),
+            "admin" => Ok(Level::Admin),
+            other => Err(format!(
+                "{other:?} is not a level: use none, help, run or admin"
+            )),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Level {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(de::Error::custom)
+    }
+}
+
+/// Who a grant applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rule {
+    /// A user id, glob, `*:server` or server name.
+    Users(UserRule),
+    /// Everyone whose power level in the room is at least this.
+    PowerAtLeast(i64),
+}
+
+impl Rule {
+    fn matches(&self, user: &UserId, power: Option<Power>) -> bool {
+        match self {
+            Rule::Users(rule) => rule.matches(user),
+            Rule::PowerAtLeast(n) => power.is_some_and(|p| p.at_least(*n)),
+        }
+    }
+}
+
+impl FromStr for Rule {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if let Some(n) = s.strip_prefix("power>=") {
+            return n
+                .trim()
+                .parse()
+                .map(Rule::PowerAtLeast)
+                .map_err(|_| format!("{s:?}: write power>=N with a whole number, e.g. power>=50"));
+        }
+        s.parse().map(Rule::Users)
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rule::Users(rule) => write!(f, "{rule}"),
+            Rule::PowerAtLeast(n) => write!(f, "power>={n}"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Rule {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(de::Error::custom)
+    }
+}
+
+/// A rule and the level it grants (`none` = deny).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    /// Who.
+    pub rule: Rule,
+    /// What.
+    pub level: Level,
+}
+
+/// A power level; room v12 creators have unlimited power.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Power {
+    /// Above every number.
+    Infinite,
+    /// A number from `m.room.power_levels`.
+    Value(i64),
+}
+
+impl Power {
+    fn at_least(self, n: i64) -> bool {
+        match self {
+            Power::Infinite => true,
+            Power::Value(v) => v >= n,
+        }
+    }
+}
+
+/// The level `grants` give `user` (deny wins, else the highest match, else `default`).
+pub fn evaluate(grants: &[Grant], user: &UserId, power: Option<Power>, default: Level) -> Level {
+    let matching: Vec<Level> = grants
+        .iter()
+        .filter(|g| g.rule.matches(user, power))
+        .map(|g| g.level)
+        .collect();
+    if matching.is_empty() {
+        default
+    } else if matching.contains(&Level::None) {
+        Level::None
+    } else {
+        matching.into_iter().max().unwrap_or(default)
+    }
+}
+
+/// A room's power levels as far as permissions need them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoomPower {
+    users: HashMap<String, i64>,
+    users_default: i64,
+    /// Creators with unlimited power (room version 12 and later).
+    creators: Vec<String>,
+}
+
+impl RoomPower {
+    /// Reads `m.room.create` and `m.room.power_levels` from a room's state events.
+    pub fn from_state(events: &[Value]) -> RoomPower {
+        let mut power = RoomPower::default();
+        for event in events {
+            match event.get("type").and_then(Value::as_str) {
+                Some("m.room.power_levels") => {
+                    let content = &event["content"];
+                    power.users_default = content
+                        .get("users_default")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(0);
+                    if let Some(users) = content.get("users").and_then(Value::as_object) {
+                        power.users = users
+                            .iter()
+                            .filter_map(|(u, v)| Some((u.clone(), v.as_i64()?)))
+                            .collect();
+                    }
+                }
+                Some("m.room.create") => {
+                    let content = &event["content"];
+                    let version = content
+                        .get("room_version")
+                        .and_then(Value::as_str)
+                        .unwrap_or("1");
+                    if creators_have_infinite_power(version) {
+                        power.creators = event
+                            .get("sender")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned)
+                            .into_iter()
+                            .collect();
+                        if let Some(more) =
+                            content.get("additional_creators").and_then(Value::as_array)
+                        {
+                            power
+                                .creators
+                                .extend(more.iter().filter_map(Value::as_str).map(str::to_owned));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        power
+    }
+
+    /// `user`'s power.
+    pub fn of(&self, user: &UserId) -> Power {
+        if self.creators.iter().any(|c| c == user.as_str()) {
+            return Power::Infinite;
+        }
+        Power::Value(
+            self.users
+                .get(user.as_str())
+                .copied()
+                .unwrap_or(self.users_default),
+        )
+    }
+}
+
+/// Room versions where creators have unlimited power: 12 and later (and the unstable "hydra"
+/// versions that introduced the rule).
+fn creators_have_infinite_power(version: &str) -> bool {
+    version
+        .parse::<u32>()
+        .map_or(version.contains("hydra"), |v| v >= 12)
+}
+
+/// Per-room power levels, cached.
+#[derive(Debug, Default)]
+pub struct PowerCache {
+    rooms: Mutex<HashMap<String, (Instant, RoomPower)>>,
+}
+
+impl PowerCache {
+    /// Forgets `room`'s power levels (its `m.room.power_levels` changed).
+    pub fn invalidate(&self, room: &RoomId) {
+        self.rooms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(room.as_str());
+    }
+
+    async fn get(&self, bridge: &Bridge, room: &RoomId) -> Option<RoomPower> {
+        {
+            let rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((at, power)) = rooms.get(room.as_str())
+                && at.elapsed() < POWER_CACHE_TTL
+            {
+                return Some(power.clone());
+            }
+        }
+        match bridge.matrix.room_state(room).await {
+            Ok(events) => {
+                let power = RoomPower::from_state(&events);
+                self.rooms
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(room.to_string(), (Instant::now(), power.clone()));
+                Some(power)
+            }
+            Err(e) => {
+                // Fail closed: power rules do not match when power levels cannot be read.
+                tracing::warn!(room_id = %room, error.message = %e, "cannot read the room's power levels");
+                None
+            }
+        }
+    }
+}
+
+/// `user`'s level in `room`.
+pub async fn level_of(bridge: &Bridge, room: &RoomId, user: &UserId) -> Level {
+    if bridge.config.bridge.admins.iter().any(|a| a == user) {
+        return Level::Admin;
+    }
+    let grants = bridge
+        .room_settings
+        .grants_for(room, &bridge.config.permissions.rules);
+    let needs_power = grants
+        .iter()
+        .any(|g| matches!(g.rule, Rule::PowerAtLeast(_)));
+    let power = if needs_power {
+        bridge.power.get(bridge, room).await.map(|p| p.of(user))
+    } else {
+        None
+    };
+    evaluate(&grants, user, power, bridge.config.permissions.default)
+}
+
+/// The sentence for someone who lacks `needed` (having `has`): which permission, and who can
+/// grant it.
+pub fn refusal(bridge: &Bridge, room: &RoomId, what: &str, needed: Level, has: Level) -> String {
+    let admins: Vec<String> = bridge
+        .config
+        .bridge
+        .admins
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let who = if admins.is_empty() {
+        "the bridge's operator (in its config, [permissions])".to_owned()
+    } else {
+        format!(
+            "a bridge admin ({}) in the admin room, with `rooms allow {room} <your user id>`",
+            admins.join(", ")
+        )
+    };
+    format!("⛔ {what} needs the `{needed}` permission in this room; you have `{has}`. Ask {who}.")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn grant(rule: &str, level: Level) -> Grant {
+        Grant {
+            rule: rule.parse().unwrap(),
+            level,
+        }
+    }
+
+    fn user(id: &str) -> ruma::OwnedUserId {
+        UserId::parse(id).unwrap()
+    }
+
+    #[test]
+    fn levels_are_ordered_and_parse() {
+        assert!(Level::None < Level::Help && Level::Help < Level::Run && Level::Run < Level::Admin);
+        assert_eq!("RUN".parse::<Level>().unwrap(), Level::Run);
+        assert!("root".parse::<Level>().is_err());
+    }
+
+    #[test]
+    fn rules_parse_users_globs_servers_and_power() {
+        assert_eq!("power>=50".parse::<Rule>().unwrap(), Rule::PowerAtLeast(50));
+        assert!("power>=lots".parse::<Rule>().is_err());
+        assert!(matches!(
+            "*:example.org".parse::<Rule>().unwrap(),
+            Rule::Users(_)
+        ));
+        assert_eq!(
+            "power>=50".parse::<Rule>().unwrap().to_string(),
+            "power>=50"
+        );
+    }
+
+    #[test]
+    fn deny_wins_otherwise_the_highest_grant_otherwise_the_default() {
+        let grants = [
+            grant("*:example.org", Level::Help),
+            grant("@alice:example.org", Level::Run),
+            grant("@mallory:example.org", Level::None),
+        ];
+        assert_eq!(
+            evaluate(&grants, &user("@alice:example.org"), None, Level::None),
+            Level::Run
+        );
+        assert_eq!(
+            evaluate(&grants, &user("@bob:example.org"), None, Level::None),
+            Level::Help
+        );
+        assert_eq!(
+            evaluate(&grants, &user("@mallory:example.org"), None, Level::Run),
+            Level::None
+        );
+        assert_eq!(
+            evaluate(&grants, &user("@eve:other.org"), None, Level::Help),
+            Level::Help
+        );
+    }
+
+    #[test]
+    fn power_rules_use_the_rooms_power_levels() {
+        let grants = [grant("power>=50", Level::Run)];
+        let moderator = Some(Power::Value(50));
+        assert_eq!(
+            evaluate(&grants, &user("@m:x"), moderator, Level::Help),
+            Level::Run
+        );
+        assert_eq!(
+            evaluate(&grants, &user("@u:x"), Some(Power::Value(0)), Level::Help),
+            Level::Help
+        );
+        assert_eq!(
+            evaluate(&grants, &user("@c:x"), Some(Power::Infinite), Level::Help),
+            Level::Run
+        );
+        assert_eq!(
+            evaluate(&grants, &user("@u:x"), None, Level::Help),
+            Level::Help,
+            "unknown power never matches"
+        );
+    }
+
+    #[test]
+    fn v12_creators_have_infinite_power_and_older_ones_do_not() {
+        let state = |version: &str| {
+            vec![
+                json!({"type": "m.room.create", "sender": "@creator:x", "content": {"room_version": version, "additional_creators": ["@co:x"]}}),
+                json!({"type": "m.room.power_levels", "sender": "@creator:x", "content": {"users": {"@mod:x": 50}, "users_default": 0}}),
+            ]
+        };
+        let v12 = RoomPower::from_state(&state("12"));
+        assert_eq!(v12.of(&user("@creator:x")), Power::Infinite);
+        assert_eq!(v12.of(&user("@co:x")), Power::Infinite);
+        assert_eq!(v12.of(&user("@mod:x")), Power::Value(50));
+        assert_eq!(v12.of(&user("@nobody:x")), Power::Value(0));
+        let v10 = RoomPower::from_state(&state("10"));
+        assert_eq!(
+            v10.of(&user("@creator:x")),
+            Power::Value(0),
+            "before v12 the creator is listed in users"
+        );
+    }
+}
