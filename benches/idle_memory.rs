@@ -1,13 +1,21 @@
-//! Idle resident memory of the running bridge: starts the release binary against a homeserver
-//! double, waits until `/ready`, lets it idle, and reads VmRSS/VmHWM from /proc. Prints the
-//! figures; it asserts nothing (numbers belong in the README, not in pass/fail tests).
+//! Resident memory of the running bridge (the release binary, a separate process), read from
+//! /proc: VmRSS (split into anonymous and file-backed) and the peak VmHWM.
 //!
-//! `cargo bench --bench idle_memory`
+//! 1. idle: against a homeserver double, no StackStorm, 5 s after `/ready`;
+//! 2. with 10,000 aliases cached: a StackStorm double serving 10,000 aliases (30,000 formats,
+//!    fetched page by page, stored, compiled), 5 s after the bridge reports them loaded.
+//!
+//! It prints the figures and asserts nothing. `cargo bench --bench idle_memory`
+//! (`IDLE_MEMORY_SMAPS=1` adds the resident size of every large mapping).
 
 use std::{process::Stdio, time::Duration};
 
+use serde_json::{Value, json};
 use st2_matrix::{config::Config, registration};
-use st2_matrix_testkit::homeserver::HomeserverDouble;
+use st2_matrix_testkit::{
+    homeserver::HomeserverDouble,
+    st2::{St2Double, St2Options},
+};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
@@ -15,14 +23,51 @@ async fn main() {
         return; // `cargo bench -- --list` and friends: nothing to enumerate.
     }
     st2_matrix::tls::install_crypto_provider();
+    measure("idle", None).await;
+    let st2 = St2Double::start(St2Options::default()).await;
+    st2.set_aliases((0..10_000).map(synthetic_alias).collect());
+    let key = st2.add_api_key("bot");
+    measure("with 10,000 aliases cached", Some((&st2, key))).await;
+}
+
+/// A realistic alias: a plain format, an object format with display and representation, and
+/// a format with a default.
+fn synthetic_alias(i: usize) -> Value {
+    const VERBS: &[&str] = &[
+        "deploy", "restart", "show", "scale", "backup", "check", "rollback", "tail",
+    ];
+    let verb = VERBS[i % VERBS.len()];
+    let noun = format!("service{i}");
+    json!({
+        "name": format!("alias{i}"), "pack": format!("pack{}", i % 50), "ref": format!("pack{}.alias{i}", i % 50),
+        "action_ref": "core.local", "enabled": true, "description": format!("{verb} the {noun} service"),
+        "formats": [
+            format!("{verb} {noun} on {{{{host}}}}"),
+            {"display": format!("{verb} {noun} to <env>"), "representation": [format!("{verb} {noun} to {{{{env}}}}")]},
+            format!("{verb} {noun} with {{{{count=1}}}} replicas"),
+        ],
+        "ack": {"format": format!("{verb} started")},
+    })
+}
+
+async fn measure(label: &str, st2: Option<(&St2Double, String)>) {
     let dir = tempfile::tempdir().unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let bind = listener.local_addr().unwrap();
     drop(listener);
+    let stackstorm = st2
+        .as_ref()
+        .map(|(st2, key)| {
+            format!(
+                "[stackstorm]\nurl = \"{}\"\napi_key = \"{key}\"\n",
+                st2.url()
+            )
+        })
+        .unwrap_or_default();
     let write_config = |hs_url: &str| {
         let text = format!(
             "[homeserver]\nurl = \"{hs_url}\"\nserver_name = \"example.org\"\n[appservice]\nbind = \"{bind}\"\n\
-             url = \"http://{bind}\"\n[database]\nurl = \"sqlite://{}\"\n[log]\nfilter = \"warn\"\n",
+             url = \"http://{bind}\"\n[database]\nurl = \"sqlite://{}\"\n[log]\nfilter = \"warn\"\n{stackstorm}",
             dir.path().join("bridge.db").display()
         );
         std::fs::write(dir.path().join("config.toml"), text).unwrap();
@@ -46,7 +91,7 @@ async fn main() {
     let client = reqwest::Client::new();
     let ready = format!("http://{bind}/ready");
     let mut up = false;
-    for _ in 0..200 {
+    for _ in 0..400 {
         if client
             .get(&ready)
             .send()
@@ -59,6 +104,29 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(up, "the bridge did not become ready");
+    if st2.is_some() {
+        let metrics = format!("http://{bind}/metrics");
+        let mut loaded = false;
+        for _ in 0..1200 {
+            let text = client
+                .get(&metrics)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            if text
+                .lines()
+                .any(|l| l.starts_with("st2_matrix_aliases ") && l.ends_with(" 10000"))
+            {
+                loaded = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(loaded, "the bridge did not load the 10,000 aliases");
+    }
     tokio::time::sleep(Duration::from_secs(5)).await;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let field = |name: &str| {
@@ -72,7 +140,7 @@ async fn main() {
     let (anon, file) = (field("RssAnon:"), field("RssFile:"));
     let mib = |kib: u64| kib as f64 / 1024.0;
     println!(
-        "idle_memory: VmRSS {:.1} MiB (anonymous {:.1}, file-backed {:.1}), peak VmHWM {:.1} MiB, {threads} threads, after 5 s idle",
+        "memory ({label}): VmRSS {:.1} MiB (anonymous {:.1}, file-backed {:.1}), peak VmHWM {:.1} MiB, {threads} threads",
         mib(rss),
         mib(anon),
         mib(file),

@@ -13,6 +13,7 @@ use std::{
 };
 
 use serde_json::Value;
+use sha2::{Digest as _, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -22,13 +23,48 @@ use crate::{
     store::{self, Store},
 };
 
+/// What the bridge keeps of an alias once its formats are compiled: what help and acks need.
+/// The alias's ref, name and format strings live in the view's [`Matcher`] already
+/// ([`Matcher::alias_reference`], [`Matcher::patterns`]), so they are not copied here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AliasEntry {
+    /// The pack.
+    pub pack: Box<str>,
+    /// The description, for help.
+    pub description: Option<Box<str>>,
+    /// `ack.enabled` is not false.
+    pub ack_enabled: bool,
+    /// `ack.append_url` is not false.
+    pub ack_append_url: bool,
+    /// Help strings (display strings and plain formats; display-only formats included, as in
+    /// StackStorm's help).
+    pub displays: Box<[Box<str>]>,
+}
+
+impl From<&Alias> for AliasEntry {
+    fn from(alias: &Alias) -> Self {
+        AliasEntry {
+            pack: alias.pack.as_deref().unwrap_or_default().into(),
+            description: alias.description.as_deref().map(Into::into),
+            ack_enabled: alias.ack.is_enabled(),
+            ack_append_url: alias.ack.append_url != Some(false),
+            displays: alias
+                .display_strings()
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+        }
+    }
+}
+
 /// The aliases of one pack filter, and their matcher.
 #[derive(Debug)]
 pub struct RoomView {
     /// The filter this view was built for.
     pub filter: PackFilter,
     /// The allowed, enabled aliases, in (pack, name) order; the matcher's indexes point here.
-    pub aliases: Vec<Alias>,
+    /// Shared with the catalog when the filter allows every pack.
+    pub aliases: Arc<Vec<AliasEntry>>,
     /// The compiled formats.
     pub matcher: Matcher,
 }
@@ -36,7 +72,7 @@ pub struct RoomView {
 /// An immutable snapshot of every alias and every view built from it.
 #[derive(Debug, Default)]
 pub struct Catalog {
-    aliases: Vec<Alias>,
+    aliases: Arc<Vec<AliasEntry>>,
     views: HashMap<PackFilter, Arc<RoomView>>,
     /// When the list was fetched from StackStorm (unix ms).
     pub fetched_at: Option<i64>,
@@ -44,7 +80,8 @@ pub struct Catalog {
 
 impl Catalog {
     /// Builds views for `filters` over `aliases` (enabled ones only). CPU-heavy for large lists:
-    /// call it on a blocking thread.
+    /// call it on a blocking thread. The full alias objects are needed only here; the catalog
+    /// keeps [`AliasEntry`]s.
     ///
     /// With `previous`, views for filters it already had reuse its compiled formats
     /// ([`Matcher::rebuild`]): a refresh where few aliases changed costs little.
@@ -56,24 +93,26 @@ impl Catalog {
     ) -> Catalog {
         aliases.retain(|a| a.enabled);
         aliases.sort_by(|a, b| (a.pack.as_deref(), &a.name).cmp(&(b.pack.as_deref(), &b.name)));
+        let entries: Arc<Vec<AliasEntry>> =
+            Arc::new(aliases.iter().map(AliasEntry::from).collect());
         let mut views = HashMap::new();
         for filter in filters {
             views.entry(filter.clone()).or_insert_with(|| {
                 let old = previous
                     .and_then(|p| p.views.get(filter))
                     .map(|v| &v.matcher);
-                Arc::new(build_view(&aliases, filter, old))
+                Arc::new(build_view(&aliases, &entries, filter, old))
             });
         }
         Catalog {
-            aliases,
+            aliases: entries,
             views,
             fetched_at,
         }
     }
 
     /// Every enabled alias.
-    pub fn aliases(&self) -> &[Alias] {
+    pub fn aliases(&self) -> &[AliasEntry] {
         &self.aliases
     }
 
@@ -88,19 +127,31 @@ impl Catalog {
     }
 }
 
-fn build_view(aliases: &[Alias], filter: &PackFilter, previous: Option<&Matcher>) -> RoomView {
-    let allowed: Vec<Alias> = aliases
-        .iter()
-        .filter(|a| filter.allows(a.pack.as_deref().unwrap_or_default()))
-        .cloned()
-        .collect();
+/// A view over `aliases` (whose entries are `entries`, same order) for `filter`.
+fn build_view(
+    aliases: &[Alias],
+    entries: &Arc<Vec<AliasEntry>>,
+    filter: &PackFilter,
+    previous: Option<&Matcher>,
+) -> RoomView {
+    let (allowed, allowed_entries) = if *filter == PackFilter::all() {
+        (aliases.to_vec(), entries.clone())
+    } else {
+        let keep: Vec<usize> = (0..aliases.len())
+            .filter(|&i| filter.allows(aliases[i].pack.as_deref().unwrap_or_default()))
+            .collect();
+        (
+            keep.iter().map(|&i| aliases[i].clone()).collect(),
+            Arc::new(keep.iter().map(|&i| entries[i].clone()).collect()),
+        )
+    };
     let matcher = match previous {
         Some(old) => old.rebuild(&allowed),
         None => Matcher::build(&allowed),
     };
     RoomView {
         filter: filter.clone(),
-        aliases: allowed,
+        aliases: allowed_entries,
         matcher,
     }
 }
@@ -122,25 +173,39 @@ impl AliasCache {
             .clone()
     }
 
-    /// The view for `filter`. Views for filters in use are built with the catalog; a filter
-    /// first seen here (a room just narrowed to new packs) is built now and kept.
+    /// The view for `filter`. Every filter in use has one (built with the catalog, or by
+    /// [`AliasCache::ensure_view`] when a room gets a new filter); a filter without one gets an
+    /// empty view: allowing nothing is the safe answer.
     pub fn view(&self, filter: &PackFilter) -> Arc<RoomView> {
-        let catalog = self.catalog();
-        if let Some(view) = catalog.view(filter) {
-            return view;
+        self.catalog().view(filter).unwrap_or_else(|| {
+            tracing::error!(packs = %filter, "no alias view for this pack filter; nothing is allowed until the next refresh");
+            Arc::new(RoomView { filter: filter.clone(), aliases: Arc::default(), matcher: Matcher::build(&[]) })
+        })
+    }
+
+    /// Builds the view for `filter` from the stored aliases, unless it exists.
+    pub async fn ensure_view(&self, store: &Store, filter: &PackFilter) -> anyhow::Result<()> {
+        if self.catalog().view(filter).is_some() {
+            return Ok(());
         }
-        let view = Arc::new(build_view(&catalog.aliases, filter, None));
+        let aliases = stored_aliases(store).await?;
+        let filter_owned = filter.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            Catalog::build(aliases, std::slice::from_ref(&filter_owned), None, None)
+        })
+        .await?;
+        let Some(view) = built.view(filter) else {
+            return Ok(());
+        };
         let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
-        if Arc::ptr_eq(&current, &catalog) {
-            let mut views = catalog.views.clone();
-            views.insert(filter.clone(), view.clone());
-            *current = Arc::new(Catalog {
-                aliases: catalog.aliases.clone(),
-                views,
-                fetched_at: catalog.fetched_at,
-            });
-        }
-        view
+        let mut views = current.views.clone();
+        views.insert(filter.clone(), view);
+        *current = Arc::new(Catalog {
+            aliases: current.aliases.clone(),
+            views,
+            fetched_at: current.fetched_at,
+        });
+        Ok(())
     }
 
     /// Swaps in a new catalog and logs (once each) the formats that do not compile.
@@ -159,23 +224,72 @@ impl AliasCache {
         drop(reported);
         metrics::gauge!("st2_matrix_aliases").set(catalog.aliases.len() as f64);
         metrics::gauge!("st2_matrix_alias_formats_invalid").set(invalid as f64);
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(catalog);
+        let previous = std::mem::replace(
+            &mut *self.current.write().unwrap_or_else(|e| e.into_inner()),
+            Arc::new(catalog),
+        );
+        drop(previous);
+        release_freed_memory();
     }
 }
 
-/// Parses alias objects, skipping (and logging) those that do not fit the schema.
-pub fn parse_aliases(values: &[Value]) -> Vec<Alias> {
-    values
+/// Every stored alias, parsed.
+async fn stored_aliases(store: &Store) -> anyhow::Result<Vec<Alias>> {
+    Ok(store::aliases::all(store)
+        .await?
         .iter()
-        .filter_map(|value| match serde_json::from_value::<Alias>(value.clone()) {
-            Ok(alias) => Some(alias),
-            Err(e) => {
-                let reference = value.get("ref").and_then(serde_json::Value::as_str).unwrap_or("?");
-                tracing::warn!(alias = %reference, error.message = %e, "skipping an alias StackStorm returned in an unexpected shape");
-                None
-            }
-        })
-        .collect()
+        .filter_map(|s| parse_alias(&s.alias))
+        .collect())
+}
+
+/// Hands memory freed by a refresh (the fetched pages, the previous catalog) back to the
+/// system. A refresh of ten thousand aliases allocates tens of MiB that are freed moments
+/// later; glibc keeps freed memory in its arenas, so without this the process would stay at its
+/// refresh peak for good.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory held by the allocator; it takes no pointers
+    // and is safe to call at any time from any thread.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Parses one alias from its JSON, keeping only what the bridge reads; `None` (logged) when
+/// it does not fit the schema.
+pub fn parse_alias(json: &str) -> Option<Alias> {
+    match serde_json::from_str::<Alias>(json) {
+        Ok(alias) => Some(slim(alias)),
+        Err(e) => {
+            let reference = serde_json::from_str::<Value>(json)
+                .ok()
+                .and_then(|v| v.get("ref").and_then(Value::as_str).map(str::to_owned))
+                .unwrap_or_else(|| "?".into());
+            tracing::warn!(alias = %reference, error.message = %e, "skipping an alias StackStorm returned in an unexpected shape");
+            None
+        }
+    }
+}
+
+/// Drops what the bridge never reads (StackStorm renders acks and results itself; ids, extra
+/// maps and immutable parameters stay on the server), so ten thousand aliases stay small.
+fn slim(mut alias: Alias) -> Alias {
+    if alias.reference.is_none() {
+        alias.reference = Some(alias.reference());
+    }
+    alias.id = None;
+    alias.uid = None;
+    alias.metadata_file = None;
+    alias.extra = Default::default();
+    alias.immutable_parameters = Default::default();
+    alias.result = Default::default();
+    alias.ack.format = None;
+    alias.ack.extra = Default::default();
+    alias.description = alias.description.map(|mut d| {
+        d.shrink_to_fit();
+        d
+    });
+    alias
 }
 
 /// Loads the stored list into `cache` (at start, before serving).
@@ -184,13 +298,8 @@ pub async fn load_stored(
     store: &Store,
     filters: Vec<PackFilter>,
 ) -> anyhow::Result<usize> {
-    let stored = store::aliases::all(store).await?;
     let fetched_at = store::aliases::fetched_at(store).await?;
-    let values: Vec<Value> = stored
-        .iter()
-        .filter_map(|s| serde_json::from_str(&s.alias).ok())
-        .collect();
-    let aliases = parse_aliases(&values);
+    let aliases = stored_aliases(store).await?;
     let count = aliases.len();
     let catalog =
         tokio::task::spawn_blocking(move || Catalog::build(aliases, &filters, fetched_at, None))
@@ -208,43 +317,49 @@ pub async fn refresh_once(
     default_filter: &PackFilter,
 ) -> Result<usize, anyhow::Error> {
     let started = Instant::now();
-    let values = st2.list_aliases().await?;
-    let enabled: Vec<Value> = values
-        .into_iter()
-        .filter(|v| v.get("enabled").and_then(Value::as_bool).unwrap_or(true))
-        .collect();
+    let pages = st2.list_aliases().await?;
     // Parsed one by one so each stored row keeps the JSON of its own alias (a malformed one is
-    // skipped, and must not shift the pairing).
-    let mut aliases = Vec::with_capacity(enabled.len());
-    let mut rows: Vec<(String, String, String)> = Vec::with_capacity(enabled.len());
-    for json in &enabled {
-        if let Some(alias) = parse_aliases(std::slice::from_ref(json)).pop() {
-            rows.push((
-                alias.reference(),
-                alias.pack.clone().unwrap_or_default(),
-                json.to_string(),
-            ));
-            aliases.push(alias);
+    // skipped and must not shift the pairing); raw JSON, never a `Value` tree per alias.
+    let mut aliases = Vec::with_capacity(pages.len());
+    let mut rows: Vec<(String, String, String)> = Vec::with_capacity(pages.len());
+    let mut digest = Sha256::new();
+    for raw in &pages {
+        let Some(alias) = parse_alias(raw.get()) else {
+            continue;
+        };
+        if !alias.enabled {
+            continue;
         }
+        digest.update(raw.get().as_bytes());
+        digest.update(b"\n");
+        rows.push((
+            alias.reference(),
+            alias.pack.clone().unwrap_or_default(),
+            raw.get().to_owned(),
+        ));
+        aliases.push(alias);
     }
-    let stored: Vec<String> = store::aliases::all(store)
-        .await?
-        .into_iter()
-        .map(|s| s.alias)
+    drop(pages);
+    let digest: String = digest
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
         .collect();
-    let mut incoming: Vec<&str> = rows.iter().map(|r| r.2.as_str()).collect();
-    let mut existing: Vec<&str> = stored.iter().map(String::as_str).collect();
-    incoming.sort_unstable();
-    existing.sort_unstable();
     let count = aliases.len();
     // Unchanged and already built from a fetched list: nothing to do. (A first fetch of an empty
     // list must still go through, so the catalog records that StackStorm answered.)
     let current = cache.catalog();
-    if incoming == existing && !current.filters().is_empty() && current.fetched_at.is_some() {
+    let unchanged = store::settings::meta(store, "aliases_digest")
+        .await?
+        .as_deref()
+        == Some(digest.as_str());
+    if unchanged && !current.filters().is_empty() && current.fetched_at.is_some() {
         tracing::debug!(aliases = count, "alias list unchanged");
         return Ok(count);
     }
     store::aliases::replace_all(store, &rows).await?;
+    store::settings::set_meta(store, "aliases_digest", &digest).await?;
+    drop(rows);
     let mut filters = current.filters();
     if !filters.contains(default_filter) {
         filters.push(default_filter.clone());
@@ -334,28 +449,40 @@ mod tests {
         assert_eq!(catalog.aliases().len(), 2);
         let all = catalog.view(&PackFilter::all()).unwrap();
         assert_eq!(
-            all.aliases
-                .iter()
-                .map(|a| a.name.as_str())
-                .collect::<Vec<_>>(),
-            ["y", "x"]
+            all.aliases.iter().map(|a| &*a.pack).collect::<Vec<_>>(),
+            ["a", "b"]
         );
         let only_a = catalog.view(&"a".parse().unwrap()).unwrap();
         assert_eq!(only_a.aliases.len(), 1);
     }
 
-    #[test]
-    fn a_view_for_a_new_filter_is_built_on_demand_and_kept() {
+    #[tokio::test]
+    async fn a_view_for_a_new_filter_is_built_from_the_store_and_kept() {
+        let store = Store::in_memory().await.unwrap();
+        let json = |pack: &str, name: &str| {
+            json!({"name": name, "pack": pack, "ref": format!("{pack}.{name}"), "formats": [name], "enabled": true}).to_string()
+        };
+        let rows = vec![
+            ("a.y".to_owned(), "a".to_owned(), json("a", "y")),
+            ("b.x".to_owned(), "b".to_owned(), json("b", "x")),
+        ];
+        store::aliases::replace_all(&store, &rows).await.unwrap();
         let cache = AliasCache::default();
-        cache.replace(Catalog::build(
-            vec![alias("a", "y", "y", true), alias("b", "x", "x", true)],
-            &[PackFilter::all()],
-            None,
-            None,
-        ));
+        load_stored(&cache, &store, vec![PackFilter::all()])
+            .await
+            .unwrap();
         let filter: PackFilter = "b".parse().unwrap();
+        assert!(
+            cache.view(&filter).aliases.is_empty(),
+            "an unknown filter allows nothing"
+        );
+        cache.ensure_view(&store, &filter).await.unwrap();
         assert_eq!(cache.view(&filter).aliases.len(), 1);
-        assert!(cache.catalog().view(&filter).is_some());
+        assert_eq!(
+            cache.catalog().aliases().len(),
+            2,
+            "the catalog's own list is untouched"
+        );
     }
 
     #[test]
@@ -382,10 +509,33 @@ mod tests {
 
     #[test]
     fn malformed_aliases_are_skipped() {
-        let parsed = parse_aliases(&[
+        let parsed: Vec<Alias> = [
             json!({"name": "ok", "action_ref": "a.b", "formats": []}),
             json!({"formats": 5}),
-        ]);
+        ]
+        .iter()
+        .filter_map(|v| parse_alias(&v.to_string()))
+        .collect();
         assert_eq!(parsed.len(), 1);
+    }
+
+    #[test]
+    fn what_the_bridge_does_not_read_is_dropped() {
+        let alias = parse_alias(
+            &json!({"name": "n", "pack": "p", "formats": ["x"], "id": "5e", "result": {"format": "a long template"},
+                    "ack": {"format": "rendered by st2", "append_url": false}, "extra": {"slack": {}}})
+            .to_string(),
+        )
+        .unwrap();
+        assert_eq!(
+            (alias.reference.as_deref(), alias.id.as_deref()),
+            (Some("p.n"), None)
+        );
+        assert_eq!(alias.result.format, None);
+        assert_eq!(
+            (alias.ack.format.as_deref(), alias.ack.append_url),
+            (None, Some(false))
+        );
+        assert!(alias.extra.is_empty());
     }
 }

@@ -29,21 +29,15 @@ pub async fn reload(bridge: &Bridge) -> Result<Reply, CommandError> {
     }
 }
 
-/// Formats of `aliases` with every placeholder replaced by a sample word: a command the
-/// format should match. Formats with other regex syntax are skipped (no reliable sample).
-fn samples(view: &aliases::RoomView) -> Vec<(String, String)> {
+/// Every format with its placeholders replaced by a sample word: a command the format should
+/// match. Formats with other regex syntax are skipped (no reliable sample).
+fn samples(view: &aliases::RoomView) -> Vec<String> {
     let placeholder = regex::Regex::new(r"\{\{[^}]*\}\}").expect("constant regex");
-    let mut out = Vec::new();
-    for alias in &view.aliases {
-        for format in alias.format_strings() {
-            let sample = placeholder.replace_all(format, "sample").into_owned();
-            if sample.chars().any(|c| "\\[](){}|?*+^$".contains(c)) {
-                continue;
-            }
-            out.push((alias.reference(), sample));
-        }
-    }
-    out
+    view.matcher
+        .patterns()
+        .map(|(_, format)| placeholder.replace_all(format, "sample").into_owned())
+        .filter(|sample| !sample.chars().any(|c| "\\[](){}|?*+^$".contains(c)))
+        .collect()
 }
 
 /// `aliases check`: formats that do not compile, and formats that overlap.
@@ -68,7 +62,7 @@ pub fn check(bridge: &Bridge) -> Result<Reply, CommandError> {
         );
     }
     let mut overlaps = BTreeSet::new();
-    for (_, sample) in samples(&view) {
+    for sample in samples(&view) {
         if let MatchOutcome::Ambiguous { candidates, .. } = view.matcher.match_command(&sample) {
             let set: Vec<String> = candidates
                 .iter()

@@ -150,11 +150,19 @@ async fn set_packs(bridge: &Bridge, room: &str, packs: &str) -> Result<Reply, Co
     } else {
         Some(packs.parse::<PackFilter>().map_err(CommandError::User)?)
     };
+    let effective = filter
+        .clone()
+        .unwrap_or_else(|| bridge.config.bridge.packs.clone());
+    // Built before the filter takes effect, so the room's next command finds its view ready.
+    bridge
+        .aliases
+        .ensure_view(&bridge.store, &effective)
+        .await
+        .map_err(CommandError::Internal)?;
     bridge
         .room_settings
         .set_packs(&bridge.store, &id, filter.clone())
         .await?;
-    let effective = bridge.packs_for(&id);
     let count = bridge.aliases.view(&effective).aliases.len();
     let what = if filter.is_some() {
         format!("{effective}")

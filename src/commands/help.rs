@@ -5,7 +5,7 @@
 use ruma::events::room::message::RoomMessageEventContent;
 
 use crate::{
-    alias::Alias,
+    aliases::AliasEntry,
     bridge::Bridge,
     matrix::render::{self, Origin, escape_html},
 };
@@ -60,19 +60,19 @@ pub struct Entry {
 }
 
 /// The help entries of `aliases` that pass `args`' filter and pack, in (pack, alias) order.
-pub fn entries(aliases: &[Alias], args: &HelpArgs) -> Vec<Entry> {
+pub fn entries(aliases: &[AliasEntry], args: &HelpArgs) -> Vec<Entry> {
     let needle = args.filter.as_deref().map(str::to_lowercase);
     let mut out = Vec::new();
     for alias in aliases {
-        let pack = alias.pack.clone().unwrap_or_default();
+        let pack = alias.pack.to_string();
         if args.pack.as_deref().is_some_and(|p| p != pack) {
             continue;
         }
-        for display in alias.display_strings() {
+        for display in alias.displays.iter() {
             let entry = Entry {
                 pack: pack.clone(),
-                display: display.to_owned(),
-                description: alias.description.clone(),
+                display: display.to_string(),
+                description: alias.description.as_deref().map(str::to_owned),
             };
             let haystack = format!(
                 "{} {} {}",
@@ -210,15 +210,16 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn alias(pack: &str, name: &str, formats: serde_json::Value, description: &str) -> Alias {
-        serde_json::from_value(
+    fn alias(pack: &str, name: &str, formats: serde_json::Value, description: &str) -> AliasEntry {
+        let alias: crate::alias::Alias = serde_json::from_value(
             json!({"name": name, "pack": pack, "action_ref": "x.y", "formats": formats,
             "description": description}),
         )
-        .unwrap()
+        .unwrap();
+        AliasEntry::from(&alias)
     }
 
-    fn aliases() -> Vec<Alias> {
+    fn aliases() -> Vec<AliasEntry> {
         vec![
             alias(
                 "examples",

@@ -11,7 +11,8 @@ use serde_json::json;
 
 use super::{one_line, reply_and_finish};
 use crate::{
-    alias::{Alias, MatchOutcome},
+    alias::MatchOutcome,
+    aliases::AliasEntry,
     bridge::Bridge,
     identity,
     matrix::render::{self, Origin},
@@ -66,9 +67,9 @@ pub async fn run(
             return reply_and_finish(bridge, row, origin, render::notice_markdown(&reply)).await;
         }
     };
-    let alias: &Alias = &view.aliases[matched.alias_index];
+    let alias: &AliasEntry = &view.aliases[matched.alias_index];
     let request = AliasExecutionRequest {
-        name: alias.name.clone(),
+        name: matched.alias_name.clone(),
         format: matched.representation.clone(),
         command: text.to_owned(),
         user: origin.sender.to_string(),
@@ -152,7 +153,7 @@ pub async fn run(
             created_at: now_ms(),
         };
         executions::record(&mut tx, &record).await?;
-        if alias.ack.is_enabled() {
+        if alias.ack_enabled {
             let ack = ack_text(alias, result, st2, &matched.alias_ref);
             let content = render::in_thread(render::notice_markdown(&ack), origin);
             bridge
@@ -171,7 +172,7 @@ pub async fn run(
 /// hubot's ack: StackStorm's rendered `ack.format` (or a short default naming the execution),
 /// then the execution link unless the alias sets `ack.append_url: false`.
 fn ack_text(
-    alias: &Alias,
+    alias: &AliasEntry,
     result: &st2::types::AliasExecutionResult,
     st2: &st2::St2Client,
     alias_ref: &str,
@@ -183,7 +184,7 @@ fn ack_text(
             result.execution.id
         ),
     };
-    if alias.ack.append_url != Some(false) {
+    if alias.ack_append_url {
         text.push_str(&format!("\n\n{}", st2.execution_link(&result.execution)));
     }
     text

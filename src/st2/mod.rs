@@ -335,7 +335,7 @@ impl St2Client {
 
     /// Every alias, paged (`limit=100`, `offset`, until `X-Total-Count`), as StackStorm returns
     /// them (JSON objects), disabled ones included.
-    pub async fn list_aliases(&self) -> Result<Vec<Value>, Error> {
+    pub async fn list_aliases(&self) -> Result<Vec<Box<serde_json::value::RawValue>>, Error> {
         let mut all = Vec::new();
         loop {
             let mut url = self.api_url("actionalias");
@@ -345,9 +345,13 @@ impl St2Client {
             let response = self.send(Method::GET, url, None, None).await?;
             let total =
                 header(response.headers(), "x-total-count").and_then(|v| v.parse::<usize>().ok());
-            let page: Vec<Value> = response
-                .json()
+            // Raw JSON per alias: the caller parses each into its own small type, instead of a
+            // `Value` tree per alias (heavy with ten thousand of them).
+            let text = response
+                .text()
                 .await
+                .map_err(|e| Error::Protocol(format!("alias list: {e}")))?;
+            let page: Vec<Box<serde_json::value::RawValue>> = serde_json::from_str(&text)
                 .map_err(|e| Error::Protocol(format!("alias list: {e}")))?;
             let received = page.len();
             all.extend(page);

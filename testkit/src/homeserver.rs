@@ -92,6 +92,7 @@ struct Inner {
     requests: Vec<Request>,
     pings: u32,
     created: Vec<Value>,
+    room_state: HashMap<String, Vec<Value>>,
     aliases: HashMap<String, String>,
     down: bool,
     appservice: Option<(String, String)>,
@@ -145,6 +146,8 @@ impl HomeserverDouble {
             .route("/_matrix/client/v3/createRoom", post(create_room))
             .route("/_matrix/client/v3/directory/room/{alias}", get(directory))
             .route("/_matrix/client/v3/rooms/{room}/join", post(join))
+            .route("/_matrix/client/v3/join/{room}", post(join))
+            .route("/_matrix/client/v3/rooms/{room}/state", get(full_state))
             .route("/_matrix/client/v3/rooms/{room}/leave", post(leave))
             .route(
                 "/_matrix/client/v3/rooms/{room}/state/{event_type}/",
@@ -202,7 +205,19 @@ impl HomeserverDouble {
 
     /// Makes `alias` (e.g. `#ops:example.org`) resolve to `room`.
     pub fn set_alias(&self, alias: &str, room: &str) {
-        self.shared.lock().aliases.insert(alias.to_owned(), room.to_owned());
+        self.shared
+            .lock()
+            .aliases
+            .insert(alias.to_owned(), room.to_owned());
+    }
+
+    /// Sets the full state of `room` (what `GET /rooms/{room}/state` answers), e.g. its
+    /// `m.room.create` and `m.room.power_levels` events.
+    pub fn set_room_state(&self, room: &str, events: Vec<Value>) {
+        self.shared
+            .lock()
+            .room_state
+            .insert(room.to_owned(), events);
     }
 
     /// `createRoom` bodies received, in order (their rooms are `!created<n>:<server>`).
@@ -290,7 +305,8 @@ async fn record_and_gate(
     }
     let path = request.uri().path();
     // As in the spec (and Synapse): these need no access token.
-    if path == "/_matrix/client/versions" || path.starts_with("/_matrix/client/v3/directory/room/") {
+    if path == "/_matrix/client/versions" || path.starts_with("/_matrix/client/v3/directory/room/")
+    {
         return next.run(request).await;
     }
     match authorized {
@@ -425,7 +441,18 @@ async fn create_room(State(shared): State<Arc<Shared>>, Json(body): Json<Value>)
 async fn directory(State(shared): State<Arc<Shared>>, Path(alias): Path<String>) -> Response {
     match shared.lock().aliases.get(&alias) {
         Some(room) => Json(json!({"room_id": room, "servers": []})).into_response(),
-        None => error(StatusCode::NOT_FOUND, "M_NOT_FOUND", &format!("Room alias {alias} not found")),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "M_NOT_FOUND",
+            &format!("Room alias {alias} not found"),
+        ),
+    }
+}
+
+async fn full_state(State(shared): State<Arc<Shared>>, Path(room): Path<String>) -> Response {
+    match shared.lock().room_state.get(&room) {
+        Some(events) => Json(Value::Array(events.clone())).into_response(),
+        None => error(StatusCode::FORBIDDEN, "M_FORBIDDEN", "User not in room"),
     }
 }
 

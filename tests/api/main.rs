@@ -1,5 +1,6 @@
 //! API tier: the bridge in-process against a homeserver double. Fast; most cases live here.
 
+mod admin;
 mod commands;
 mod helpers;
 mod membership;

@@ -109,7 +109,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 }
 
 /// `GET /api/v1/user` (st2 ≥ 2.6): who the credential authenticates as.
-async fn current_user(State(shared): State<Arc<Shared>>, Extension(caller): Extension<Caller>) -> Json<serde_json::Value> {
+async fn current_user(
+    State(shared): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+) -> Json<serde_json::Value> {
     let state = shared.state();
     let method = match caller.credential.kind {
         crate::st2::CredentialKind::ApiKey => "api_key",
