@@ -5,7 +5,9 @@
 #   scripts/test.sh --quick    unit + API tiers only (no Synapse, no matrix-sdk build)
 #
 # What it does, in order:
-#   1. installs a real Synapse from PyPI into .test-deps/ (git-ignored; skipped when present);
+#   1. installs a real Synapse from PyPI into .test-deps/ (git-ignored; skipped when present),
+#      and Debian's chromium + chromium-driver packages for the login-page browser test
+#      (apt-get, skipped when present; CHROMIUM / CHROMEDRIVER point at others);
 #   2. builds the bridge binary with production features and sets it aside: the end-to-end
 #      tier drives that file as a separate process, as production runs it;
 #   3. unit tests, parser vectors, property tests and the API tier (bridge in-process against
@@ -13,7 +15,8 @@
 #   4. the end-to-end tier: that binary against one real Synapse for the whole run, with a
 #      human user driven by matrix-sdk. It is a separate cargo invocation on purpose: building
 #      it together with the bridge would rebuild the bridge with matrix-sdk's ruma features.
-# Needs: cargo (rustc 1.95), python3 >= 3.10 with venv, network access to crates.io and PyPI.
+# Needs: cargo (rustc 1.95), python3 >= 3.10 with venv, network access to crates.io and PyPI,
+# and, unless Chromium is already there, apt-get (as root or through sudo) and Debian's mirrors.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -22,9 +25,26 @@ quick=false
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 step() { printf '\n== %s (%ss)\n' "$*" "$SECONDS"; }
 
+# Debian's Chromium and its WebDriver, which the end-to-end tier drives (e2e harness/browser.rs).
+install_chromium() {
+  local chromium="${CHROMIUM:-/usr/bin/chromium}" driver="${CHROMEDRIVER:-/usr/bin/chromedriver}"
+  if [[ -x "$chromium" && -x "$driver" ]]; then
+    echo "chromium and chromedriver present: nothing to do"
+    return
+  fi
+  local sudo=()
+  [[ "$(id -u)" -eq 0 ]] || sudo=(sudo)
+  "${sudo[@]}" apt-get update -qq
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+  "$chromium" --version
+}
+
 if ! $quick; then
   step "installing Synapse for the end-to-end tier"
   scripts/synapse.sh install
+  step "installing Chromium for the login-page browser test"
+  install_chromium
 fi
 
 step "building the bridge binary (production features)"

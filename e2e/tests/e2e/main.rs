@@ -9,6 +9,8 @@
 /// Synapse, bridge slots, bridges, users and polling: what every test stands on.
 mod harness;
 
+/// The admin room, and the permissions managed from it.
+mod admin;
 /// StackStorm's alias list: long lists, broken aliases.
 mod aliases;
 /// StackStorm commands: matched, run for their sender, acknowledged in place.
@@ -19,6 +21,8 @@ mod encryption;
 mod help;
 /// Who may invite the bot.
 mod invites;
+/// People's own StackStorm identity: login page, linked commands, logout.
+mod login;
 /// What the bridge writes to its log.
 mod logs;
 /// StackStorm down: what people are told, and what still works.
@@ -58,6 +62,9 @@ fn main() -> ExitCode {
         results::five_results_while_synapse_is_down_for_30_s_arrive_after_it_returns_in_order_once,
         results::result_finished_while_the_stream_was_down_for_10_s_is_posted_once_recovered,
         tokens::expired_token_is_renewed_without_the_user_noticing,
+        login::login_in_a_browser_links_the_account_until_logout_and_no_secret_is_logged,
+        admin::admin_room_is_created_for_the_admin_and_mistakes_are_answered_with_the_usage,
+        admin::admin_rules_refuse_then_allow_then_narrow_help_then_deny,
         ping::invited_bot_joins_and_answers_ping_with_a_reply,
         threads::ping_in_a_thread_is_answered_in_that_thread,
         transactions::resent_transaction_is_answered_once,

@@ -147,6 +147,16 @@ impl Bridge {
         });
     }
 
+    /// The string `key` of `[section]` in the config the next start writes, e.g. the API key
+    /// [`configure_stackstorm`](Bridge::configure_stackstorm) made.
+    pub fn config_str(&self, section: &str, key: &str) -> Option<String> {
+        self.config
+            .get(section)?
+            .get(key)?
+            .as_str()
+            .map(str::to_owned)
+    }
+
     /// Sets `[bridge] invite_allow`: who may invite the bot.
     pub fn set_invite_allow(&mut self, allowed: &[&str]) {
         self.patch_config(|config| {

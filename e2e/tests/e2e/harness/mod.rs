@@ -8,6 +8,8 @@
 
 /// The bridge under test as a child process.
 pub mod bridge;
+/// Headless Chromium over WebDriver, for the pages the bridge serves.
+pub mod browser;
 /// Accessors for the raw JSON events tests look at.
 pub mod events;
 /// A Synapse of a test's own, which it may stop and start.

@@ -27,6 +27,7 @@ use rand::distr::Alphanumeric;
 use serde_json::{Value as Json, json};
 use tokio::task::JoinHandle;
 
+use super::events::is_reply_from;
 use super::synapse::Homeserver;
 use super::wait::{PROMPTLY, poll_until};
 
@@ -65,6 +66,8 @@ pub struct Invite {
     pub sender: String,
     /// Whether the invite says the room is a direct chat (`is_direct` on the invite).
     pub is_direct: bool,
+    /// The room's name, when its invite state carries one (`m.room.name`).
+    pub name: Option<String>,
 }
 
 #[derive(Default)]
@@ -144,6 +147,25 @@ impl User {
         Ok(room)
     }
 
+    /// Opens a direct chat with `member` (e.g. the bot), as Element does: a private room whose
+    /// invite says `is_direct`; waits until `member` joined.
+    pub async fn create_direct_chat_with(&self, member: &UserId) -> anyhow::Result<OwnedRoomId> {
+        let mut request = create_room::v3::Request::new();
+        request.preset = Some(create_room::v3::RoomPreset::TrustedPrivateChat);
+        request.is_direct = true;
+        request.invite = vec![member.to_owned()];
+        let room = self
+            .client
+            .create_room(request)
+            .await
+            .context("creating a direct chat")?
+            .room_id()
+            .to_owned();
+        self.wait_for_membership(&room, member, "join", PROMPTLY)
+            .await;
+        Ok(room)
+    }
+
     async fn create_room_from(
         &self,
         initial_state: Vec<Raw<matrix_sdk::ruma::events::AnyInitialStateEvent>>,
@@ -201,6 +223,32 @@ impl User {
                 self.invites()
             ),
         }
+    }
+
+    /// Sends `text` into `room` and waits for `bot`'s answer to it: a notice replying to it.
+    pub async fn ask(&self, room: &RoomId, bot: &UserId, text: &str) -> anyhow::Result<Json> {
+        let command = self.send_text(room, text).await?;
+        Ok(self
+            .wait_for_event(
+                room,
+                &format!("the bot's answer to {text:?}"),
+                |ev| is_reply_from(ev, bot, &command),
+                PROMPTLY,
+            )
+            .await)
+    }
+
+    /// Waits for `bot`'s invite into a room named `name`, joins it, and returns it.
+    pub async fn join_when_invited(&self, bot: &UserId, name: &str) -> anyhow::Result<OwnedRoomId> {
+        let invite = self
+            .wait_for_invite(
+                &format!("{bot}'s invite into {name:?}"),
+                |invite| invite.sender == bot.as_str() && invite.name.as_deref() == Some(name),
+                PROMPTLY,
+            )
+            .await;
+        self.join(&invite.room_id).await?;
+        Ok(invite.room_id)
     }
 
     /// Sends a plain `m.text` message and returns its event id.
@@ -407,21 +455,28 @@ impl Seen {
                 continue;
             }
             // The invite itself is the invitee's `m.room.member` event in the invite state.
-            let invite = update
+            let state: Vec<Json> = update
                 .invite_state
                 .events
                 .iter()
                 .map(|raw| to_json(raw.json().get()))
-                .find(|ev| {
-                    ev["type"] == "m.room.member"
-                        && ev["content"]["membership"] == "invite"
-                        && ev["state_key"] == me
-                });
+                .collect();
+            let name = state
+                .iter()
+                .find(|ev| ev["type"] == "m.room.name")
+                .and_then(|ev| ev["content"]["name"].as_str())
+                .map(str::to_owned);
+            let invite = state.into_iter().find(|ev| {
+                ev["type"] == "m.room.member"
+                    && ev["content"]["membership"] == "invite"
+                    && ev["state_key"] == me
+            });
             if let Some(invite) = invite {
                 self.invites.push(Invite {
                     room_id: room_id.clone(),
                     sender: invite["sender"].as_str().unwrap_or_default().to_owned(),
                     is_direct: invite["content"]["is_direct"] == true,
+                    name,
                 });
             }
         }
@@ -504,7 +559,8 @@ fn summarize(events: &[Json]) -> String {
     }
 }
 
-fn random_lowercase(len: usize) -> String {
+/// `len` random lowercase letters and digits: names no other test uses, and throw-away secrets.
+pub fn random_lowercase(len: usize) -> String {
     rand::rng()
         .sample_iter(&Alphanumeric)
         .take(len)
