@@ -1091,6 +1091,10 @@ mod tests {
         let config = parse(text, &[]).expect("config.example.toml must stay valid");
         assert_eq!(config.appservice.bot_localpart, "st2bot");
         assert_eq!(config.bridge.command_prefix, "!st2");
+        assert!(
+            config.bridge.admins.is_empty(),
+            "a copied example must not make a placeholder user admin"
+        );
     }
 
     #[test]

@@ -206,7 +206,8 @@ impl App {
         workers.spawn(ping_homeserver(bridge.clone(), stop.clone()));
         {
             let bridge = bridge.clone();
-            // The admin room first: the notify-rule check reports there when it finds a problem.
+            // The admin room first (it may be created now): the notify-rule check reports there
+            // when it finds a problem, so it must know the room.
             workers.spawn(async move {
                 setup_admin_room(&bridge).await;
                 check_notify_rule(bridge).await;
@@ -391,8 +392,12 @@ async fn setup_admin_room(bridge: &Bridge) {
     }
 }
 
+/// The `meta` key remembering what was last posted in the admin room about the notify rule.
+const NOTIFY_RULE_POSTED: &str = "notify_rule_posted";
+
 /// Warns when the rule that routes this bridge's notifications to `chatops.post_result` is
-/// missing or disabled: commands would run, but their results would never arrive.
+/// missing or disabled: commands would run, but their results would never arrive. Warns in the
+/// log, and in the admin room (when there is one) unless it already said the same there.
 async fn check_notify_rule(bridge: Arc<Bridge>) {
     let (Some(st2), Some(config)) = (&bridge.st2, &bridge.config.stackstorm) else {
         return;
@@ -418,10 +423,103 @@ async fn check_notify_rule(bridge: Arc<Bridge>) {
             "unknown"
         }
     };
+    let admin_room = bridge
+        .admin_room
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    if let Some(room) = admin_room
+        && let Err(e) = post_notify_rule_state(&bridge, &room, rule, state).await
+    {
+        tracing::error!(room_id = %room, error.message = %e, error.cause_chain = ?e, "could not report the notify rule in the admin room");
+    }
     *bridge
         .notify_rule
         .write()
         .unwrap_or_else(|e| e.into_inner()) = Some(state.to_owned());
+}
+
+/// Posts the notify rule's `state` in the admin room when it differs from what was last posted
+/// there. The notice and the memory of it commit together: a crash in between neither loses
+/// the notice nor repeats it.
+async fn post_notify_rule_state(
+    bridge: &Bridge,
+    room: &ruma::RoomId,
+    rule: &str,
+    state: &str,
+) -> anyhow::Result<()> {
+    let last = store::settings::meta(&bridge.store, NOTIFY_RULE_POSTED)
+        .await
+        .context("reading what was last said about the notify rule")?;
+    let Some((record, text)) = notify_rule_notice(rule, state, room, last.as_deref()) else {
+        return Ok(());
+    };
+    let mut tx = bridge.store.begin().await?;
+    bridge
+        .outbox
+        .queue_in(
+            &mut tx,
+            room,
+            &crate::matrix::render::notice_markdown(&text),
+        )
+        .await?;
+    store::settings::set_meta_in(&mut tx, NOTIFY_RULE_POSTED, &record).await?;
+    tx.commit().await?;
+    bridge.outbox.wake();
+    tracing::info!(room_id = %room, rule = %rule, state, "reported the notify rule in the admin room");
+    Ok(())
+}
+
+/// What to post in the admin `room` about the notify `rule` found in `state`, given the record
+/// of the last post (`None`: never posted). Returns the new record and the notice, or `None`
+/// when there is nothing new to say: the rule is fine and no problem was reported, the same
+/// problem was already reported in this room, or the check could not tell.
+///
+/// A record is `<state> <rule> <room>` (none of them has spaces): another rule or a new admin
+/// room is told again.
+fn notify_rule_notice(
+    rule: &str,
+    state: &str,
+    room: &ruma::RoomId,
+    last: Option<&str>,
+) -> Option<(String, String)> {
+    let record = format!("{state} {rule} {room}");
+    if last == Some(record.as_str()) {
+        return None;
+    }
+    let text = match state {
+        "missing" => format!(
+            "⚠️ The StackStorm rule `{rule}` (`[stackstorm] notify_rule`) does not exist: commands run, but \
+             **their results will never arrive** in Matrix.\n\n\
+             To fix it, install the `st2_matrix` pack from the `stackstorm/` folder of the st2-matrix repository \
+             on the StackStorm host (see `stackstorm/st2_matrix/README.md`):\n\n\
+             ```\nsudo cp -r stackstorm/st2_matrix /opt/stackstorm/packs/\nsudo st2ctl reload --register-rules\n```\n\n\
+             Then restart the bridge: it checks the rule when it starts."
+        ),
+        "disabled" => format!(
+            "⚠️ The StackStorm rule `{rule}` (`[stackstorm] notify_rule`) is disabled: commands run, but \
+             **their results will never arrive** in Matrix.\n\n\
+             To fix it, enable it on the StackStorm host with `st2 rule enable {rule}`, \
+             then restart the bridge: it checks the rule when it starts."
+        ),
+        // Good news only for a room that was told about a problem.
+        "enabled" => {
+            let mut last = last?.split(' ');
+            let (Some("missing" | "disabled"), Some(_), Some(last_room)) =
+                (last.next(), last.next(), last.next())
+            else {
+                return None;
+            };
+            if last_room != room.as_str() {
+                return None;
+            }
+            format!(
+                "✅ The StackStorm rule `{rule}` is enabled now: results of commands arrive in Matrix."
+            )
+        }
+        _ => return None,
+    };
+    Some((record, text))
 }
 
 async fn purge_periodically(store: Store, stop: CancellationToken) {
@@ -435,5 +533,85 @@ async fn purge_periodically(store: Store, stop: CancellationToken) {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(PURGE_EVERY) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RULE: &str = "st2_matrix.notify_matrix";
+
+    fn room(id: &str) -> ruma::OwnedRoomId {
+        ruma::RoomId::parse(id).unwrap()
+    }
+
+    #[test]
+    fn a_missing_rule_is_reported_with_how_to_install_it() {
+        let (record, text) =
+            notify_rule_notice(RULE, "missing", &room("!a:x"), None).expect("a notice");
+        assert_eq!(record, "missing st2_matrix.notify_matrix !a:x");
+        assert!(
+            text.contains("does not exist")
+                && text.contains("never arrive")
+                && text.contains("stackstorm/st2_matrix")
+                && text.contains("st2ctl reload --register-rules"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_disabled_rule_is_reported_with_how_to_enable_it() {
+        let (_, text) =
+            notify_rule_notice(RULE, "disabled", &room("!a:x"), None).expect("a notice");
+        assert!(
+            text.contains("is disabled")
+                && text.contains("st2 rule enable st2_matrix.notify_matrix"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_same_problem_is_not_reported_twice_in_the_same_room() {
+        let last = "missing st2_matrix.notify_matrix !a:x";
+        assert_eq!(
+            notify_rule_notice(RULE, "missing", &room("!a:x"), Some(last)),
+            None
+        );
+        assert!(notify_rule_notice(RULE, "disabled", &room("!a:x"), Some(last)).is_some());
+        assert!(notify_rule_notice(RULE, "missing", &room("!b:x"), Some(last)).is_some());
+        assert!(notify_rule_notice("other.rule", "missing", &room("!a:x"), Some(last)).is_some());
+    }
+
+    #[test]
+    fn an_enabled_rule_is_reported_only_after_a_problem_in_that_room() {
+        let a = room("!a:x");
+        assert_eq!(notify_rule_notice(RULE, "enabled", &a, None), None);
+        let (record, text) = notify_rule_notice(
+            RULE,
+            "enabled",
+            &a,
+            Some("disabled st2_matrix.notify_matrix !a:x"),
+        )
+        .expect("good news");
+        assert!(text.contains("enabled now"), "{text}");
+        assert_eq!(notify_rule_notice(RULE, "enabled", &a, Some(&record)), None);
+        assert_eq!(
+            notify_rule_notice(
+                RULE,
+                "enabled",
+                &a,
+                Some("missing st2_matrix.notify_matrix !b:x")
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn an_unknown_state_says_nothing() {
+        assert_eq!(
+            notify_rule_notice(RULE, "unknown", &room("!a:x"), None),
+            None
+        );
     }
 }

@@ -118,11 +118,22 @@ fn html(status: StatusCode, title: &str, body: &str) -> Response {
     response
 }
 
-fn gone() -> Response {
+/// How to get a new link (`prefix` is `[bridge].command_prefix`), as HTML.
+fn new_link_hint(prefix: &str) -> String {
+    format!(
+        "Type <code>{} login</code> in your direct chat with the bot for a new one.",
+        escape_html(prefix)
+    )
+}
+
+fn gone(prefix: &str) -> Response {
     html(
         StatusCode::GONE,
         "This link no longer works",
-        "<p>Login links work once, for 10 minutes. Type <code>!st2 login</code> in your direct chat with the bot for a new one.</p>",
+        &format!(
+            "<p>Login links work once, for 10 minutes. {}</p>",
+            new_link_hint(prefix)
+        ),
     )
 }
 
@@ -148,7 +159,7 @@ async fn live_session(
 async fn page(State(bridge): State<Arc<Bridge>>, Path(token): Path<String>) -> Response {
     let session = match live_session(&bridge, &token).await {
         Ok(Some(s)) => s,
-        Ok(None) => return gone(),
+        Ok(None) => return gone(&bridge.config.bridge.command_prefix),
         Err(page) => return page,
     };
     let body = format!(
@@ -185,7 +196,7 @@ async fn submit(
 ) -> Response {
     let session = match live_session(&bridge, &token).await {
         Ok(Some(s)) => s,
-        Ok(None) => return gone(),
+        Ok(None) => return gone(&bridge.config.bridge.command_prefix),
         Err(page) => return page,
     };
     let mut form_token = String::new();
@@ -218,7 +229,7 @@ async fn submit(
     // Single use from here on: whatever StackStorm answers, this link is spent.
     match identities::use_session(&bridge.store, &session.token_hash).await {
         Ok(true) => {}
-        Ok(false) => return gone(),
+        Ok(false) => return gone(&bridge.config.bridge.command_prefix),
         Err(e) => {
             tracing::error!(error.message = %e, "login page: database error");
             return html(
@@ -232,7 +243,7 @@ async fn submit(
         UserId::parse(&session.user_id),
         RoomId::parse(&session.room_id),
     ) else {
-        return gone();
+        return gone(&bridge.config.bridge.command_prefix);
     };
     let linked = if use_key {
         identity::link_api_key(&bridge, &user, &api_key).await
@@ -242,9 +253,10 @@ async fn submit(
     match linked {
         Ok(st2_user) => {
             tracing::info!(user = %user, st2_user = %st2_user, method = if use_key { "api_key" } else { "password" }, "linked a StackStorm account");
+            let prefix = &bridge.config.bridge.command_prefix;
             let text = format!(
                 "✅ Your Matrix account is now linked to StackStorm user `{st2_user}`: your commands run as `{st2_user}`, \
-                 with its permissions. `!st2 whoami` shows it; `!st2 logout` unlinks."
+                 with its permissions. `{prefix} whoami` shows it; `{prefix} logout` unlinks."
             );
             if let Err(e) = bridge.outbox.send(&room, &notice_markdown(&text)).await {
                 tracing::warn!(error.message = %e, "could not queue the login confirmation");
@@ -270,8 +282,9 @@ async fn submit(
                 StatusCode::UNAUTHORIZED,
                 "Not linked",
                 &format!(
-                    "<p class=\"error\">{}</p><p>This link is now used up. Type <code>!st2 login</code> in your direct chat with the bot for a new one.</p>",
-                    escape_html(&why)
+                    "<p class=\"error\">{}</p><p>This link is now used up. {}</p>",
+                    escape_html(&why),
+                    new_link_hint(&bridge.config.bridge.command_prefix)
                 ),
             )
         }
@@ -289,6 +302,14 @@ mod tests {
         assert_ne!(a, URL_SAFE_NO_PAD.encode(random(32)));
         assert_eq!(hash("x").len(), 64);
         assert_ne!(hash(&a), a);
+    }
+
+    #[test]
+    fn the_new_link_hint_names_the_configured_prefix_escaped() {
+        assert_eq!(
+            new_link_hint("!ops<"),
+            "Type <code>!ops&lt; login</code> in your direct chat with the bot for a new one."
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use super::{CommandError, Reply};
-use crate::{alias::MatchOutcome, aliases, bridge::Bridge, config::PackFilter};
+use crate::{alias::MatchOutcome, aliases, bridge::Bridge};
 
 /// `aliases reload`: fetch now.
 pub async fn reload(bridge: &Bridge) -> Result<Reply, CommandError> {
@@ -41,14 +41,39 @@ fn samples(view: &aliases::RoomView) -> Vec<String> {
 }
 
 /// `aliases check`: formats that do not compile, and formats that overlap.
+///
+/// It reviews the views rooms actually use (each pack filter in use): an overlap matters
+/// only where both aliases are allowed, and a broken format only where its alias is.
 pub fn check(bridge: &Bridge) -> Result<Reply, CommandError> {
-    let view = bridge.aliases.view(&PackFilter::all());
+    let catalog = bridge.aliases.catalog();
+    let mut failures = BTreeSet::new();
+    let mut overlaps = BTreeSet::new();
+    for filter in catalog.filters() {
+        let Some(view) = catalog.view(&filter) else {
+            continue;
+        };
+        failures.extend(
+            view.matcher
+                .failures()
+                .iter()
+                .map(|f| (f.alias_ref.clone(), f.format.clone(), f.reason.clone())),
+        );
+        for sample in samples(&view) {
+            if let MatchOutcome::Ambiguous { candidates, .. } = view.matcher.match_command(&sample)
+            {
+                let set: Vec<String> = candidates
+                    .iter()
+                    .map(|c| format!("`{}` ({})", c.representation, c.alias_ref))
+                    .collect();
+                overlaps.insert((sample, set.join(" and ")));
+            }
+        }
+    }
     let mut lines = Vec::new();
-    let failures = view.matcher.failures();
     if failures.is_empty() {
         lines.push(format!(
             "✅ All formats of the {} enabled aliases compile.",
-            view.aliases.len()
+            catalog.aliases().len()
         ));
     } else {
         lines.push(format!(
@@ -58,18 +83,8 @@ pub fn check(bridge: &Bridge) -> Result<Reply, CommandError> {
         lines.extend(
             failures
                 .iter()
-                .map(|f| format!("- `{}`: `{}` — {}", f.alias_ref, f.format, f.reason)),
+                .map(|(alias, format, reason)| format!("- `{alias}`: `{format}` — {reason}")),
         );
-    }
-    let mut overlaps = BTreeSet::new();
-    for sample in samples(&view) {
-        if let MatchOutcome::Ambiguous { candidates, .. } = view.matcher.match_command(&sample) {
-            let set: Vec<String> = candidates
-                .iter()
-                .map(|c| format!("`{}` ({})", c.representation, c.alias_ref))
-                .collect();
-            overlaps.insert((sample, set.join(" and ")));
-        }
     }
     if overlaps.is_empty() {
         lines.push(

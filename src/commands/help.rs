@@ -8,6 +8,7 @@ use crate::{
     aliases::AliasEntry,
     bridge::Bridge,
     matrix::render::{self, Origin, escape_html},
+    permissions::{self, Level},
 };
 
 /// Arguments of `help`.
@@ -90,12 +91,13 @@ pub fn entries(aliases: &[AliasEntry], args: &HelpArgs) -> Vec<Entry> {
 }
 
 /// The reply to `help` in `origin`'s room.
-/// `level` is the person's: below `run` the list comes with a note that they cannot run it.
+/// `level` is the person's: below `run` the list is titled as the room's commands, not theirs,
+/// and comes with a note saying which permission they lack and who can grant it.
 pub fn render(
     bridge: &Bridge,
     origin: &Origin,
     args: &HelpArgs,
-    level: crate::permissions::Level,
+    level: Level,
 ) -> RoomMessageEventContent {
     let prefix = &bridge.config.bridge.command_prefix;
     let catalog = bridge.aliases.catalog();
@@ -113,28 +115,36 @@ pub fn render(
     }
     let view = bridge.aliases.view(&bridge.packs_for(&origin.room_id));
     let entries = entries(&view.aliases, args);
-    let (mut plain, mut html) = format(&entries, args, prefix, bridge.config.bridge.help_page_size);
-    if level < crate::permissions::Level::Run {
-        let note = crate::permissions::refusal(
-            bridge,
-            &origin.room_id,
-            "Running these",
-            crate::permissions::Level::Run,
-            level,
-        );
+    let (mut plain, mut html) = format(
+        &entries,
+        args,
+        prefix,
+        bridge.config.bridge.help_page_size,
+        level,
+    );
+    if level < Level::Run {
+        let note =
+            permissions::refusal(bridge, &origin.room_id, "Running these", Level::Run, level);
         plain.push_str(&format!("\n\n{note}"));
         html.push_str(&format!("<p>{}</p>", render::escape_html(&note)));
     }
     render::notice_html(&plain, html)
 }
 
-/// Formats a page of help as (plain body, HTML).
+/// Formats a page of help as (plain body, HTML). `level` is the reader's: only from `run` on
+/// are these "commands you can run".
 pub fn format(
     entries: &[Entry],
     args: &HelpArgs,
     prefix: &str,
     page_size: usize,
+    level: Level,
 ) -> (String, String) {
+    let (title, everything) = if level >= Level::Run {
+        ("Commands you can run here", "everything you can run here")
+    } else {
+        ("Commands in this room", "every command in this room")
+    };
     if entries.is_empty() {
         let what = match (&args.filter, &args.pack) {
             (Some(f), Some(p)) => format!("No commands match “{f}” in pack {p}."),
@@ -142,7 +152,7 @@ pub fn format(
             (None, Some(p)) => format!("No commands in pack {p}."),
             (None, None) => "No commands are available in this room.".to_owned(),
         };
-        let hint = format!("{what} Type {prefix}help to see everything you can run here.");
+        let hint = format!("{what} Type {prefix}help to see {everything}.");
         return (hint.clone(), escape_html(&hint));
     }
     let pages = entries.len().div_ceil(page_size);
@@ -151,12 +161,12 @@ pub fn format(
 
     let title = if pages > 1 {
         format!(
-            "Commands you can run here ({} of {}, page {page} of {pages}):",
+            "{title} ({} of {}, page {page} of {pages}):",
             shown.len(),
             entries.len()
         )
     } else {
-        format!("Commands you can run here ({}):", entries.len())
+        format!("{title} ({}):", entries.len())
     };
     let mut plain = format!("{title}\n");
     let mut html = format!("<p><strong>{}</strong></p>", escape_html(&title));
@@ -286,6 +296,7 @@ mod tests {
             &HelpArgs::default(),
             "!st2",
             40,
+            Level::Run,
         );
         assert!(
             plain.contains(
@@ -321,6 +332,7 @@ mod tests {
             },
             "!st2",
             40,
+            Level::Run,
         );
         assert!(
             plain.starts_with("Commands you can run here (40 of 95, page 1 of 3):"),
@@ -335,10 +347,34 @@ mod tests {
             },
             "!st2",
             40,
+            Level::Run,
         );
         assert!(
             last.contains("page 3 of 3") && last.contains("cmd94") && !last.contains("More:"),
             "{last}"
+        );
+    }
+
+    #[test]
+    fn help_for_someone_who_cannot_run_is_titled_as_the_rooms_commands() {
+        let all = entries(&aliases(), &HelpArgs::default());
+        let (plain, html) = format(&all, &HelpArgs::default(), "!st2", 40, Level::Help);
+        assert!(plain.starts_with("Commands in this room (2):"), "{plain}");
+        assert!(!html.contains("you can run"), "{html}");
+        let (ran, _) = format(&all, &HelpArgs::default(), "!st2", 40, Level::Run);
+        assert!(ran.starts_with("Commands you can run here (2):"), "{ran}");
+    }
+
+    #[test]
+    fn no_match_for_someone_who_cannot_run_does_not_promise_commands_to_run() {
+        let args = HelpArgs {
+            pack: Some("zzz".into()),
+            ..Default::default()
+        };
+        let (plain, _) = format(&[], &args, "!st2", 40, Level::Help);
+        assert_eq!(
+            plain,
+            "No commands in pack zzz. Type !st2help to see every command in this room."
         );
     }
 
@@ -348,7 +384,7 @@ mod tests {
             filter: Some("zzz".into()),
             ..Default::default()
         };
-        let (plain, _) = format(&[], &args, "!st2", 40);
+        let (plain, _) = format(&[], &args, "!st2", 40, Level::Run);
         assert_eq!(
             plain,
             "No commands match “zzz”. Type !st2help to see everything you can run here."

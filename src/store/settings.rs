@@ -1,6 +1,8 @@
 //! Room settings set in the admin room: permission rules and pack filters; and where the admin
 //! room is.
 
+use sqlx::SqliteConnection;
+
 use super::Store;
 
 /// A room's rules, as stored (rule, level).
@@ -78,10 +80,21 @@ pub async fn meta(store: &Store, key: &str) -> Result<Option<String>, sqlx::Erro
 
 /// Sets a value in the `meta` table.
 pub async fn set_meta(store: &Store, key: &str, value: &str) -> Result<(), sqlx::Error> {
+    let mut conn = store.pool().acquire().await?;
+    set_meta_in(&mut conn, key, value).await
+}
+
+/// Sets a value in the `meta` table inside the caller's transaction (e.g. together with the
+/// notice it remembers).
+pub async fn set_meta_in(
+    conn: &mut SqliteConnection,
+    key: &str,
+    value: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)")
         .bind(key)
         .bind(value)
-        .execute(store.pool())
+        .execute(conn)
         .await
         .map(drop)
 }

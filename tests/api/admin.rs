@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 use st2_matrix_testkit::{
     homeserver::{Sent, events},
     poll,
+    st2::RuleState,
 };
 
 use crate::helpers::*;
@@ -30,7 +31,13 @@ fn alias(pack: &str, name: &str, format: &str) -> Value {
 }
 
 async fn app(config: &'static str) -> TestApp {
+    app_with_rule(config, RuleState::Enabled).await
+}
+
+/// Like [`app`], with StackStorm's notify rule for the bridge's route in `rule`.
+async fn app_with_rule(config: &'static str, rule: RuleState) -> TestApp {
     let st2 = st2_double().await;
+    st2.set_notify_rule("matrix", rule);
     st2.set_aliases(vec![
         alias("ops", "uptime", "uptime"),
         alias("web", "deploy", "deploy {{app}}"),
@@ -153,6 +160,55 @@ async fn admin_commands_answer_and_mistakes_show_the_usage() {
 }
 
 #[tokio::test]
+async fn a_missing_notify_rule_is_reported_in_the_admin_room_once_across_restarts() {
+    let app = app_with_rule(CONFIG, RuleState::Absent).await;
+    // The welcome, then the notice: the room is created before the rule is checked.
+    let sent = app.wait_for_messages(ADMIN_ROOM, 2).await;
+    let notice = body(&sent[1]);
+    assert!(
+        notice.contains("`st2_matrix.notify_matrix`")
+            && notice.contains("does not exist")
+            && notice.contains("never arrive")
+            && notice.contains("stackstorm/st2_matrix"),
+        "{notice}"
+    );
+    app.assert_message_count_stays(ADMIN_ROOM, 2).await;
+
+    let app = app.restart().await;
+    poll::wait_until(WAIT, "the rule check after the restart", || async {
+        let state = app.bridge.notify_rule.read().unwrap().clone();
+        (state.as_deref() == Some("missing")).then_some(())
+    })
+    .await;
+    app.assert_message_count_stays(ADMIN_ROOM, 2).await;
+}
+
+#[tokio::test]
+async fn a_disabled_notify_rule_enabled_before_a_restart_is_reported_fixed() {
+    let app = app_with_rule(CONFIG, RuleState::Disabled).await;
+    let sent = app.wait_for_messages(ADMIN_ROOM, 2).await;
+    let notice = body(&sent[1]);
+    assert!(
+        notice.contains("is disabled")
+            && notice.contains("st2 rule enable st2_matrix.notify_matrix"),
+        "{notice}"
+    );
+
+    app.st2
+        .as_ref()
+        .unwrap()
+        .set_notify_rule("matrix", RuleState::Enabled);
+    let app = app.restart().await;
+    let sent = app.wait_for_messages(ADMIN_ROOM, 3).await;
+    let fixed = body(&sent[2]);
+    assert!(
+        fixed.contains("`st2_matrix.notify_matrix` is enabled now"),
+        "{fixed}"
+    );
+    app.assert_message_count_stays(ADMIN_ROOM, 3).await;
+}
+
+#[tokio::test]
 async fn someone_who_is_not_an_admin_is_refused_in_the_admin_room() {
     let app = app(CONFIG).await;
     let refusal = body(&say(&app, ADMIN_ROOM, BOB, "status").await);
@@ -176,7 +232,12 @@ async fn rules_set_in_the_admin_room_grant_and_deny_at_once() {
     );
     let help = body(&say(&app, ROOM, ALICE, "!st2help").await);
     assert!(
-        help.contains("uptime") && help.contains("needs the `run` permission"),
+        help.starts_with("Commands in this room")
+            && !help.contains("you can run")
+            && help.contains("uptime")
+            && help.contains("needs the `run` permission")
+            && help.contains("you have `help`")
+            && help.contains(ADMIN),
         "{help}"
     );
     assert!(app.st2.as_ref().unwrap().executions().is_empty());
@@ -193,6 +254,11 @@ async fn rules_set_in_the_admin_room_grant_and_deny_at_once() {
     assert!(granted.starts_with("✅"), "{granted}");
     let ack = body(&say(&app, ROOM, ALICE, "!st2 uptime").await);
     assert!(ack.starts_with("started"), "{ack}");
+    let help = body(&say(&app, ROOM, ALICE, "!st2help").await);
+    assert!(
+        help.starts_with("Commands you can run here") && !help.contains("needs the"),
+        "{help}"
+    );
 
     body(
         &say(
@@ -398,6 +464,71 @@ async fn the_login_flow_links_a_password_and_commands_then_run_as_that_user() {
 }
 
 #[tokio::test]
+async fn the_login_pages_and_confirmation_name_the_configured_prefix() {
+    let app = app(
+        "[bridge]\ncommand_prefix = \"!ops\"\nadmins = [\"@admin:example.org\"]\n\
+                   [web]\npublic_url = \"https://bridge.example.org\"\n",
+    )
+    .await;
+    let url = login_link(&app, ALICE).await;
+    let page = app
+        .http
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let fields = [
+        ("form_token", form_token(&page)),
+        ("username", "alice".to_owned()),
+        ("password", "alice-password".to_owned()),
+    ];
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+
+    let (status, _) = submit(&app, &url, &fields).await;
+    assert_eq!(status, 200);
+    let confirmation = body(&app.wait_for_messages(DM, 2).await[1]);
+    assert!(
+        confirmation.contains("`!ops whoami` shows it; `!ops logout` unlinks."),
+        "{confirmation}"
+    );
+    let (status, gone) = submit(&app, &url, &fields).await;
+    assert_eq!(status, 410);
+    assert!(
+        gone.contains("<code>!ops login</code>") && !gone.contains("!st2"),
+        "{gone}"
+    );
+
+    let url = login_link(&app, ALICE).await;
+    let page = app
+        .http
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let (status, failed) = submit(
+        &app,
+        &url,
+        &[
+            ("form_token", &form_token(&page)),
+            ("username", "alice"),
+            ("password", "wrong"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert!(
+        failed.contains("<code>!ops login</code>") && !failed.contains("!st2"),
+        "{failed}"
+    );
+}
+
+#[tokio::test]
 async fn an_api_key_links_too_and_stays_encrypted_at_rest() {
     let app = app(CONFIG).await;
     let key = app.st2.as_ref().unwrap().add_api_key("bob");
@@ -532,4 +663,45 @@ async fn an_expired_personal_token_is_renewed_with_the_kept_password() {
     }
     assert!(body(&say(&app, ROOM, ALICE, "!st2 uptime").await).starts_with("started"));
     assert_eq!(st2.last_execution().unwrap().user, "alice");
+}
+
+#[tokio::test]
+async fn aliases_check_reviews_the_packs_rooms_use_when_not_every_pack_is_allowed() {
+    // Arrange
+    let st2 = st2_double().await;
+    st2.set_aliases(vec![
+        alias("ops", "uptime", "uptime"),
+        alias("ops", "broken", "broken (unclosed"),
+        alias("ops", "again", "uptime"),
+        alias("web", "deploy", "deploy {{app}}"),
+    ]);
+    let app = TestApp::spawn_with_double(
+        Options {
+            st2: Some(St2Auth::ApiKey),
+            extra_config: "[bridge]\nadmins = [\"@admin:example.org\"]\npacks = [\"ops\"]\n",
+        },
+        Some(st2),
+    )
+    .await;
+    poll::wait_until(WAIT, "the aliases and the admin room", || async {
+        let ready = app.bridge.aliases.catalog().aliases().len() == 4
+            && app.bridge.admin_room.read().unwrap().is_some();
+        ready.then_some(())
+    })
+    .await;
+
+    // Act
+    let report = body(&say(&app, ADMIN_ROOM, ADMIN, "aliases check").await);
+
+    // Assert
+    assert!(
+        report.contains("1 format(s) do not compile") && report.contains("ops.broken"),
+        "{report}"
+    );
+    assert!(
+        report.contains("`uptime`: ")
+            && report.contains("ops.again")
+            && report.contains("ops.uptime"),
+        "{report}"
+    );
 }
