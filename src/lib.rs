@@ -1,23 +1,31 @@
 //! st2-matrix: StackStorm ChatOps for Matrix, as an application service.
 //!
 //! ```text
-//! homeserver ──PUT /transactions──▶ appservice ──▶ dispatch ──▶ commands / membership
-//!                                   (auth, dedupe,  (inbox worker,    (ping, invites,
-//!                                    persist inbox)  per room)          encryption notice)
-//!                          everything said ──▶ matrix::outbox ──▶ matrix (client) ──▶ homeserver
+//! homeserver ──PUT /transactions──▶ appservice ──▶ dispatch ──▶ commands ──▶ st2 ──▶ StackStorm
+//!                                   (auth, dedupe,  (inbox worker,  (help, run,
+//!                                    persist inbox)  per room)       login, admin)
+//! StackStorm ──stream / webhook──▶ results ──▶ matrix::outbox ──▶ matrix (client) ──▶ homeserver
 //! ```
 //!
-//! - [`alias`]: StackStorm's action-alias format parser (a port of its Python-regex semantics)
-//!   and the matcher over many aliases.
-//! - [`config`]: `config.toml` + `ST2_MATRIX_*` overrides, validated.
-//! - [`registration`]: the appservice registration file (generate, load, check).
+//! - [`config`], [`registration`]: `config.toml` + `ST2_MATRIX_*` overrides, validated; the
+//!   appservice registration file (generate, load, check).
 //! - [`appservice`]: the HTTP API the homeserver calls (hs_token auth, transactions).
 //! - [`dispatch`]: which events need work, and the per-room inbox worker.
-//! - [`commands`], [`membership`]: what the bridge does with them.
+//! - [`commands`], [`membership`]: what the bridge does with them (ping, help, run, login;
+//!   invites, removals, the encryption notice).
+//! - [`admin`]: the admin room's commands; [`permissions`] and [`room_settings`]: who may do
+//!   what where, and each room's packs.
+//! - [`alias`]: StackStorm's action-alias format parser (a port of its Python-regex semantics)
+//!   and the matcher over many aliases; [`aliases`]: the per-room alias cache, kept on disk.
+//! - [`st2`]: the StackStorm client (credentials kept alive, aliases, executions, the stream).
+//! - [`results`], [`webhook`]: results back into rooms, from the stream, the webhooks and
+//!   recovery after stream gaps.
+//! - [`identity`], [`web`], [`crypto`], [`secret`]: people's own StackStorm accounts, the login
+//!   page, encryption at rest, and strings that never reach a log.
 //! - [`matrix`]: the homeserver client and the outbox, the one way the bridge speaks.
 //! - [`store`]: all SQL (SQLite, migrations embedded).
-//! - [`ops`], [`telemetry`]: health, readiness, metrics, logs.
-//! - [`startup`], [`cli`]: wiring and the command line.
+//! - [`ops`], [`telemetry`], [`tls`]: health, readiness, metrics, logs; outgoing TLS.
+//! - [`bridge`], [`startup`], [`cli`]: the shared state, wiring and the command line.
 
 pub mod admin;
 pub mod alias;

@@ -56,7 +56,7 @@ pub enum RoomsCommand {
         room: String,
     },
     /// Set the packs a room may use: a comma-separated list, `*` for every pack, or `default`
-    /// for [bridge].packs.
+    /// for the config's `packs`.
     Packs {
         /// Room id or alias.
         room: String,
