@@ -359,6 +359,18 @@ fn form_token(page: &str) -> String {
     page[start..start + page[start..].find('"').unwrap()].to_owned()
 }
 
+/// The login page at `url`, as a browser gets it.
+async fn open_page(app: &TestApp, url: &str) -> String {
+    app.http
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 async fn submit(app: &TestApp, url: &str, fields: &[(&str, &str)]) -> (u16, String) {
     let body = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(fields)
@@ -471,15 +483,7 @@ async fn the_login_pages_and_confirmation_name_the_configured_prefix() {
     )
     .await;
     let url = login_link(&app, ALICE).await;
-    let page = app
-        .http
-        .get(&url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = open_page(&app, &url).await;
     let fields = [
         ("form_token", form_token(&page)),
         ("username", "alice".to_owned()),
@@ -502,15 +506,7 @@ async fn the_login_pages_and_confirmation_name_the_configured_prefix() {
     );
 
     let url = login_link(&app, ALICE).await;
-    let page = app
-        .http
-        .get(&url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = open_page(&app, &url).await;
     let (status, failed) = submit(
         &app,
         &url,
@@ -533,15 +529,7 @@ async fn an_api_key_links_too_and_stays_encrypted_at_rest() {
     let app = app(CONFIG).await;
     let key = app.st2.as_ref().unwrap().add_api_key("bob");
     let url = login_link(&app, BOB).await;
-    let page = app
-        .http
-        .get(&url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = open_page(&app, &url).await;
     let (status, done) = submit(
         &app,
         &url,
@@ -577,15 +565,7 @@ async fn an_api_key_links_too_and_stays_encrypted_at_rest() {
 async fn wrong_credentials_use_up_the_link_and_a_bad_form_token_is_refused() {
     let app = app(CONFIG).await;
     let url = login_link(&app, ALICE).await;
-    let page = app
-        .http
-        .get(&url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = open_page(&app, &url).await;
     let (status, _) = submit(
         &app,
         &url,
@@ -638,15 +618,7 @@ async fn an_expired_personal_token_is_renewed_with_the_kept_password() {
     let app = app(REQUIRE_LOGIN).await;
     invite(&app, ROOM, ALICE, false).await;
     let url = login_link(&app, ALICE).await;
-    let page = app
-        .http
-        .get(&url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = open_page(&app, &url).await;
     submit(
         &app,
         &url,
