@@ -14,7 +14,8 @@ if [[ ! -f config.toml ]]; then
   cat <<'MSG'
 
 Created config.toml (from config.example.toml) and a fresh registration.yaml.
-  1. Edit config.toml: [homeserver] url and server_name, [bridge] invite_allow.
+  1. Edit config.toml: [homeserver] url and server_name, [bridge] invite_allow and admins,
+     and [stackstorm] url and credential (or remove that section to run without StackStorm).
   2. Give registration.yaml to the homeserver (Synapse: app_service_config_files) and restart it.
   3. Run scripts/run.sh again.
 MSG

@@ -144,7 +144,8 @@ pub struct BridgeConfig {
     /// Who may invite the bot. Empty means "users of `homeserver.server_name`".
     #[serde(default)]
     pub invite_allow: Vec<UserRule>,
-    /// Packs whose aliases rooms may use (`*` = every pack); rooms can be narrowed further.
+    /// Packs whose aliases rooms may use (`*` = every pack), unless the admin room gives a room
+    /// its own list (`rooms packs`), which replaces this one for that room.
     #[serde(default = "defaults::packs")]
     pub packs: PackFilter,
     /// Help entries per message; longer help is split into pages.

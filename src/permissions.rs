@@ -35,7 +35,7 @@ const POWER_CACHE_TTL: Duration = Duration::from_secs(60);
 pub enum Level {
     /// Nothing.
     None,
-    /// Read `help` (and ping, whoami).
+    /// Read `help`; `login`, `whoami` and `logout` (ping needs no level).
     Help,
     /// Run commands.
     Run,
