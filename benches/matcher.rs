@@ -303,6 +303,7 @@ fn report() {
 
 fn benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("match_command");
+    let mut suggestions = Vec::new();
     for n in [10usize, 1_000, 10_000] {
         let (aliases, commands) = synthetic(n);
         let matcher = Matcher::build(&aliases);
@@ -337,6 +338,17 @@ fn benches(c: &mut Criterion) {
         });
         group.bench_function(BenchmarkId::new("no_match", n), |b| {
             b.iter(|| black_box(matcher.match_command(black_box("pakc instal something"))))
+        });
+        // What an unmatched command's reply adds: "did you mean" over the help strings. The
+        // misspelt first word is close to `pack`, so the whole `pack …` family is ranked.
+        suggestions.push((n, matcher));
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("closest");
+    for (n, matcher) in &suggestions {
+        group.bench_function(BenchmarkId::new("no_match_suggestions", n), |b| {
+            b.iter(|| black_box(matcher.closest(black_box("pakc instal something"))))
         });
     }
     group.finish();

@@ -432,16 +432,17 @@ fn shared_run_format_is_ambiguous_between_two_aliases() {
 
 #[test]
 fn unknown_command_suggests_help_strings() {
-    match matcher().match_command("pack instal st2") {
-        MatchOutcome::NoMatch { closest } => {
-            assert!(
-                closest.iter().any(|d| d.starts_with("pack install")),
-                "{closest:?}"
-            );
-            assert!(closest.len() <= 3);
-        }
-        other => panic!("expected no match, got {other:?}"),
-    }
+    let matcher = matcher();
+    assert!(matches!(
+        matcher.match_command("pack instal st2"),
+        MatchOutcome::NoMatch
+    ));
+    let closest = matcher.closest("pack instal st2");
+    assert!(
+        closest.iter().any(|d| d.starts_with("pack install")),
+        "{closest:?}"
+    );
+    assert!(closest.len() <= 3);
 }
 
 /// Commands that reach the fixture's aliases in different ways (unique, ambiguous, multi, none).
@@ -518,7 +519,7 @@ fn reload_handles_changed_removed_added_and_disabled_aliases() {
     ));
     assert!(matches!(
         reloaded.match_command("pack search git"),
-        MatchOutcome::NoMatch { .. }
+        MatchOutcome::NoMatch
     ));
     let MatchOutcome::Matched(m) = reloaded.match_command("wave at everyone") else {
         panic!("the added alias should match");

@@ -104,11 +104,10 @@ pub enum MatchOutcome {
         /// The matching formats, in alias order.
         candidates: Vec<Candidate>,
     },
-    /// Nothing matched (st2: `Command '<cmd>' matched no patterns`).
-    NoMatch {
-        /// Up to [`MAX_SUGGESTIONS`] help strings close to the command (see [`Matcher`]).
-        closest: Vec<String>,
-    },
+    /// Nothing matched (st2: `Command '<cmd>' matched no patterns`). [`Matcher::closest`]
+    /// finds what the person may have meant; it is a separate step because only a reply needs
+    /// it, and it costs more than the match.
+    NoMatch,
 }
 
 /// A `(start, len)` window into the matcher's own text.
@@ -450,9 +449,7 @@ impl Matcher {
                     "cutting key=value extras off the command exceeded the regex step limit; \
                      treating it as matching nothing"
                 );
-                return MatchOutcome::NoMatch {
-                    closest: self.closest(command),
-                };
+                return MatchOutcome::NoMatch;
             }
         };
         let candidates = if prefilter {
@@ -499,9 +496,7 @@ impl Matcher {
                 }
             }
         }
-        MatchOutcome::NoMatch {
-            closest: self.closest(command),
-        }
+        MatchOutcome::NoMatch
     }
 
     fn matched(&self, idx: u32, params: Params, cmd: &Command, cache: &mut Cache) -> AliasMatch {
@@ -1192,20 +1187,18 @@ mod tests {
             ),
             alias(r#"{"name": "r", "pack": "core", "formats": ["run {{cmd}} on {{hosts}}"]}"#),
         ]);
-        match m.match_command("pakc instal st2") {
-            MatchOutcome::NoMatch { closest } => {
-                assert_eq!(
-                    closest.first().map(String::as_str),
-                    Some("pack install <pack>")
-                );
-                assert!(!closest.iter().any(|d| d.starts_with("run")));
-            }
-            other => panic!("expected no match, got {other:?}"),
-        }
-        match m.match_command("zzzz") {
-            MatchOutcome::NoMatch { closest } => assert!(closest.is_empty()),
-            other => panic!("expected no match, got {other:?}"),
-        }
+        assert!(matches!(
+            m.match_command("pakc instal st2"),
+            MatchOutcome::NoMatch
+        ));
+        let closest = m.closest("pakc instal st2");
+        assert_eq!(
+            closest.first().map(String::as_str),
+            Some("pack install <pack>")
+        );
+        assert!(!closest.iter().any(|d| d.starts_with("run")));
+        assert!(matches!(m.match_command("zzzz"), MatchOutcome::NoMatch));
+        assert!(m.closest("zzzz").is_empty());
     }
 
     #[test]

@@ -50,7 +50,8 @@ pub async fn run(
             }
             return reply_and_finish(bridge, row, origin, render::notice_markdown(&reply)).await;
         }
-        MatchOutcome::NoMatch { closest } => {
+        MatchOutcome::NoMatch => {
+            let closest = view.matcher.closest(text);
             let mut reply = format!("No command matches `{}`.", one_line(text));
             if !closest.is_empty() {
                 reply.push_str(" Did you mean:\n");
