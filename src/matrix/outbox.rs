@@ -20,9 +20,9 @@ use std::{
 
 use futures_util::StreamExt as _;
 use rand::{Rng as _, RngCore as _};
-use ruma::{RoomId, events::room::message::RoomMessageEventContent, serde::Raw};
+use ruma::{OwnedRoomId, RoomId, events::room::message::RoomMessageEventContent, serde::Raw};
 use sqlx::SqliteConnection;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::MatrixClient;
@@ -50,15 +50,73 @@ pub fn new_txn_id() -> String {
 pub struct Outbox {
     store: Store,
     wake: Arc<Notify>,
+    /// To the task that queues results in shared commits ([`Outbox::queue_result`]).
+    results: mpsc::Sender<ResultJob>,
 }
 
+/// What guards a result's messages: they are queued only if the claim is taken, in the same
+/// database transaction, so a result reported twice (stream, webhook, recovery) is posted once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// Nothing to claim: always queued.
+    Nothing,
+    /// This execution's result.
+    Execution(String),
+    /// The result of the execution the command `event_id` started, if the bridge started one.
+    ForCommand(String),
+}
+
+/// A result waiting for the writer: its messages (serialised), and who waits for the outcome.
+#[derive(Debug)]
+struct ResultJob {
+    room: OwnedRoomId,
+    contents: Vec<String>,
+    claim: Claim,
+    done: oneshot::Sender<Result<bool, sqlx::Error>>,
+}
+
+/// Results queued in one commit at most; more wait for the next.
+const RESULTS_PER_COMMIT: usize = 256;
+
 impl Outbox {
-    /// An outbox over `store`.
+    /// An outbox over `store`. Starts the task that queues results, which ends when the last
+    /// handle is dropped.
     pub fn new(store: Store) -> Self {
+        let wake = Arc::new(Notify::new());
+        let (results, jobs) = mpsc::channel(RESULTS_PER_COMMIT * 4);
+        tokio::spawn(write_results(store.clone(), jobs, Arc::clone(&wake)));
         Self {
             store,
-            wake: Arc::new(Notify::new()),
+            wake,
+            results,
         }
+    }
+
+    /// Queues a result's `contents` for `room` unless its `claim` was taken already; returns
+    /// whether it queued them.
+    ///
+    /// Results that arrive together share one database commit (group commit): under a burst of
+    /// webhook pushes, each waits for one short batch instead of taking the write lock in turn.
+    pub async fn queue_result(
+        &self,
+        room: &RoomId,
+        contents: &[RoomMessageEventContent],
+        claim: Claim,
+    ) -> Result<bool, sqlx::Error> {
+        let contents = contents
+            .iter()
+            .map(|c| serde_json::to_string(c).map_err(|e| sqlx::Error::Encode(Box::new(e))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (done, outcome) = oneshot::channel();
+        let job = ResultJob {
+            room: room.to_owned(),
+            contents,
+            claim,
+            done,
+        };
+        let gone = || sqlx::Error::WorkerCrashed;
+        self.results.send(job).await.map_err(|_| gone())?;
+        outcome.await.map_err(|_| gone())?
     }
 
     /// Queues `content` for `room` and wakes the sender. Returns the queue sequence number.
@@ -83,20 +141,76 @@ impl Outbox {
         content: &RoomMessageEventContent,
     ) -> Result<i64, sqlx::Error> {
         let json = serde_json::to_string(content).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-        let txn_id = new_txn_id();
-        let msg = store::outbox::NewMessage {
-            room_id: room.as_str(),
-            txn_id: &txn_id,
-            event_type: "m.room.message",
-            content: &json,
-        };
-        store::outbox::enqueue(conn, &msg).await
+        enqueue_json(conn, room, &json).await
     }
 
     /// Tells the sender there is something new to send.
     pub fn wake(&self) {
         self.wake.notify_one();
     }
+}
+
+/// Queues one serialised `m.room.message` for `room`, with a fresh transaction id.
+async fn enqueue_json(
+    conn: &mut SqliteConnection,
+    room: &RoomId,
+    json: &str,
+) -> Result<i64, sqlx::Error> {
+    let txn_id = new_txn_id();
+    let msg = store::outbox::NewMessage {
+        room_id: room.as_str(),
+        txn_id: &txn_id,
+        event_type: "m.room.message",
+        content: json,
+    };
+    store::outbox::enqueue(conn, &msg).await
+}
+
+/// The results writer: takes every result waiting (up to [`RESULTS_PER_COMMIT`]), claims and
+/// queues them in one transaction, answers each, wakes the sender, and goes on.
+async fn write_results(store: Store, mut jobs: mpsc::Receiver<ResultJob>, wake: Arc<Notify>) {
+    let mut batch = Vec::with_capacity(RESULTS_PER_COMMIT);
+    while jobs.recv_many(&mut batch, RESULTS_PER_COMMIT).await > 0 {
+        match write_batch(&store, &batch).await {
+            Ok(queued) => {
+                wake.notify_one();
+                for (job, queued) in batch.drain(..).zip(queued) {
+                    let _ = job.done.send(Ok(queued));
+                }
+            }
+            Err(e) => {
+                // One commit for all: they all failed. Each waiter gets the reason.
+                let why = e.to_string();
+                for job in batch.drain(..) {
+                    let _ = job.done.send(Err(sqlx::Error::Protocol(why.clone())));
+                }
+            }
+        }
+    }
+}
+
+/// Claims and queues `batch` in one transaction; whether each was queued.
+async fn write_batch(store: &Store, batch: &[ResultJob]) -> Result<Vec<bool>, sqlx::Error> {
+    let mut tx = store.begin().await?;
+    let mut queued = Vec::with_capacity(batch.len());
+    for job in batch {
+        let claimed = match &job.claim {
+            Claim::Nothing => true,
+            Claim::Execution(id) => store::executions::mark_result(&mut tx, id).await?,
+            Claim::ForCommand(event_id) => !matches!(
+                store::executions::claim_for_event(&mut tx, event_id).await?,
+                store::executions::Claim::AlreadyPosted
+            ),
+        };
+        if claimed {
+            for json in &job.contents {
+                enqueue_json(&mut tx, &job.room, json).await?;
+            }
+        }
+        queued.push(claimed);
+    }
+    tx.commit().await?;
+    Ok(queued)
 }
 
 /// Retry policy of the sender.
@@ -344,6 +458,47 @@ fn backoff(attempt: u32, max: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_result_is_queued_once_per_execution_however_it_is_claimed() {
+        let store = Store::in_memory().await.unwrap();
+        let execution = store::executions::Execution {
+            execution_id: "e1".into(),
+            room_id: "!r:x".into(),
+            event_id: "$cmd".into(),
+            thread_root: None,
+            sender: "@a:x".into(),
+            alias_ref: "p.a".into(),
+            created_at: now_ms(),
+        };
+        let mut tx = store.begin().await.unwrap();
+        store::executions::record(&mut tx, &execution)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let outbox = Outbox::new(store.clone());
+        let room = RoomId::parse("!r:x").unwrap();
+        let message = [RoomMessageEventContent::notice_plain("done")];
+
+        let claims = [
+            Claim::Execution("e1".into()),
+            Claim::ForCommand("$cmd".into()),
+            Claim::Nothing,
+            Claim::ForCommand("$unrelated".into()),
+        ];
+        let queued = futures_util::future::join_all(
+            claims.map(|claim| outbox.queue_result(&room, &message, claim)),
+        )
+        .await;
+
+        let queued: Vec<bool> = queued.into_iter().map(Result::unwrap).collect();
+        assert_eq!(
+            queued,
+            [true, false, true, true],
+            "one result per execution"
+        );
+        assert_eq!(store::outbox::stats(&store).await.unwrap().pending, 3);
+    }
 
     #[test]
     fn transaction_ids_are_unique_and_opaque() {

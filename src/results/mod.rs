@@ -23,10 +23,10 @@ use tokio::sync::Mutex;
 use crate::{
     bridge::Bridge,
     matrix::{
-        self,
+        self, outbox,
         render::{Origin, in_thread, reply},
     },
-    store::{dms, executions, rooms},
+    store::{dms, rooms},
 };
 
 /// A `chatops.post_message` payload (stream), or a webhook body: the same fields.
@@ -240,23 +240,18 @@ async fn deliver_inner(
             .collect();
     }
 
-    let mut tx = bridge.store.begin().await?;
-    let claimed = match (&claim, &origin) {
-        (Claim::Execution(id), _) => executions::mark_result(&mut tx, id).await?,
-        (Claim::ByContext, Some(origin)) => !matches!(
-            executions::claim_for_event(&mut tx, origin.event_id.as_str()).await?,
-            executions::Claim::AlreadyPosted
-        ),
-        (Claim::ByContext, None) => true,
+    let claim = match (claim, &origin) {
+        (Claim::Execution(id), _) => outbox::Claim::Execution(id),
+        (Claim::ByContext, Some(origin)) => outbox::Claim::ForCommand(origin.event_id.to_string()),
+        (Claim::ByContext, None) => outbox::Claim::Nothing,
     };
-    if !claimed {
+    if !bridge
+        .outbox
+        .queue_result(&room_id, &contents, claim)
+        .await?
+    {
         return Ok(Delivered::Duplicate);
     }
-    for content in &contents {
-        bridge.outbox.queue_in(&mut tx, &room_id, content).await?;
-    }
-    tx.commit().await?;
-    bridge.outbox.wake();
     Ok(Delivered::Queued {
         room_id,
         messages: contents.len(),
