@@ -80,7 +80,7 @@ const RESULTS_PER_COMMIT: usize = 256;
 
 impl Outbox {
     /// An outbox over `store`. Starts the task that queues results, which ends when the last
-    /// handle is dropped.
+    /// handle is dropped; so it must be called inside a tokio runtime.
     pub fn new(store: Store) -> Self {
         let wake = Arc::new(Notify::new());
         let (results, jobs) = mpsc::channel(RESULTS_PER_COMMIT * 4);
