@@ -24,8 +24,8 @@ use crate::{
 };
 
 /// What the bridge keeps of an alias once its formats are compiled: what help and acks need.
-/// The alias's ref, name and format strings live in the view's [`Matcher`] already
-/// ([`Matcher::alias_reference`], [`Matcher::patterns`]), so they are not copied here.
+/// The alias's ref, name and format strings live in the view's [`Matcher`] already (matches
+/// carry them, [`Matcher::patterns`] lists the formats), so they are not copied here.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AliasEntry {
     /// The pack.

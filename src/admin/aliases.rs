@@ -35,7 +35,7 @@ fn samples(view: &aliases::RoomView) -> Vec<String> {
     let placeholder = regex::Regex::new(r"\{\{[^}]*\}\}").expect("constant regex");
     view.matcher
         .patterns()
-        .map(|(_, format)| placeholder.replace_all(format, "sample").into_owned())
+        .map(|format| placeholder.replace_all(format, "sample").into_owned())
         .filter(|sample| !sample.chars().any(|c| "\\[](){}|?*+^$".contains(c)))
         .collect()
 }

@@ -395,24 +395,9 @@ impl Matcher {
         }
     }
 
-    /// `pack.name` of the alias at `index` in the list the matcher was built from.
-    pub fn alias_reference(&self, index: usize) -> Option<&str> {
-        self.aliases.get(index).map(|a| self.text(a.reference))
-    }
-
-    /// The name of the alias at `index` in the list the matcher was built from.
-    pub fn alias_name(&self, index: usize) -> Option<&str> {
-        self.aliases.get(index).map(|a| self.text(a.name))
-    }
-
-    /// Every pattern that takes part in matching: (alias index, representation), in alias order.
-    pub fn patterns(&self) -> impl Iterator<Item = (usize, &str)> {
-        (0..self.entries.len()).map(|i| {
-            (
-                self.entries[i].alias as usize,
-                self.format(to_u32(i)).source(),
-            )
-        })
+    /// Every format that takes part in matching (its representation), in alias order.
+    pub fn patterns(&self) -> impl Iterator<Item = &str> {
+        (0..self.entries.len()).map(|i| self.format(to_u32(i)).source())
     }
 
     /// Formats that did not compile (skipped by matching).

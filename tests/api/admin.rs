@@ -371,6 +371,15 @@ async fn open_page(app: &TestApp, url: &str) -> String {
         .unwrap()
 }
 
+/// Opens the login page at `url` and submits it with `credentials` and the page's form token.
+async fn fill_in(app: &TestApp, url: &str, credentials: &[(&str, &str)]) -> (u16, String) {
+    let page = open_page(app, url).await;
+    let token = form_token(&page);
+    let mut fields = vec![("form_token", token.as_str())];
+    fields.extend_from_slice(credentials);
+    submit(app, url, &fields).await
+}
+
 async fn submit(app: &TestApp, url: &str, fields: &[(&str, &str)]) -> (u16, String) {
     let body = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(fields)
@@ -390,7 +399,7 @@ async fn submit(app: &TestApp, url: &str, fields: &[(&str, &str)]) -> (u16, Stri
 async fn the_login_flow_links_a_password_and_commands_then_run_as_that_user() {
     let app = app(CONFIG).await;
     invite(&app, ROOM, ALICE, false).await;
-    body(
+    let granted = body(
         &say(
             &app,
             ADMIN_ROOM,
@@ -399,6 +408,7 @@ async fn the_login_flow_links_a_password_and_commands_then_run_as_that_user() {
         )
         .await,
     );
+    assert!(granted.starts_with("✅"), "{granted}");
     let url = login_link(&app, ALICE).await;
     assert!(!url.contains("password"));
 
@@ -506,17 +516,8 @@ async fn the_login_pages_and_confirmation_name_the_configured_prefix() {
     );
 
     let url = login_link(&app, ALICE).await;
-    let page = open_page(&app, &url).await;
-    let (status, failed) = submit(
-        &app,
-        &url,
-        &[
-            ("form_token", &form_token(&page)),
-            ("username", "alice"),
-            ("password", "wrong"),
-        ],
-    )
-    .await;
+    let (status, failed) =
+        fill_in(&app, &url, &[("username", "alice"), ("password", "wrong")]).await;
     assert_eq!(status, 401);
     assert!(
         failed.contains("<code>!ops login</code>") && !failed.contains("!st2"),
@@ -529,13 +530,7 @@ async fn an_api_key_links_too_and_stays_encrypted_at_rest() {
     let app = app(CONFIG).await;
     let key = app.st2.as_ref().unwrap().add_api_key("bob");
     let url = login_link(&app, BOB).await;
-    let page = open_page(&app, &url).await;
-    let (status, done) = submit(
-        &app,
-        &url,
-        &[("form_token", &form_token(&page)), ("api_key", &key)],
-    )
-    .await;
+    let (status, done) = fill_in(&app, &url, &[("api_key", &key)]).await;
     assert_eq!(status, 200, "{done}");
     let stored = st2_matrix::store::identities::get(&app.bridge.store, BOB)
         .await
@@ -618,17 +613,13 @@ async fn an_expired_personal_token_is_renewed_with_the_kept_password() {
     let app = app(REQUIRE_LOGIN).await;
     invite(&app, ROOM, ALICE, false).await;
     let url = login_link(&app, ALICE).await;
-    let page = open_page(&app, &url).await;
-    submit(
+    let (status, _) = fill_in(
         &app,
         &url,
-        &[
-            ("form_token", &form_token(&page)),
-            ("username", "alice"),
-            ("password", "alice-password"),
-        ],
+        &[("username", "alice"), ("password", "alice-password")],
     )
     .await;
+    assert_eq!(status, 200);
     let st2 = app.st2.as_ref().unwrap();
     for (token, _) in st2.tokens_of("alice") {
         st2.revoke_token(&token);
