@@ -6,7 +6,7 @@
 //!    fetched page by page, stored, compiled), 5 s after the bridge reports them loaded.
 //!
 //! It prints the figures and asserts nothing. `cargo bench --bench idle_memory`
-//! (`IDLE_MEMORY_SMAPS=1` adds the resident size of every large mapping).
+//! (`IDLE_MEMORY_SMAPS=1` adds the resident and anonymous size of every mapping over 64 KiB).
 
 use std::{process::Stdio, time::Duration};
 
@@ -147,17 +147,19 @@ async fn measure(label: &str, st2: Option<(&St2Double, String)>) {
         mib(hwm)
     );
     if std::env::var_os("IDLE_MEMORY_SMAPS").is_some() {
-        // Diagnostics: resident size of every mapping over 256 KiB.
+        // Diagnostics: resident (and of it, anonymous) size of every mapping over 64 KiB.
         let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
-        let mut header = String::new();
+        let kib = |v: &str| v.trim().trim_end_matches(" kB").parse::<u64>().unwrap();
+        let (mut header, mut rss) = (String::new(), 0);
         for line in smaps.lines() {
             if line.contains('-') && !line.starts_with(char::is_uppercase) {
                 header = line.to_owned();
             } else if let Some(kb) = line.strip_prefix("Rss:") {
-                let kb: u64 = kb.trim().trim_end_matches(" kB").parse().unwrap();
-                if kb > 256 {
-                    println!("{kb:>8} kB  {header}");
-                }
+                rss = kib(kb);
+            } else if let Some(kb) = line.strip_prefix("Anonymous:")
+                && rss > 64
+            {
+                println!("{rss:>8} kB ({:>5} anon)  {header}", kib(kb));
             }
         }
     }
