@@ -469,7 +469,8 @@ pub struct LogConfig {
     /// `text` for people, `json` for log collectors.
     #[serde(default)]
     pub format: LogFormat,
-    /// A tracing filter, e.g. `info,st2_matrix=debug`. `RUST_LOG` wins when set.
+    /// A log filter: a default level and `target=level` directives, e.g. `info,st2_matrix=debug`.
+    /// `RUST_LOG` wins when set.
     #[serde(default = "defaults::log_filter")]
     pub filter: String,
 }
@@ -643,6 +644,15 @@ pub enum Error {
     },
 }
 
+/// The dotted key a deserialisation error is about. toml tracks it while it deserialises a
+/// table and shows it as the error's last line (`` in `a.b` ``); a unit test pins that form.
+fn error_key(e: &toml::de::Error) -> Option<String> {
+    let shown = e.to_string();
+    let last = shown.trim_end().lines().last()?;
+    let key = last.strip_prefix("in `")?.strip_suffix('`')?;
+    (!key.is_empty()).then(|| key.to_owned())
+}
+
 impl Config {
     /// Reads `path`, applies `ST2_MATRIX_*` overrides from the process environment, and
     /// validates the result.
@@ -687,21 +697,22 @@ impl Config {
             overridden.insert(keys.join("."), name);
         }
 
-        let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
-            .map_err(|e| {
-                let key = e.path().to_string();
-                let source = overridden
-                    .get(&key)
-                    .map(|var| format!(" (set by environment variable {var})"))
-                    .unwrap_or_default();
-                let inner = e.into_inner().to_string();
-                let inner = inner.trim_end();
-                if key == "." {
-                    key_error(inner.to_owned())
-                } else {
-                    key_error(format!("key `{key}`{source}: {inner}"))
-                }
-            })?;
+        let mut config: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    let inner = e.message().trim_end();
+                    match error_key(&e) {
+                        Some(key) => {
+                            let source = overridden
+                                .get(&key)
+                                .map(|var| format!(" (set by environment variable {var})"))
+                                .unwrap_or_default();
+                            key_error(format!("key `{key}`{source}: {inner}"))
+                        }
+                        None => key_error(inner.to_owned()),
+                    }
+                })?;
         config.base_dir = path.parent().map(Path::to_owned).unwrap_or_default();
         config.validate().map_err(key_error)?;
         Ok(config)
@@ -764,7 +775,7 @@ impl Config {
         if self.database.max_connections == 0 {
             return Err("key `database.max_connections` must be at least 1".into());
         }
-        tracing_subscriber::EnvFilter::try_new(&self.log.filter)
+        crate::telemetry::parse_filter(&self.log.filter)
             .map_err(|e| format!("key `log.filter`: {e}"))?;
         if let Some(secret) = &self.webhook.secret
             && secret.expose().len() < 16
@@ -1146,15 +1157,28 @@ mod tests {
     fn bad_value_names_the_key_and_the_variable() {
         let err = parse(MINIMAL, &[("ST2_MATRIX_HOMESERVER__URL", "not a url")]).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("homeserver.url"), "{msg}");
-        assert!(msg.contains("ST2_MATRIX_HOMESERVER__URL"), "{msg}");
+        assert!(
+            msg.contains(
+                "key `homeserver.url` (set by environment variable ST2_MATRIX_HOMESERVER__URL):"
+            ),
+            "{msg}"
+        );
         assert!(msg.contains("config.toml"), "{msg}");
+        // From the file, a wrong type: the whole dotted key, and toml's own words once.
+        let err = parse(&format!("{MINIMAL}\n[bridge]\ncommand_prefix = 5"), &[]);
+        let msg = err.unwrap_err().to_string();
+        assert!(
+            msg.contains("key `bridge.command_prefix`: invalid type"),
+            "{msg}"
+        );
+        assert!(!msg.contains("\nin `"), "{msg}");
     }
 
     #[test]
     fn unknown_key_is_refused_with_its_name() {
         let err = parse(&format!("{MINIMAL}\nbot_localpert = \"x\""), &[]).unwrap_err();
         assert!(err.to_string().contains("bot_localpert"), "{err}");
+        assert!(err.to_string().contains("key `"), "{err}");
     }
 
     #[test]

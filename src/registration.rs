@@ -2,19 +2,39 @@
 //! start, and checked against the config so a mismatch is reported before the homeserver
 //! silently sends transactions elsewhere.
 //!
-//! The file is ruma's [`Registration`] serialised as YAML; the tokens live only here, never in
+//! The file is ruma's [`Registration`] serialised as YAML (read and written by [`yaml`], a
+//! reader for the YAML registration files are written in); the tokens live only here, never in
 //! `config.toml`, so the config can be shared or committed without leaking them.
 
-use std::{fmt::Write as _, io::Write as _, path::Path};
+use std::{fmt::Write as _, io::Write as _, path::Path, sync::Arc};
 
 use rand::RngCore;
-use regex::Regex;
 use ruma::{
     UserId,
     api::appservice::{Namespace, Namespaces, Registration, RegistrationInit},
 };
 
-use crate::config::Config;
+use crate::{alias::pyre, config::Config};
+
+mod yaml;
+
+/// The order keys are written in: the spec's, most important first.
+const KEY_ORDER: &[&str] = &[
+    "id",
+    "url",
+    "as_token",
+    "hs_token",
+    "sender_localpart",
+    "namespaces",
+    "users",
+    "aliases",
+    "rooms",
+    "exclusive",
+    "regex",
+    "rate_limited",
+    "receive_ephemeral",
+    "protocols",
+];
 
 /// Why a registration file could not be written, read or trusted.
 #[derive(Debug, thiserror::Error)]
@@ -80,9 +100,21 @@ pub fn generate(config: &Config) -> Registration {
 fn user_namespace_regex(config: &Config) -> String {
     format!(
         "@{}.*:{}",
-        regex::escape(&config.appservice.user_prefix),
-        regex::escape(config.homeserver.server_name.as_str())
+        escape(&config.appservice.user_prefix),
+        escape(config.homeserver.server_name.as_str())
     )
+}
+
+/// Python's `re.escape` for the characters that are special in a pattern.
+fn escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len() + 4);
+    for c in text.chars() {
+        if ".^$*+?{}[]\\|()".contains(c) {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
 }
 
 fn random_token() -> String {
@@ -98,10 +130,15 @@ fn random_token() -> String {
 /// existing file unless `force`.
 pub fn write(registration: &Registration, path: &Path, force: bool) -> Result<(), Error> {
     let display = path.display().to_string();
-    let yaml = serde_saphyr::to_string(registration).map_err(|e| Error::Parse {
-        path: display.clone(),
-        message: e.to_string(),
-    })?;
+    let yaml = match serde_json::to_value(registration) {
+        Ok(serde_json::Value::Object(fields)) => yaml::emit(&fields, KEY_ORDER),
+        other => {
+            return Err(Error::Parse {
+                path: display,
+                message: format!("cannot be written: {other:?}"),
+            });
+        }
+    };
     let mut options = std::fs::OpenOptions::new();
     options.write(true);
     if force {
@@ -138,10 +175,12 @@ pub fn load(path: &Path) -> Result<Registration, Error> {
         path: display.clone(),
         source,
     })?;
-    serde_saphyr::from_str(&text).map_err(|e| Error::Parse {
-        path: display,
-        message: e.to_string(),
-    })
+    let parse_error = |message: String| Error::Parse {
+        path: display.clone(),
+        message,
+    };
+    let value = yaml::parse(&text).map_err(|e| parse_error(e.to_string()))?;
+    serde_json::from_value(value).map_err(|e| parse_error(e.to_string()))
 }
 
 /// Checks that `registration` is usable with `config`: same id, bot and URL, non-empty distinct
@@ -196,30 +235,48 @@ pub fn validate(registration: &Registration, config: &Config, path: &Path) -> Re
 
 /// The exclusive user namespaces of the registration, compiled: events from these users are
 /// the bridge's own and are ignored.
+///
+/// The homeserver reads these regexes with Python's `re` (Synapse), so they are compiled by
+/// the same Python-compatible engine the alias formats use: a pattern means here what it means
+/// to the homeserver.
 #[derive(Debug, Clone)]
 pub struct UserNamespace {
-    regexes: Vec<Regex>,
+    regexes: Arc<[pyre::Regex]>,
 }
 
 impl UserNamespace {
-    /// Compiles the registration's user namespace regexes (anchored, as the spec requires a
-    /// full match).
+    /// Compiles the registration's user namespace regexes, anchored at both ends: a user
+    /// belongs to the bridge only if the whole ID matches.
     pub fn from_registration(registration: &Registration) -> Result<Self, String> {
         let regexes = registration
             .namespaces
             .users
             .iter()
             .map(|ns| {
-                Regex::new(&format!("^(?:{})$", ns.regex))
-                    .map_err(|e| format!("user namespace regex {:?} is invalid: {e}", ns.regex))
+                pyre::Regex::new(&format!("(?:{})\\Z", ns.regex), 0).map_err(|e| {
+                    format!(
+                        "user namespace regex {:?} is invalid: {}",
+                        ns.regex,
+                        e.message()
+                    )
+                })
             })
             .collect::<Result<_, _>>()?;
         Ok(Self { regexes })
     }
 
-    /// Whether `user` belongs to the bridge.
+    /// Whether `user` belongs to the bridge. A pattern that exhausts the engine's step budget
+    /// (a pathological regex) does not claim the user.
     pub fn contains(&self, user: &UserId) -> bool {
-        self.regexes.iter().any(|r| r.is_match(user.as_str()))
+        let input: Vec<char> = user.as_str().chars().collect();
+        let mut cache = pyre::Cache::new();
+        self.regexes.iter().any(|regex| {
+            let mut budget = pyre::DEFAULT_STEP_LIMIT;
+            matches!(
+                regex.match_at(&input, 0, &mut cache, &mut budget),
+                Ok(Some(_))
+            )
+        })
     }
 }
 
@@ -300,6 +357,28 @@ mod tests {
         assert!(ns.contains(&UserId::parse("@st2_alice:example.org").unwrap()));
         assert!(!ns.contains(&UserId::parse("@st2_alice:example.org.evil").unwrap()));
         assert!(!ns.contains(&UserId::parse("@alice:example.org").unwrap()));
+    }
+
+    #[test]
+    fn namespaces_are_python_regexes() {
+        // A lookahead: Python's `re` (the homeserver's) has it, the `regex` crate does not.
+        let mut registration = generate(&config());
+        registration.namespaces.users = vec![Namespace::new(
+            true,
+            r"@st2_(?!admin).*:example\.org".into(),
+        )];
+        let ns = UserNamespace::from_registration(&registration).unwrap();
+        assert!(ns.contains(&UserId::parse("@st2_alice:example.org").unwrap()));
+        assert!(!ns.contains(&UserId::parse("@st2_admin:example.org").unwrap()));
+        registration.namespaces.users = vec![Namespace::new(true, "@st2_(.*".into())];
+        let err = UserNamespace::from_registration(&registration).unwrap_err();
+        assert!(err.contains("invalid"), "{err}");
+    }
+
+    #[test]
+    fn escaping_keeps_the_prefix_and_server_literal() {
+        assert_eq!(escape("a.b-c_d/e=f"), r"a\.b-c_d/e=f");
+        assert_eq!(escape("[::1]:8448"), r"\[::1\]:8448");
     }
 
     #[test]

@@ -6,24 +6,54 @@
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::{EnvFilter, fmt};
+use tracing_subscriber::{
+    filter::Targets, fmt, layer::SubscriberExt as _, util::SubscriberInitExt as _,
+};
 
 use crate::config::{LogConfig, LogFormat};
 
 /// Installs the global tracing subscriber. Later calls are ignored (tests build many apps).
+///
+/// The filter is a list of `target=level` directives ([`Targets`]: `info,st2_matrix=debug`);
+/// `EnvFilter`'s span and field filters are not offered, as its regex engine alone was a tenth
+/// of the binary and so of the idle memory.
 pub fn init_logging(config: &LogConfig) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.filter));
+    let from_env = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    let (filter, env_error) = match from_env.as_deref().map(parse_filter) {
+        Some(Ok(filter)) => (filter, None),
+        Some(Err(e)) => (configured_filter(config), Some(e)),
+        None => (configured_filter(config), None),
+    };
     // Colours only on a terminal: escape codes in a log file make it hard to search.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
+    let builder = fmt().with_writer(std::io::stderr).with_ansi(ansi);
     let _ = match config.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.finish().with(filter).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .finish()
+            .with(filter)
+            .try_init(),
     };
+    if let Some(e) = env_error {
+        tracing::warn!(error.message = %e, "RUST_LOG is not a valid filter; using log.filter");
+    }
+}
+
+/// Parses a log filter: comma-separated `target=level` directives and a bare default level.
+pub fn parse_filter(text: &str) -> Result<Targets, String> {
+    text.parse::<Targets>().map_err(|e| {
+        format!("{e} in {text:?}: use comma-separated `level` or `target=level`, e.g. `info,st2_matrix=debug`")
+    })
+}
+
+/// The configured filter; `Config::validate` has already checked it parses.
+fn configured_filter(config: &LogConfig) -> Targets {
+    parse_filter(&config.filter)
+        .unwrap_or_else(|_| Targets::new().with_default(tracing::Level::INFO))
 }
 
 /// The process-wide Prometheus recorder, installed on first use.

@@ -32,12 +32,32 @@ pub async fn reload(bridge: &Bridge) -> Result<Reply, CommandError> {
 /// Every format with its placeholders replaced by a sample word: a command the format should
 /// match. Formats with other regex syntax are skipped (no reliable sample).
 fn samples(view: &aliases::RoomView) -> Vec<String> {
-    let placeholder = regex::Regex::new(r"\{\{[^}]*\}\}").expect("constant regex");
     view.matcher
         .patterns()
-        .map(|format| placeholder.replace_all(format, "sample").into_owned())
+        .map(replace_placeholders)
         .filter(|sample| !sample.chars().any(|c| "\\[](){}|?*+^$".contains(c)))
         .collect()
+}
+
+/// `format` with every `{{...}}` (no `}` inside) replaced by `sample`.
+fn replace_placeholders(format: &str) -> String {
+    let mut out = String::with_capacity(format.len());
+    let mut rest = format;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let Some(close) = after.find('}') else { break };
+        if !after[close..].starts_with("}}") {
+            // A lone `}` ends the candidate: keep the text and look again after it.
+            out.push_str(&rest[..start + 2 + close + 1]);
+            rest = &after[close + 1..];
+            continue;
+        }
+        out.push_str(&rest[..start]);
+        out.push_str("sample");
+        rest = &after[close + 2..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `aliases check`: formats that do not compile, and formats that overlap.
@@ -102,4 +122,24 @@ pub fn check(bridge: &Bridge) -> Result<Reply, CommandError> {
         );
     }
     Ok(Reply::Markdown(lines.join("\n")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replace_placeholders;
+
+    #[test]
+    fn placeholders_become_sample_words() {
+        for (format, sample) in [
+            ("deploy {{app}} to {{env=prod}}", "deploy sample to sample"),
+            ("no placeholders", "no placeholders"),
+            ("{{a}b}} stays", "{{a}b}} stays"),
+            ("{{a}{{b}}", "{{a}sample"),
+            ("{{{x}}", "sample"),
+            ("open {{x", "open {{x"),
+            ("{{}}", "sample"),
+        ] {
+            assert_eq!(replace_placeholders(format), sample, "{format}");
+        }
+    }
 }
