@@ -194,7 +194,7 @@ impl<'a> Reader<'a> {
                 break;
             }
             let number = line.number;
-            let rest = line.text[1..].trim_start_matches(' ');
+            let rest = value_text(&line.text[1..]);
             if rest.is_empty() {
                 self.pos += 1;
                 let value = match self.lines.get(self.pos) {
@@ -243,7 +243,14 @@ fn split_key(text: &str, line: usize) -> Result<Option<(String, &str)>, Error> {
     if !(after.is_empty() || after.starts_with(' ')) {
         return Ok(None);
     }
-    Ok(Some((key, strip_comment(after.trim_start_matches(' ')))))
+    Ok(Some((key, value_text(after))))
+}
+
+/// What follows a key's `:` or an entry's `-`: empty when it is only a comment. A comment
+/// after a value is left for [`inline`], which knows where quotes end.
+fn value_text(after: &str) -> &str {
+    let text = after.trim_start_matches(' ');
+    if text.starts_with('#') { "" } else { text }
 }
 
 /// The first `:` followed by a space or the end: the one that ends a plain key.
@@ -711,6 +718,12 @@ mod tests {
                    "g": "yes", "h": "it's", "i": "a#b", "j": "x", "k": "é\tA", "l": "it's",
                    "m": "url:with:colons"})
         );
+        assert_eq!(
+            read(
+                "a: 'x #1' # c\nb: \"y # 2\"\nc: # nothing here\n  d: [z, 'w #3'] # c\ne:\n- # c\n  - v\n"
+            ),
+            json!({"a": "x #1", "b": "y # 2", "c": {"d": ["z", "w #3"]}, "e": [["v"]]})
+        );
         assert_eq!(read(""), Value::Null);
         assert_eq!(read("# only a comment\n---\n"), Value::Null);
         assert_eq!(read("- a\n- - b\n  - c\n"), json!(["a", ["b", "c"]]));
@@ -785,6 +798,8 @@ mod tests {
         let leaf = prop_oneof![
             any::<String>().prop_map(Value::String),
             "[ -~]{0,12}".prop_map(Value::String),
+            // YAML's own punctuation, densely.
+            "[a #:'\"\\,\\[\\]{}&*!|>%@`-]{0,10}".prop_map(Value::String),
             any::<bool>().prop_map(Value::Bool),
             Just(Value::Null),
         ];
