@@ -79,6 +79,16 @@ pub struct Catalog {
 }
 
 impl Catalog {
+    /// Formats that do not compile, each counted once (a format fails in every pack view
+    /// that includes its alias).
+    pub fn invalid_formats(&self) -> usize {
+        let failures = self.views.values().flat_map(|v| v.matcher.failures());
+        failures
+            .map(|f| (&f.alias_ref, &f.format))
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+    }
+
     /// Builds views for `filters` over `aliases` (enabled ones only). CPU-heavy for large lists:
     /// call it on a blocking thread. The full alias objects are needed only here; the catalog
     /// keeps [`AliasEntry`]s.
@@ -211,10 +221,8 @@ impl AliasCache {
     /// Swaps in a new catalog and logs (once each) the formats that do not compile.
     pub fn replace(&self, catalog: Catalog) {
         let mut reported = self.reported.lock().unwrap_or_else(|e| e.into_inner());
-        let mut invalid = 0usize;
         for view in catalog.views.values() {
             for failure in view.matcher.failures() {
-                invalid += 1;
                 if reported.insert((failure.alias_ref.clone(), failure.format.clone())) {
                     tracing::warn!(alias = %failure.alias_ref, format = %failure.format, reason = %failure.reason,
                         "alias format skipped: it does not compile (the other aliases are unaffected)");
@@ -223,7 +231,7 @@ impl AliasCache {
         }
         drop(reported);
         metrics::gauge!("st2_matrix_aliases").set(catalog.aliases.len() as f64);
-        metrics::gauge!("st2_matrix_alias_formats_invalid").set(invalid as f64);
+        metrics::gauge!("st2_matrix_alias_formats_invalid").set(catalog.invalid_formats() as f64);
         let previous = std::mem::replace(
             &mut *self.current.write().unwrap_or_else(|e| e.into_inner()),
             Arc::new(catalog),
@@ -454,6 +462,38 @@ mod tests {
         );
         let only_a = catalog.view(&"a".parse().unwrap()).unwrap();
         assert_eq!(only_a.aliases.len(), 1);
+    }
+
+    #[test]
+    fn a_broken_format_counts_once_whatever_the_views() {
+        let catalog = Catalog::build(
+            vec![
+                alias("a", "bad", "deploy {{my-app}}", true),
+                alias("a", "ok", "ok", true),
+            ],
+            &[PackFilter::all(), "a".parse().unwrap()],
+            None,
+            None,
+        );
+        assert_eq!(
+            catalog
+                .view(&PackFilter::all())
+                .unwrap()
+                .matcher
+                .failures()
+                .len(),
+            1
+        );
+        assert_eq!(
+            catalog
+                .view(&"a".parse().unwrap())
+                .unwrap()
+                .matcher
+                .failures()
+                .len(),
+            1
+        );
+        assert_eq!(catalog.invalid_formats(), 1);
     }
 
     #[tokio::test]
