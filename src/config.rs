@@ -250,9 +250,13 @@ pub struct StackStormConfig {
     #[serde(default = "defaults::heartbeat")]
     pub heartbeat: HumanDuration,
     /// The rule that routes this bridge's notifications to `chatops.post_result`; checked at
-    /// start (see `stackstorm/st2_matrix`).
+    /// start and then every `notify_rule_recheck` (see `stackstorm/st2_matrix`).
     #[serde(default = "defaults::notify_rule")]
     pub notify_rule: String,
+    /// How often the notify rule is checked again while the bridge runs, so a rule disabled
+    /// (or fixed) meanwhile is reported in the admin room.
+    #[serde(default = "defaults::notify_rule_recheck")]
+    pub notify_rule_recheck: HumanDuration,
 }
 
 /// How the bridge authenticates to StackStorm: the first configured of API key, token,
@@ -570,6 +574,9 @@ mod defaults {
     pub fn notify_rule() -> String {
         "st2_matrix.notify_matrix".into()
     }
+    pub fn notify_rule_recheck() -> HumanDuration {
+        HumanDuration(Duration::from_secs(600))
+    }
 }
 
 impl Default for DatabaseConfig {
@@ -774,6 +781,13 @@ impl Config {
         }
         if self.database.max_connections == 0 {
             return Err("key `database.max_connections` must be at least 1".into());
+        }
+        if let Some(st2) = &self.stackstorm
+            && st2.notify_rule_recheck.get() < Duration::from_millis(100)
+        {
+            return Err(
+                "key `stackstorm.notify_rule_recheck` must be at least 100ms (e.g. \"10m\")".into(),
+            );
         }
         crate::telemetry::parse_filter(&self.log.filter)
             .map_err(|e| format!("key `log.filter`: {e}"))?;

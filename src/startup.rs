@@ -208,9 +208,10 @@ impl App {
             let bridge = bridge.clone();
             // The admin room first (it may be created now): the notify-rule check reports there
             // when it finds a problem, so it must know the room.
+            let stop = stop.clone();
             workers.spawn(async move {
                 setup_admin_room(&bridge).await;
-                check_notify_rule(bridge).await;
+                check_notify_rule_periodically(bridge, stop).await;
             });
         }
         if let (Some(st2), Some(st2_config)) = (&bridge.st2, &bridge.config.stackstorm) {
@@ -395,34 +396,59 @@ async fn setup_admin_room(bridge: &Bridge) {
 /// The `meta` key remembering what was last posted in the admin room about the notify rule.
 const NOTIFY_RULE_POSTED: &str = "notify_rule_posted";
 
+/// Checks the notify rule at start, then every `[stackstorm] notify_rule_recheck`.
+async fn check_notify_rule_periodically(bridge: Arc<Bridge>, stop: CancellationToken) {
+    let Some(config) = &bridge.config.stackstorm else {
+        return;
+    };
+    let every = config.notify_rule_recheck.get();
+    loop {
+        check_notify_rule(bridge.clone()).await;
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
 /// Warns when the rule that routes this bridge's notifications to `chatops.post_result` is
-/// missing or disabled: commands would run, but their results would never arrive. Warns in the
-/// log, and in the admin room (when there is one) unless it already said the same there.
+/// missing or disabled: commands would run, but their results would never arrive. Logs when
+/// the state differs from the last check, and says it in the admin room (when there is one)
+/// unless it already said the same there.
 async fn check_notify_rule(bridge: Arc<Bridge>) {
     let (Some(st2), Some(config)) = (&bridge.st2, &bridge.config.stackstorm) else {
         return;
     };
     let rule = &config.notify_rule;
-    let state = match st2.rule(rule).await {
+    let (state, error) = match st2.rule(rule).await {
         Ok(Some(value))
             if value.get("enabled").and_then(serde_json::Value::as_bool) == Some(false) =>
         {
-            tracing::warn!(rule = %rule, "the StackStorm rule {rule} is disabled: results of commands will never arrive; enable it (st2 rule enable {rule})");
-            "disabled"
+            ("disabled", None)
         }
-        Ok(Some(_)) => {
-            tracing::info!(rule = %rule, "StackStorm notify rule found");
-            "enabled"
-        }
-        Ok(None) => {
-            tracing::warn!(rule = %rule, "the StackStorm rule {rule} does not exist: results of commands will never arrive; install the pack in stackstorm/st2_matrix (see its README)");
-            "missing"
-        }
-        Err(e) => {
-            tracing::warn!(rule = %rule, error.message = %e, "could not check the StackStorm notify rule");
-            "unknown"
-        }
+        Ok(Some(_)) => ("enabled", None),
+        Ok(None) => ("missing", None),
+        Err(e) => ("unknown", Some(e)),
     };
+    let previous = bridge
+        .notify_rule
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    if previous.as_deref() != Some(state) {
+        match (state, error) {
+            ("disabled", _) => {
+                tracing::warn!(rule = %rule, "the StackStorm rule {rule} is disabled: results of commands will never arrive; enable it (st2 rule enable {rule})");
+            }
+            ("missing", _) => {
+                tracing::warn!(rule = %rule, "the StackStorm rule {rule} does not exist: results of commands will never arrive; install the pack in stackstorm/st2_matrix (see its README)");
+            }
+            (_, Some(e)) => {
+                tracing::warn!(rule = %rule, error.message = %e, "could not check the StackStorm notify rule");
+            }
+            _ => tracing::info!(rule = %rule, "StackStorm notify rule found"),
+        }
+    }
     let admin_room = bridge
         .admin_room
         .read()

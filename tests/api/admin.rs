@@ -209,6 +209,29 @@ async fn a_disabled_notify_rule_enabled_before_a_restart_is_reported_fixed() {
 }
 
 #[tokio::test]
+async fn a_notify_rule_disabled_while_running_is_reported_then_reported_fixed() {
+    let app = app(CONFIG).await;
+    // The welcome; an enabled rule says nothing, however often it is checked.
+    app.wait_for_messages(ADMIN_ROOM, 1).await;
+    app.assert_message_count_stays(ADMIN_ROOM, 1).await;
+
+    let st2 = app.st2.as_ref().unwrap();
+    st2.set_notify_rule("matrix", RuleState::Disabled);
+    let sent = app.wait_for_messages(ADMIN_ROOM, 2).await;
+    assert!(body(&sent[1]).contains("is disabled"), "{}", body(&sent[1]));
+    app.assert_message_count_stays(ADMIN_ROOM, 2).await;
+
+    st2.set_notify_rule("matrix", RuleState::Enabled);
+    let sent = app.wait_for_messages(ADMIN_ROOM, 3).await;
+    assert!(
+        body(&sent[2]).contains("`st2_matrix.notify_matrix` is enabled now"),
+        "{}",
+        body(&sent[2])
+    );
+    app.assert_message_count_stays(ADMIN_ROOM, 3).await;
+}
+
+#[tokio::test]
 async fn someone_who_is_not_an_admin_is_refused_in_the_admin_room() {
     let app = app(CONFIG).await;
     let refusal = body(&say(&app, ADMIN_ROOM, BOB, "status").await);

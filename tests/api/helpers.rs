@@ -104,12 +104,12 @@ impl TestApp {
             (Some(double), Some(St2Auth::ApiKey)) => {
                 let key = double.add_api_key("bot");
                 format!(
-                    "[stackstorm]\nurl = \"{}\"\napi_key = \"{key}\"\ntimeout = \"3s\"\nheartbeat = \"500ms\"\n",
+                    "[stackstorm]\nurl = \"{}\"\napi_key = \"{key}\"\ntimeout = \"3s\"\nheartbeat = \"500ms\"\nnotify_rule_recheck = \"300ms\"\n",
                     double.url()
                 )
             }
             (Some(double), Some(St2Auth::Password)) => format!(
-                "[stackstorm]\nurl = \"{}\"\nusername = \"bot\"\npassword = \"bot-password\"\ntimeout = \"3s\"\nheartbeat = \"500ms\"\n",
+                "[stackstorm]\nurl = \"{}\"\nusername = \"bot\"\npassword = \"bot-password\"\ntimeout = \"3s\"\nheartbeat = \"500ms\"\nnotify_rule_recheck = \"300ms\"\n",
                 double.url()
             ),
             _ => String::new(),
