@@ -12,9 +12,24 @@ use crate::harness::events::{body, is_notice_from};
 use crate::harness::stackstorm::{self, BOT_USER, St2Auth, alias};
 use crate::harness::user::random_lowercase;
 use crate::harness::wait::PROMPTLY;
+use serde_json::Value as Json;
 
 /// Alice's account on StackStorm, which she links to her Matrix account.
 const ALICE_ST2: &str = "alice-st2";
+
+/// Bob's account on StackStorm, linked with an API key.
+const BOB_ST2: &str = "bob-st2";
+
+/// The one-time `<bridge>/login/<token>` link in the bot's answer to `!st2 login`.
+fn login_link(offer: &Json, bridge_url: &str) -> String {
+    let prefix = format!("{bridge_url}/login/");
+    body(offer)
+        .split_whitespace()
+        .map(|word| word.trim_matches(|c| c == '<' || c == '>'))
+        .find(|word| word.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix}… link in the bot's answer: {offer}"))
+        .to_owned()
+}
 
 /// Alice links her StackStorm account: `!st2 login` in a group room is refused (the link must
 /// stay private); in her direct chat with the bot it answers with a one-time link. She opens
@@ -71,14 +86,8 @@ pub async fn login_in_a_browser_links_the_account_until_logout_and_no_secret_is_
         "login is refused outside a direct chat: {}",
         body(&refused)
     );
-    let prefix = format!("{}/login/", bridge.url());
-    let link = body(&offer)
-        .split_whitespace()
-        .map(|word| word.trim_matches(|c| c == '<' || c == '>'))
-        .find(|word| word.starts_with(&prefix))
-        .unwrap_or_else(|| panic!("no {prefix}… link in the bot's answer: {offer}"))
-        .to_owned();
-    let link_token = link[prefix.len()..].to_owned();
+    let link = login_link(&offer, &bridge.url());
+    let link_token = link[format!("{}/login/", bridge.url()).len()..].to_owned();
 
     // Act: the page, in a browser
     let browser = Browser::launch().await?;
@@ -187,5 +196,81 @@ pub async fn login_in_a_browser_links_the_account_until_logout_and_no_secret_is_
         assert!(!secret.is_empty(), "{what} is known to the test");
         assert!(!log.contains(&secret), "{what} appears in the bridge's log");
     }
+    Ok(())
+}
+
+/// Bob links his StackStorm account with an API key instead of a password: the same one-time
+/// page, its API key field, in Chromium. His commands then run with that key, as his StackStorm
+/// user, and the key never reaches the bridge's log.
+pub async fn login_with_an_api_key_in_a_browser_runs_commands_with_that_key(
+    ctx: Ctx,
+) -> anyhow::Result<()> {
+    // Arrange
+    let st2 = stackstorm::double(
+        St2Options::default(),
+        vec![alias(
+            "ops",
+            "deploy",
+            "deploy {{service}}",
+            "Deploy a service.",
+        )],
+    )
+    .await;
+    let bob_key = st2.add_api_key(BOB_ST2);
+    let bob = ctx.user("bob").await?;
+    let mut bridge = ctx.bridge();
+    bridge.configure_stackstorm(&st2, St2Auth::ApiKey);
+    bridge.set_config("web", "public_url", bridge.url());
+    bridge.start().await?;
+    let bot = bridge.bot_user_id();
+    let room = bob.create_room_with(&bot).await?;
+    let direct = bob.create_direct_chat_with(&bot).await?;
+    bridge.wait_for_aliases(1).await;
+    let offer = bob.ask(&direct, &bot, "!st2 login").await?;
+    let link = login_link(&offer, &bridge.url());
+
+    // Act
+    let browser = Browser::launch().await?;
+    browser.open(&link).await?;
+    browser
+        .wait_for_title("Link your StackStorm account")
+        .await?;
+    browser.type_into("#api_key", &bob_key).await?;
+    browser.click("#link").await?;
+    let linked_page = browser.wait_for_title("Account linked").await?;
+    bob.wait_for_event(
+        &direct,
+        "the bot's confirmation in the direct chat",
+        |ev| is_notice_from(ev, &bot) && body(ev).contains("now linked"),
+        PROMPTLY,
+    )
+    .await;
+    bob.ask(&room, &bot, "!st2 deploy web").await?;
+    let execution = st2.last_execution().expect("the command ran");
+    bridge.stop().await?;
+
+    // Assert
+    assert!(
+        linked_page.contains(BOB_ST2),
+        "the page names the StackStorm user the key belongs to: {linked_page}"
+    );
+    assert_eq!(
+        execution.user, BOB_ST2,
+        "the command ran as bob's StackStorm user"
+    );
+    assert_eq!(execution.credential.kind, CredentialKind::ApiKey);
+    assert_eq!(
+        execution.credential.value, bob_key,
+        "with bob's own API key, not the bridge's"
+    );
+    let log = bridge.log();
+    assert!(
+        log.contains("linked a StackStorm account"),
+        "the log shows the run it is checked for"
+    );
+    assert!(
+        !log.contains(&bob_key),
+        "bob's API key appears in the bridge's log"
+    );
     Ok(())
 }

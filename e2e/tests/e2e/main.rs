@@ -63,6 +63,7 @@ fn main() -> ExitCode {
         results::result_finished_while_the_stream_was_down_for_10_s_is_posted_once_recovered,
         tokens::expired_token_is_renewed_without_the_user_noticing,
         login::login_in_a_browser_links_the_account_until_logout_and_no_secret_is_logged,
+        login::login_with_an_api_key_in_a_browser_runs_commands_with_that_key,
         admin::admin_room_is_created_for_the_admin_and_mistakes_are_answered_with_the_usage,
         admin::admin_rules_refuse_then_allow_then_narrow_help_then_deny,
         ping::invited_bot_joins_and_answers_ping_with_a_reply,
