@@ -4,7 +4,7 @@
 
 use base64::Engine as _;
 use rand::RngCore as _;
-use st2_matrix_testkit::st2::{CredentialKind, St2Options};
+use st2_matrix_testkit::st2::{CredentialKind, St2Double, St2Options};
 
 use crate::harness::Ctx;
 use crate::harness::browser::Browser;
@@ -19,6 +19,20 @@ const ALICE_ST2: &str = "alice-st2";
 
 /// Bob's account on StackStorm, linked with an API key.
 const BOB_ST2: &str = "bob-st2";
+
+/// A StackStorm double with one alias, `deploy {{service}}`.
+async fn deploy_double() -> St2Double {
+    stackstorm::double(
+        St2Options::default(),
+        vec![alias(
+            "ops",
+            "deploy",
+            "deploy {{service}}",
+            "Deploy a service.",
+        )],
+    )
+    .await
+}
 
 /// The one-time `<bridge>/login/<token>` link in the bot's answer to `!st2 login`.
 fn login_link(offer: &Json, bridge_url: &str) -> String {
@@ -45,16 +59,7 @@ pub async fn login_in_a_browser_links_the_account_until_logout_and_no_secret_is_
     ctx: Ctx,
 ) -> anyhow::Result<()> {
     // Arrange
-    let st2 = stackstorm::double(
-        St2Options::default(),
-        vec![alias(
-            "ops",
-            "deploy",
-            "deploy {{service}}",
-            "Deploy a service.",
-        )],
-    )
-    .await;
+    let st2 = deploy_double().await;
     let password = random_lowercase(24);
     st2.add_user(ALICE_ST2, &password);
     let mut sealing_key = [0u8; 32];
@@ -206,16 +211,7 @@ pub async fn login_with_an_api_key_in_a_browser_runs_commands_with_that_key(
     ctx: Ctx,
 ) -> anyhow::Result<()> {
     // Arrange
-    let st2 = stackstorm::double(
-        St2Options::default(),
-        vec![alias(
-            "ops",
-            "deploy",
-            "deploy {{service}}",
-            "Deploy a service.",
-        )],
-    )
-    .await;
+    let st2 = deploy_double().await;
     let bob_key = st2.add_api_key(BOB_ST2);
     let bob = ctx.user("bob").await?;
     let mut bridge = ctx.bridge();
