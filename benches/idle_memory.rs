@@ -75,7 +75,13 @@ async fn measure(label: &str, st2: Option<(&St2Double, String)>) {
     write_config("http://127.0.0.1:1");
     let config = Config::load(&dir.path().join("config.toml")).unwrap();
     let reg = registration::generate(&config);
-    registration::write(&reg, &dir.path().join("registration.yaml"), false).unwrap();
+    registration::write(
+        &reg,
+        &dir.path().join("registration.yaml"),
+        false,
+        config.encryption.enabled,
+    )
+    .unwrap();
     let hs = HomeserverDouble::start(&reg.as_token, "@st2bot:example.org").await;
     hs.set_appservice(&format!("http://{bind}"), &reg.hs_token);
     write_config(&hs.url());

@@ -21,7 +21,12 @@ if [[ ! -f config.toml ]]; then
 Created config.toml (from config.example.toml) and a fresh registration.local.yaml.
   1. Edit config.toml: [homeserver] url and server_name, [bridge] invite_allow and admins,
      and [stackstorm] url and credential (or remove that section to run without StackStorm).
-  2. Give registration.local.yaml to the homeserver (Synapse: app_service_config_files) and restart it.
+  2. Give registration.local.yaml to the homeserver (Synapse: app_service_config_files). For
+     encrypted rooms ([encryption] enabled, the default) also add to Synapse's homeserver.yaml:
+       experimental_features:
+         msc2409_to_device_messages_enabled: true
+         msc3202_transaction_extensions: true
+     Then restart the homeserver.
   3. Run scripts/run.sh again.
 MSG
   exit 0

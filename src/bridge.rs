@@ -69,6 +69,8 @@ pub struct Bridge {
     pub admin_room: RwLock<Option<OwnedRoomId>>,
     /// Seals and opens stored credentials.
     pub secrets: Arc<SecretBox>,
+    /// The bot's device, when `[encryption] enabled`: reads and answers in encrypted rooms.
+    pub e2ee: Option<crate::e2ee::Encryption>,
     /// Process start, for uptime.
     pub started_at: Instant,
 }

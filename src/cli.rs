@@ -90,7 +90,7 @@ fn generate_registration(
     let config = Config::load(config_path)?;
     let output = output.unwrap_or_else(|| config.resolve(&config.appservice.registration));
     let registration = registration::generate(&config);
-    registration::write(&registration, &output, force)?;
+    registration::write(&registration, &output, force, config.encryption.enabled)?;
     println!(
         "Wrote {}. Add it to the homeserver (Synapse: app_service_config_files in homeserver.yaml) and restart it.",
         output.display()
@@ -103,6 +103,19 @@ fn check_config(config_path: &std::path::Path) -> anyhow::Result<()> {
     let path = config.resolve(&config.appservice.registration);
     let registration = registration::load(&path)?;
     registration::validate(&registration, &config, &path)?;
+    if config.encryption.enabled {
+        let missing = registration::missing_for_encryption(&path)?;
+        if !missing.is_empty() {
+            anyhow::bail!(
+                "{} lacks what encryption needs ([encryption] enabled): add {} to it (or run \
+                 generate-registration --force), restart the homeserver, and make sure its \
+                 homeserver.yaml has experimental_features: {{msc2409_to_device_messages_enabled: \
+                 true, msc3202_transaction_extensions: true}}. Or set [encryption] enabled = false.",
+                path.display(),
+                missing.join(" and ")
+            );
+        }
+    }
     println!(
         "{} and {} are valid.",
         config_path.display(),

@@ -59,6 +59,9 @@ pub struct Config {
     /// Pages served to people.
     #[serde(default)]
     pub web: WebConfig,
+    /// End-to-end encryption: the bot's device, reading and answering in encrypted rooms.
+    #[serde(default)]
+    pub encryption: EncryptionConfig,
     /// Directory of the config file; relative paths in the config are resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -375,6 +378,41 @@ impl Default for SecretsConfig {
     }
 }
 
+/// `[encryption]`: the bot reads and answers in end-to-end encrypted rooms and direct chats.
+///
+/// Needs Synapse's `experimental_features` `msc2409_to_device_messages_enabled` and
+/// `msc3202_transaction_extensions`, and `receive_ephemeral: true` + `org.matrix.msc3202: true`
+/// in the registration (written by `generate-registration` while this is on).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// On by default: Element encrypts new private rooms and direct chats.
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+    /// Directory of the crypto store (the bot device's keys and sessions, encrypted with a key
+    /// derived from `[secrets]`). Relative to the config file.
+    #[serde(default = "defaults::crypto_store")]
+    pub store: PathBuf,
+    /// How long an event whose room key has not arrived is retried before its sender is told
+    /// the bot could not decrypt it. Keys often arrive just after their message.
+    #[serde(default = "defaults::key_wait")]
+    pub key_wait: HumanDuration,
+    /// The bot device's display name, shown to people in Element's session list.
+    #[serde(default = "defaults::device_displayname")]
+    pub device_displayname: String,
+}
+
+impl Default for EncryptionConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            store: defaults::crypto_store(),
+            key_wait: defaults::key_wait(),
+            device_displayname: defaults::device_displayname(),
+        }
+    }
+}
+
 /// The packs whose aliases a room may use. `*` means every pack.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PackFilter(Vec<String>);
@@ -564,6 +602,15 @@ mod defaults {
     }
     pub fn key_file() -> PathBuf {
         "st2-matrix.key".into()
+    }
+    pub fn crypto_store() -> PathBuf {
+        "crypto-store".into()
+    }
+    pub fn key_wait() -> HumanDuration {
+        HumanDuration(Duration::from_secs(30))
+    }
+    pub fn device_displayname() -> String {
+        "st2-matrix bridge".into()
     }
     pub fn heartbeat() -> HumanDuration {
         HumanDuration(Duration::from_secs(25))
@@ -813,6 +860,17 @@ impl Config {
         }
         if self.bridge.require_login && self.web.public_url.is_none() {
             return Err("key `bridge.require_login` needs `web.public_url`: people must be able to reach the login page".into());
+        }
+        if self.encryption.enabled {
+            let wait = self.encryption.key_wait.get();
+            if wait < Duration::from_millis(100) || wait > Duration::from_secs(3600) {
+                return Err(
+                    "key `encryption.key_wait` must be between 100ms and 1h (e.g. \"30s\")".into(),
+                );
+            }
+            if self.encryption.device_displayname.trim().is_empty() {
+                return Err("key `encryption.device_displayname` must not be empty".into());
+            }
         }
         if self.bridge.help_page_size == 0 {
             return Err("key `bridge.help_page_size` must be at least 1".into());

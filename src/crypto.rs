@@ -45,9 +45,12 @@ pub enum Error {
     Random,
 }
 
-/// Seals and opens stored secrets.
+/// Seals and opens stored secrets, and derives the keys of other stores from the same secret.
 pub struct SecretBox {
     key: LessSafeKey,
+    /// HKDF-SHA256 of the secret, for [`SecretBox::derive_key`]: other stores get keys of their
+    /// own, so none of them holds the key that seals the tokens.
+    prk: ring::hkdf::Prk,
     rng: SystemRandom,
 }
 
@@ -115,8 +118,28 @@ impl SecretBox {
         })?;
         Ok(SecretBox {
             key: LessSafeKey::new(key),
+            prk: ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"st2-matrix").extract(bytes),
             rng: SystemRandom::new(),
         })
+    }
+
+    /// A 256-bit key for `purpose` (e.g. the crypto store's), derived from the secret with
+    /// HKDF-SHA256: the same secret and purpose always give the same key, different purposes
+    /// unrelated keys.
+    pub fn derive_key(&self, purpose: &str) -> [u8; 32] {
+        struct Len;
+        impl ring::hkdf::KeyType for Len {
+            fn len(&self) -> usize {
+                32
+            }
+        }
+        let info = [purpose.as_bytes()];
+        let mut out = [0u8; 32];
+        self.prk
+            .expand(&info, Len)
+            .and_then(|okm| okm.fill(&mut out))
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        out
     }
 
     /// Encrypts `plaintext` for `owner` (e.g. `bot`, or a user id); returns base64 of
@@ -188,6 +211,16 @@ mod tests {
         *bytes.last_mut().unwrap() ^= 1;
         assert!(boxed().open("bot", &B64.encode(bytes)).is_err());
         assert!(boxed().open("bot", "not base64!").is_err());
+    }
+
+    #[test]
+    fn derived_keys_are_stable_per_purpose_and_differ_between_purposes() {
+        let a = boxed().derive_key("crypto-store");
+        assert_eq!(a, boxed().derive_key("crypto-store"));
+        assert_ne!(a, boxed().derive_key("other"));
+        assert_ne!(a, [7u8; 32], "never the secret itself");
+        let other = SecretBox::from_base64(&B64.encode([8u8; 32]), "test").unwrap();
+        assert_ne!(a, other.derive_key("crypto-store"));
     }
 
     #[test]

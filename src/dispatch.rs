@@ -40,6 +40,10 @@ pub trait RoomFacts {
     fn is_direct(&self, room: &RoomId) -> bool;
     /// The room is the admin room (every message is a command there too).
     fn is_admin_room(&self, room: &RoomId) -> bool;
+    /// The bot can decrypt (encryption is on): every encrypted message may be a command.
+    fn decrypts(&self) -> bool {
+        false
+    }
 }
 
 impl RoomFacts for Bridge {
@@ -51,6 +55,9 @@ impl RoomFacts for Bridge {
     }
     fn is_admin_room(&self, room: &RoomId) -> bool {
         Bridge::is_admin_room(self, room)
+    }
+    fn decrypts(&self) -> bool {
+        self.e2ee.is_some()
     }
 }
 
@@ -108,10 +115,13 @@ impl Classifier {
                     _ => None,
                 }
             }
+            // With encryption on, each encrypted message is decrypted by the worker (it may be
+            // a command) and `m.room.encryption` is recorded; with it off, the room gets the
+            // notice once and nothing more is stored.
             AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomEncrypted(_))
-            | AnyTimelineEvent::State(AnyStateEvent::RoomEncryption(_)) => {
-                (!rooms.encryption_noticed(event.room_id())).then_some(Kind::Encrypted)
-            }
+            | AnyTimelineEvent::State(AnyStateEvent::RoomEncryption(_)) => (rooms.decrypts()
+                || !rooms.encryption_noticed(event.room_id()))
+            .then_some(Kind::Encrypted),
             _ => None,
         }
     }
@@ -178,7 +188,7 @@ async fn work_room(bridge: &Bridge, room: &str, stop: &CancellationToken) {
             }
         };
         let (seq, event_id) = (row.seq, row.event_id.clone());
-        match process(bridge, row).await {
+        match process(bridge, row, stop).await {
             Ok(()) => attempts = 0,
             Err(e) => {
                 attempts += 1;
@@ -205,7 +215,7 @@ async fn work_room(bridge: &Bridge, room: &str, stop: &CancellationToken) {
 
 /// Acts on one stored event. `Err` means "transient, try again"; handlers deal with permanent
 /// failures themselves (log, tell the person) and return `Ok`.
-async fn process(bridge: &Bridge, row: inbox::Row) -> anyhow::Result<()> {
+async fn process(bridge: &Bridge, row: inbox::Row, stop: &CancellationToken) -> anyhow::Result<()> {
     let event = serde_json::from_str::<Raw<AnyTimelineEvent>>(&row.event)
         .and_then(|raw| raw.deserialize())
         .with_context(|| format!("stored event {} does not parse", row.event_id));
@@ -230,9 +240,10 @@ async fn process(bridge: &Bridge, row: inbox::Row) -> anyhow::Result<()> {
                 Kind::Removed,
                 AnyTimelineEvent::State(AnyStateEvent::RoomMember(StateEvent::Original(member))),
             ) => membership::on_removed(bridge, &row, &member).await,
-            (Kind::Encrypted, event) => {
-                membership::on_encrypted(bridge, &row, event.room_id()).await
-            }
+            (Kind::Encrypted, event) => match &bridge.e2ee {
+                Some(e2ee) => process_encrypted(bridge, e2ee, &row, &event, stop).await,
+                None => membership::on_encrypted(bridge, &row, event.room_id()).await,
+            },
             (
                 Kind::Command,
                 AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomMessage(
@@ -249,6 +260,124 @@ async fn process(bridge: &Bridge, row: inbox::Row) -> anyhow::Result<()> {
         }
     }
     .instrument(span)
+    .await
+}
+
+/// An encrypted event. `m.room.encryption`: the room is recorded as encrypted. A message is
+/// decrypted, waiting up to `[encryption] key_wait` (from when it arrived, or from this start)
+/// for a room key that comes after it, then handled as if it had been sent in the clear; one
+/// that cannot be decrypted is given up, and its sender told once per session.
+async fn process_encrypted(
+    bridge: &Bridge,
+    e2ee: &crate::e2ee::Encryption,
+    row: &inbox::Row,
+    event: &AnyTimelineEvent,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    use crate::e2ee::Decrypted;
+    let room = event.room_id();
+    if let AnyTimelineEvent::State(_) = event {
+        crate::store::rooms::set_encrypted(&bridge.store, room.as_str()).await?;
+        e2ee.mark_encrypted(room);
+        return finish(bridge, row.seq).await;
+    }
+    let started_ms = crate::store::now_ms()
+        - i64::try_from(bridge.started_at.elapsed().as_millis()).unwrap_or(i64::MAX);
+    let wait_ms =
+        i64::try_from(bridge.config.encryption.key_wait.get().as_millis()).unwrap_or(i64::MAX);
+    let deadline = row.received_at.max(started_ms).saturating_add(wait_ms);
+    let mut keys = e2ee.key_updates();
+    loop {
+        // Marked seen before trying: a key that lands during the attempt wakes the wait.
+        keys.borrow_and_update();
+        let (session_id, reason) = match e2ee.decrypt(&row.event, room).await? {
+            Decrypted::Event(raw) => return process_decrypted(bridge, row, raw).await,
+            Decrypted::MissingKey { session_id } => {
+                let left = deadline - crate::store::now_ms();
+                if left > 0 {
+                    let left = Duration::from_millis(u64::try_from(left).unwrap_or(0));
+                    tokio::select! {
+                        () = stop.cancelled() => anyhow::bail!("stopping while waiting for a room key"),
+                        _ = keys.changed() => {}
+                        () = tokio::time::sleep(left) => {}
+                    }
+                    continue;
+                }
+                (session_id, "its room key did not arrive".to_owned())
+            }
+            Decrypted::Failed { session_id, reason } => (session_id, reason),
+        };
+        return undecryptable(bridge, e2ee, row, event, session_id.as_deref(), &reason).await;
+    }
+}
+
+/// A decrypted event, classified and handled like a plain one. Its inbox row (the encrypted
+/// event's) is the one marked started and done, so exactly-once holds as for plain commands.
+async fn process_decrypted(
+    bridge: &Bridge,
+    row: &inbox::Row,
+    raw: Raw<AnyTimelineEvent>,
+) -> anyhow::Result<()> {
+    let event = match raw.deserialize() {
+        Ok(event) => event,
+        Err(e) => {
+            tracing::warn!(error.message = %e, "a decrypted event does not parse; ignoring it");
+            return finish(bridge, row.seq).await;
+        }
+    };
+    match (bridge.classifier.classify(&event, bridge), event) {
+        (
+            Some(Kind::Command),
+            AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomMessage(
+                MessageLikeEvent::Original(message),
+            )),
+        ) => commands::handle(bridge, row, &message).await,
+        _ => finish(bridge, row.seq).await,
+    }
+}
+
+/// Gives up on an event that cannot be decrypted: counted, logged (never with key material)
+/// and, the first time for its sender's session in that room, its sender told why, so a
+/// command is never silently lost.
+async fn undecryptable(
+    bridge: &Bridge,
+    e2ee: &crate::e2ee::Encryption,
+    row: &inbox::Row,
+    event: &AnyTimelineEvent,
+    session_id: Option<&str>,
+    reason: &str,
+) -> anyhow::Result<()> {
+    let (room, sender) = (event.room_id(), event.sender());
+    let first = e2ee.give_up(room, sender, session_id);
+    let no_to_device = e2ee.no_to_device_yet();
+    tracing::warn!(
+        event_id = %row.event_id, room_id = %room, sender = %sender, reason, told = first,
+        "could not decrypt an event{}",
+        if no_to_device {
+            "; no to-device message has reached the bot since start: check that Synapse has              experimental_features msc2409_to_device_messages_enabled and the registration              receive_ephemeral: true"
+        } else {
+            ""
+        }
+    );
+    if !first {
+        return finish(bridge, row.seq).await;
+    }
+    let origin = crate::matrix::render::Origin {
+        room_id: room.to_owned(),
+        event_id: event.event_id().to_owned(),
+        sender: sender.to_owned(),
+        thread_root: None,
+    };
+    let text = format!(
+        "🔒 {sender}, I could not decrypt your message ({reason}), so if it was a command it          did not run: please send it again. If this keeps happening, make sure your client          shares room keys with my device `{}` (e.g. do not restrict sending to verified devices          only).",
+        e2ee.device_id()
+    );
+    commands::reply_and_finish(
+        bridge,
+        row,
+        &origin,
+        crate::matrix::render::notice_markdown(&text),
+    )
     .await
 }
 
@@ -295,10 +424,28 @@ mod tests {
         }
     }
 
-    /// Room facts for tests: which rooms are noticed / direct.
+    /// Room facts for tests: which rooms are noticed / direct, and whether the bot decrypts.
     struct Facts {
         noticed: bool,
         direct: bool,
+    }
+
+    /// A bridge with encryption on.
+    struct Decrypting;
+
+    impl RoomFacts for Decrypting {
+        fn encryption_noticed(&self, _: &RoomId) -> bool {
+            true
+        }
+        fn is_direct(&self, _: &RoomId) -> bool {
+            false
+        }
+        fn is_admin_room(&self, _: &RoomId) -> bool {
+            false
+        }
+        fn decrypts(&self) -> bool {
+            true
+        }
     }
 
     impl RoomFacts for Facts {
@@ -433,6 +580,26 @@ mod tests {
                 }
             ),
             None
+        );
+    }
+
+    #[test]
+    fn with_encryption_on_every_encrypted_message_and_encryption_change_needs_work() {
+        let c = classifier();
+        let encrypted = event(json!({"type": "m.room.encrypted", "content": {
+            "algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "x", "sender_key": "k", "device_id": "D", "session_id": "s"}}));
+        assert_eq!(c.classify(&encrypted, &Decrypting), Some(Kind::Encrypted));
+        let switched_on = event(json!({"type": "m.room.encryption", "state_key": "",
+            "content": {"algorithm": "m.megolm.v1.aes-sha2"}}));
+        assert_eq!(c.classify(&switched_on, &Decrypting), Some(Kind::Encrypted));
+        let own = event(
+            json!({"type": "m.room.encrypted", "sender": "@st2bot:x", "content": {
+            "algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "x", "sender_key": "k", "device_id": "D", "session_id": "s"}}),
+        );
+        assert_eq!(
+            c.classify(&own, &Decrypting),
+            None,
+            "the bot's own messages are not read back"
         );
     }
 }

@@ -23,6 +23,8 @@
 //! - [`identity`], [`web`], [`crypto`], [`secret`]: people's own StackStorm accounts, the login
 //!   page, encryption at rest, and strings that never reach a log.
 //! - [`matrix`]: the homeserver client and the outbox, the one way the bridge speaks.
+//! - [`e2ee`]: the bot's device: decrypting what encrypted rooms say, encrypting what the
+//!   outbox sends there (matrix-sdk-crypto, fed from the appservice transactions).
 //! - [`store`]: all SQL (SQLite, migrations embedded).
 //! - [`ops`], [`telemetry`], [`tls`]: health, readiness, metrics, logs; outgoing TLS.
 //! - [`bridge`], [`startup`], [`cli`]: the shared state, wiring and the command line.
@@ -37,6 +39,7 @@ pub mod commands;
 pub mod config;
 pub mod crypto;
 pub mod dispatch;
+pub mod e2ee;
 pub mod identity;
 pub mod matrix;
 pub mod membership;

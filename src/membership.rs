@@ -1,5 +1,6 @@
 //! The bot's own membership: accepting or declining invites, forgetting rooms it was removed
-//! from, and telling encrypted rooms (once) that it cannot read them.
+//! from, recording which rooms are encrypted, and (with encryption off) telling encrypted rooms
+//! once that it cannot read them.
 
 use ruma::{
     RoomId,
@@ -13,9 +14,10 @@ use crate::{
     store::{inbox, rooms},
 };
 
-/// What the bot says in a room it cannot read.
-pub const ENCRYPTION_NOTICE: &str = "🔒 This room is encrypted, and st2-matrix cannot read encrypted messages yet, \
-    so it will not see commands here. Run StackStorm commands from an unencrypted room.";
+/// What the bot says in a room it cannot read (`[encryption] enabled = false`).
+pub const ENCRYPTION_NOTICE: &str = "🔒 This room is encrypted, and this st2-matrix has encryption switched off \
+    ([encryption] enabled = false), so it cannot read encrypted messages and will not see commands here. \
+    Run StackStorm commands from an unencrypted room, or ask the operator to turn encryption on.";
 
 /// The reason given when declining an invite.
 pub const DECLINE_REASON: &str =
@@ -66,10 +68,18 @@ pub async fn on_invite(
             false
         }
     };
-    if encrypted {
-        notice_encryption(bridge, row, room).await
-    } else {
-        finish(bridge, row.seq).await
+    match (&bridge.e2ee, encrypted) {
+        (Some(e2ee), true) => {
+            rooms::set_encrypted(&bridge.store, room.as_str()).await?;
+            e2ee.mark_encrypted(room);
+            finish(bridge, row.seq).await
+        }
+        (Some(e2ee), false) => {
+            e2ee.mark_plain(room);
+            finish(bridge, row.seq).await
+        }
+        (None, true) => notice_encryption(bridge, row, room).await,
+        (None, false) => finish(bridge, row.seq).await,
     }
 }
 
@@ -90,7 +100,8 @@ pub async fn on_removed(
     finish(bridge, row.seq).await
 }
 
-/// An encrypted event arrived, or encryption was switched on: post the notice once.
+/// With encryption off: an encrypted event arrived, or encryption was switched on: post the
+/// notice once.
 pub async fn on_encrypted(bridge: &Bridge, row: &inbox::Row, room: &RoomId) -> anyhow::Result<()> {
     notice_encryption(bridge, row, room).await
 }

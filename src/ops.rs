@@ -2,7 +2,8 @@
 //! answer) and `/metrics` (Prometheus text).
 //!
 //! These are unauthenticated on purpose, like every probe endpoint: they reveal counts and
-//! up/down states, never an id, token or message. Bind `appservice.bind` to a private address.
+//! up/down states, never a token, message, user or room id (the one id shown is the bot
+//! device's, public to every member of its rooms). Bind `appservice.bind` to a private address.
 
 use std::{sync::Arc, time::Duration};
 

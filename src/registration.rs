@@ -33,8 +33,15 @@ const KEY_ORDER: &[&str] = &[
     "regex",
     "rate_limited",
     "receive_ephemeral",
+    MSC3202_KEY,
     "protocols",
 ];
+
+/// The registration key that makes Synapse add device lists and one-time-key counts to
+/// transactions (MSC3202), which the bot's encryption needs.
+pub const MSC3202_KEY: &str = "org.matrix.msc3202";
+/// MSC2409's older name for `receive_ephemeral`, which Synapse also accepts.
+const MSC2409_KEY: &str = "de.sorunome.msc2409.push_ephemeral";
 
 /// Why a registration file could not be written, read or trusted.
 #[derive(Debug, thiserror::Error)]
@@ -92,7 +99,8 @@ pub fn generate(config: &Config) -> Registration {
         rate_limited: Some(false),
         protocols: None,
     });
-    registration.receive_ephemeral = false;
+    // To-device messages (room keys) reach an appservice only with ephemeral events on.
+    registration.receive_ephemeral = config.encryption.enabled;
     registration
 }
 
@@ -126,12 +134,22 @@ fn random_token() -> String {
     })
 }
 
-/// Writes `registration` to `path` (mode 0600: it holds the tokens). Refuses to overwrite an
-/// existing file unless `force`.
-pub fn write(registration: &Registration, path: &Path, force: bool) -> Result<(), Error> {
+/// Writes `registration` to `path` (mode 0600: it holds the tokens), with `org.matrix.msc3202:
+/// true` when `msc3202` (encryption on). Refuses to overwrite an existing file unless `force`.
+pub fn write(
+    registration: &Registration,
+    path: &Path,
+    force: bool,
+    msc3202: bool,
+) -> Result<(), Error> {
     let display = path.display().to_string();
     let yaml = match serde_json::to_value(registration) {
-        Ok(serde_json::Value::Object(fields)) => yaml::emit(&fields, KEY_ORDER),
+        Ok(serde_json::Value::Object(mut fields)) => {
+            if msc3202 {
+                fields.insert(MSC3202_KEY.to_owned(), serde_json::Value::Bool(true));
+            }
+            yaml::emit(&fields, KEY_ORDER)
+        }
         other => {
             return Err(Error::Parse {
                 path: display,
@@ -171,6 +189,31 @@ pub fn write(registration: &Registration, path: &Path, force: bool) -> Result<()
 /// Reads and parses the registration file.
 pub fn load(path: &Path) -> Result<Registration, Error> {
     let display = path.display().to_string();
+    let value = load_value(path)?;
+    serde_json::from_value(value).map_err(|e| Error::Parse {
+        path: display,
+        message: e.to_string(),
+    })
+}
+
+/// What the registration at `path` lacks for the bot's encryption: the lines to add. Empty
+/// when it has everything.
+pub fn missing_for_encryption(path: &Path) -> Result<Vec<&'static str>, Error> {
+    let value = load_value(path)?;
+    let on = |key: &str| value.get(key).and_then(serde_json::Value::as_bool) == Some(true);
+    let mut missing = Vec::new();
+    if !on("receive_ephemeral") && !on(MSC2409_KEY) {
+        missing.push("receive_ephemeral: true");
+    }
+    if !on(MSC3202_KEY) {
+        missing.push("org.matrix.msc3202: true");
+    }
+    Ok(missing)
+}
+
+/// The registration file as a JSON value.
+fn load_value(path: &Path) -> Result<serde_json::Value, Error> {
+    let display = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
         path: display.clone(),
         source,
@@ -179,8 +222,7 @@ pub fn load(path: &Path) -> Result<Registration, Error> {
         path: display.clone(),
         message,
     };
-    let value = yaml::parse(&text).map_err(|e| parse_error(e.to_string()))?;
-    serde_json::from_value(value).map_err(|e| parse_error(e.to_string()))
+    yaml::parse(&text).map_err(|e| parse_error(e.to_string()))
 }
 
 /// Checks that `registration` is usable with `config`: same id, bot and URL, non-empty distinct
@@ -295,7 +337,7 @@ mod tests {
         let registration = generate(&config);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("registration.yaml");
-        write(&registration, &path, false).unwrap();
+        write(&registration, &path, false, true).unwrap();
         let loaded = load(&path).unwrap();
         validate(&loaded, &config, &path).unwrap();
         assert_eq!(loaded.as_token, registration.as_token);
@@ -308,14 +350,49 @@ mod tests {
     }
 
     #[test]
+    fn with_encryption_the_registration_asks_for_to_device_and_device_lists() {
+        let config = config();
+        assert!(config.encryption.enabled, "encryption is on by default");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registration.yaml");
+        write(&generate(&config), &path, false, true).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("receive_ephemeral: true"), "{text}");
+        assert!(text.contains("org.matrix.msc3202: true"), "{text}");
+        assert!(missing_for_encryption(&path).unwrap().is_empty());
+        assert!(load(&path).unwrap().receive_ephemeral);
+    }
+
+    #[test]
+    fn a_registration_without_the_encryption_keys_says_which_are_missing() {
+        let mut config = config();
+        config.encryption.enabled = false;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registration.yaml");
+        write(&generate(&config), &path, false, false).unwrap();
+        assert_eq!(
+            missing_for_encryption(&path).unwrap(),
+            ["receive_ephemeral: true", "org.matrix.msc3202: true"]
+        );
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains("receive_ephemeral: true"), "{text}");
+        text.push_str("de.sorunome.msc2409.push_ephemeral: true\n");
+        std::fs::write(&path, text).unwrap();
+        assert_eq!(
+            missing_for_encryption(&path).unwrap(),
+            ["org.matrix.msc3202: true"]
+        );
+    }
+
+    #[test]
     fn existing_file_is_not_overwritten_without_force() {
         let config = config();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("registration.yaml");
-        write(&generate(&config), &path, false).unwrap();
-        let err = write(&generate(&config), &path, false).unwrap_err();
+        write(&generate(&config), &path, false, true).unwrap();
+        let err = write(&generate(&config), &path, false, true).unwrap_err();
         assert!(matches!(err, Error::Exists(_)), "{err}");
-        write(&generate(&config), &path, true).unwrap();
+        write(&generate(&config), &path, true, true).unwrap();
     }
 
     #[cfg(unix)]
@@ -324,7 +401,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.yaml");
-        write(&generate(&config()), &path, false).unwrap();
+        write(&generate(&config()), &path, false, true).unwrap();
         assert_eq!(
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600

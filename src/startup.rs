@@ -92,6 +92,28 @@ impl App {
             .collect();
 
         let secrets = Arc::new(SecretBox::load_or_create(&config)?);
+        let e2ee = if config.encryption.enabled {
+            let e2ee = crate::e2ee::Encryption::start(&config, matrix.clone(), &store, &secrets)
+                .await
+                .context("setting up end-to-end encryption ([encryption] enabled)")?;
+            e2ee.load_rooms(
+                store::rooms::encrypted_ids(&store).await?,
+                store::rooms::all_ids(&store).await?,
+            );
+            let path = config.resolve(&config.appservice.registration);
+            match crate::registration::missing_for_encryption(&path) {
+                Ok(missing) if !missing.is_empty() => tracing::warn!(
+                    registration = %path.display(),
+                    "the registration lacks {}: the homeserver will not send room keys, so the bot \
+                     cannot read encrypted rooms; run `st2-matrix check-config`",
+                    missing.join(" and ")
+                ),
+                _ => {}
+            }
+            Some(e2ee)
+        } else {
+            None
+        };
         let st2 = match &config.stackstorm {
             Some(st2_config) => Some(
                 St2Client::new(st2_config, &config.base_dir, store.clone(), secrets.clone())
@@ -153,6 +175,7 @@ impl App {
             power: PowerCache::default(),
             admin_room: RwLock::new(None),
             secrets,
+            e2ee,
             deliveries: Deliveries::default(),
             started_at: Instant::now(),
             config,
@@ -199,9 +222,12 @@ impl App {
             max_backoff: bridge.config.outbox.max_backoff.get(),
             shutdown_drain: bridge.config.outbox.shutdown_drain.get(),
         };
-        workers.spawn(
-            Sender::new(bridge.outbox.clone(), bridge.matrix.clone(), policy).run(stop.clone()),
-        );
+        let mut sender = Sender::new(bridge.outbox.clone(), bridge.matrix.clone(), policy);
+        if let Some(e2ee) = &bridge.e2ee {
+            sender = sender.with_encryption(Arc::new(e2ee.clone()));
+            workers.spawn(e2ee.clone().run_pump(stop.clone()));
+        }
+        workers.spawn(sender.run(stop.clone()));
         workers.spawn(purge_periodically(bridge.store.clone(), stop.clone()));
         workers.spawn(ping_homeserver(bridge.clone(), stop.clone()));
         {
@@ -370,8 +396,13 @@ async fn setup_admin_room(bridge: &Bridge) {
             tracing::warn!("no [bridge].admins: there is no admin room; set admins to configure the bridge from Matrix");
             return Ok(None);
         }
-        let id = bridge.matrix.create_private_room("StackStorm bridge admin", admins).await.context("creating the admin room")?;
+        let encrypted = bridge.e2ee.is_some();
+        let id = bridge.matrix.create_private_room("StackStorm bridge admin", admins, encrypted).await.context("creating the admin room")?;
         store::rooms::joined(&bridge.store, id.as_str(), None, false).await?;
+        if let Some(e2ee) = &bridge.e2ee {
+            store::rooms::set_encrypted(&bridge.store, id.as_str()).await?;
+            e2ee.mark_encrypted(&id);
+        }
         store::settings::set_meta(&bridge.store, "admin_room", id.as_str()).await?;
         let welcome = format!(
             "This is the admin room of st2-matrix {}. Type `help` for the commands (the `{}` prefix is optional here).",

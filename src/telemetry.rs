@@ -7,7 +7,10 @@ use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::{
-    filter::Targets, fmt, layer::SubscriberExt as _, util::SubscriberInitExt as _,
+    filter::{LevelFilter, Targets},
+    fmt,
+    layer::SubscriberExt as _,
+    util::SubscriberInitExt as _,
 };
 
 use crate::config::{LogConfig, LogFormat};
@@ -43,11 +46,30 @@ pub fn init_logging(config: &LogConfig) {
     }
 }
 
+/// The crates of matrix-rust-sdk the bridge links for encryption. They log every key upload,
+/// session and room key at info and debug (identifiers, never secrets, but one line per
+/// message at debug): capped at `warn` unless the filter names them.
+const QUIET_TARGETS: &[&str] = &[
+    "matrix_sdk_crypto",
+    "matrix_sdk_sqlite",
+    "matrix_sdk_common",
+    "matrix_sdk_base",
+];
+
 /// Parses a log filter: comma-separated `target=level` directives and a bare default level.
 pub fn parse_filter(text: &str) -> Result<Targets, String> {
-    text.parse::<Targets>().map_err(|e| {
+    let mut targets = text.parse::<Targets>().map_err(|e| {
         format!("{e} in {text:?}: use comma-separated `level` or `target=level`, e.g. `info,st2_matrix=debug`")
-    })
+    })?;
+    let quiet = targets
+        .default_level()
+        .map_or(LevelFilter::WARN, |level| level.min(LevelFilter::WARN));
+    for target in QUIET_TARGETS {
+        if !text.contains(target) {
+            targets = targets.with_target(*target, quiet);
+        }
+    }
+    Ok(targets)
 }
 
 /// The configured filter; `Config::validate` has already checked it parses.
@@ -77,4 +99,22 @@ pub fn metrics() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::Level;
+
+    #[test]
+    fn the_encryption_crates_log_warnings_only_unless_named() {
+        let info = parse_filter("info").unwrap();
+        assert!(info.would_enable("st2_matrix", &Level::INFO));
+        assert!(!info.would_enable("matrix_sdk_crypto::machine", &Level::INFO));
+        assert!(info.would_enable("matrix_sdk_crypto", &Level::WARN));
+        let error = parse_filter("error").unwrap();
+        assert!(!error.would_enable("matrix_sdk_crypto", &Level::WARN));
+        let named = parse_filter("info,matrix_sdk_crypto=debug").unwrap();
+        assert!(named.would_enable("matrix_sdk_crypto", &Level::DEBUG));
+    }
 }

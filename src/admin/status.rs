@@ -92,6 +92,7 @@ pub async fn status(bridge: &Bridge) -> Result<Reply, CommandError> {
         }
         _ => lines.push("- StackStorm: not configured".into()),
     }
+    lines.push(encryption_line(bridge));
     let outbox = store::outbox::stats(&bridge.store).await?;
     let warn = if outbox.failed > 0 { "⚠️ " } else { "" };
     lines.push(format!(
@@ -125,6 +126,37 @@ pub async fn status(bridge: &Bridge) -> Result<Reply, CommandError> {
         ));
     }
     Ok(Reply::Markdown(lines.join("\n")))
+}
+
+/// The bot device's state, or why the bot cannot read encrypted rooms.
+fn encryption_line(bridge: &Bridge) -> String {
+    let Some(e2ee) = &bridge.e2ee else {
+        return "- Encryption: off ([encryption] enabled = false): encrypted rooms are told the bot cannot read them".into();
+    };
+    let status = e2ee.status();
+    let cross = if status.cross_signed {
+        "cross-signed"
+    } else {
+        "⚠️ not cross-signed (Element shows it as not verified by its owner)"
+    };
+    let extensions = match status.extensions_seen {
+        Some(true) => String::new(),
+        Some(false) => {
+            ", ⚠️ transactions carry no MSC3202 fields (see the homeserver's experimental_features)"
+                .into()
+        }
+        None => String::new(),
+    };
+    let warn = |n: u64| if n > 0 { "⚠️ " } else { "" };
+    format!(
+        "- Encryption: device `{}`, {cross}, {} tracked users, {}{} undecryptable events, {}{} errors{extensions}",
+        status.device_id,
+        status.tracked_users,
+        warn(status.undecryptable),
+        status.undecryptable,
+        warn(status.errors),
+        status.errors,
+    )
 }
 
 #[cfg(test)]

@@ -40,6 +40,19 @@ pub async fn push(
 ) -> Result<Response, ApiError> {
     let request = parse(&txn_id, &body)?;
     metrics::counter!("st2_matrix_transactions_total").increment(1);
+    if let Some(e2ee) = &bridge.e2ee {
+        // Before anything is acknowledged: a room key in a to-device event is delivered once,
+        // and the crypto store has it when this returns. A failure answers 500, so the
+        // homeserver sends the transaction again.
+        e2ee.receive(&request).await.map_err(|e| {
+            ApiError::Internal(
+                anyhow::Error::new(e).context("handing the transaction's keys to the bot's device"),
+            )
+        })?;
+        if let Some(warning) = e2ee.extension_warning() {
+            warn_about_extensions(&bridge, warning);
+        }
+    }
 
     let mut digest = Sha256::new();
     let mut work: Vec<(String, String, Kind, String)> = Vec::new();
@@ -57,6 +70,9 @@ pub async fn push(
         };
         digest.update(event.event_id().as_bytes());
         digest.update(b"\n");
+        if let Some(e2ee) = &bridge.e2ee {
+            e2ee.observe(&event);
+        }
         let kind = dispatch::classify(&bridge, &event);
         metrics::counter!("st2_matrix_events_total", "kind" => kind.map_or("ignored", Kind::as_str)).increment(1);
         if let Some(kind) = kind {
@@ -102,6 +118,31 @@ pub async fn push(
         }
     }
     Ok(ruma_response(push_events::v1::Response::new()))
+}
+
+/// Logs that transactions lack the MSC3202 fields encryption needs, and says so in the admin
+/// room (queued by a task of its own: the transaction's answer does not wait for it).
+fn warn_about_extensions(bridge: &Arc<Bridge>, warning: String) {
+    tracing::warn!(
+        "transactions carry no MSC3202 device lists or one-time-key counts: encrypted rooms \
+         cannot be read; enable Synapse's experimental_features msc2409_to_device_messages_enabled \
+         and msc3202_transaction_extensions, and put receive_ephemeral: true and \
+         org.matrix.msc3202: true in the registration"
+    );
+    let admin_room = bridge
+        .admin_room
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    if let Some(room) = admin_room {
+        let bridge = bridge.clone();
+        tokio::spawn(async move {
+            let notice = crate::matrix::render::notice_markdown(&warning);
+            if let Err(e) = bridge.outbox.send(&room, &notice).await {
+                tracing::error!(error.message = %e, "could not queue the encryption warning for the admin room");
+            }
+        });
+    }
 }
 
 /// Parses the body with ruma, telling "not JSON" from "JSON of the wrong shape".

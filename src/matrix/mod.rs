@@ -14,7 +14,7 @@ use std::{
 };
 
 use ruma::{
-    OwnedEventId, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId,
+    DeviceId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId,
     api::{
         AppserviceUserIdentity, IncomingResponse, OutgoingRequest, OutgoingRequestAppserviceExt,
         SupportedVersions,
@@ -23,8 +23,11 @@ use ruma::{
             account::{register, whoami},
             alias::get_alias,
             appservice::request_ping,
+            device::update_device,
             discovery::get_supported_versions,
-            membership::{join_room_by_id, join_room_by_id_or_alias, leave_room},
+            membership::{
+                get_member_events, join_room_by_id, join_room_by_id_or_alias, leave_room,
+            },
             message::send_message_event,
             profile::set_display_name,
             room::create_room,
@@ -34,7 +37,7 @@ use ruma::{
         error::{ErrorKind, FromHttpResponseError, LimitExceededErrorData, RetryAfter},
         path_builder::PathBuilder,
     },
-    events::{AnyMessageLikeEventContent, StateEventType},
+    events::{AnyMessageLikeEventContent, StateEventType, room::member::MembershipState},
     serde::Raw,
 };
 
@@ -64,6 +67,9 @@ pub enum Error {
     /// The request could not be built (a bug, or an id the homeserver API cannot carry).
     #[error("cannot build the request: {0}")]
     Request(String),
+    /// A message for an encrypted room could not be encrypted (never sent in the clear).
+    #[error("cannot encrypt the message: {0}")]
+    Encryption(String),
 }
 
 impl Error {
@@ -74,7 +80,7 @@ impl Error {
             Error::Api { status, .. } => {
                 *status == http::StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
             }
-            Error::Response(_) | Error::Request(_) => false,
+            Error::Response(_) | Error::Request(_) | Error::Encryption(_) => false,
         }
     }
 
@@ -214,12 +220,20 @@ impl MatrixClient {
         self.send(request, None).await.map(drop)
     }
 
-    /// Opens a direct chat with `user` (private, `is_direct`, the person invited) and returns it.
-    pub async fn create_direct_chat(&self, user: &UserId) -> Result<OwnedRoomId, Error> {
+    /// Opens a direct chat with `user` (private, `is_direct`, the person invited, end-to-end
+    /// encrypted when `encrypted`) and returns it.
+    pub async fn create_direct_chat(
+        &self,
+        user: &UserId,
+        encrypted: bool,
+    ) -> Result<OwnedRoomId, Error> {
         let mut request = create_room::v3::Request::new();
         request.invite = vec![user.to_owned()];
         request.is_direct = true;
         request.preset = Some(create_room::v3::RoomPreset::TrustedPrivateChat);
+        if encrypted {
+            request.initial_state = vec![encryption_state()];
+        }
         Ok(self.send(request, None).await?.room_id)
     }
 
@@ -243,16 +257,21 @@ impl MatrixClient {
             .collect())
     }
 
-    /// Creates a private room, invites `users`, and names it.
+    /// Creates a private room, invites `users`, and names it; end-to-end encrypted when
+    /// `encrypted`.
     pub async fn create_private_room(
         &self,
         name: &str,
         users: &[OwnedUserId],
+        encrypted: bool,
     ) -> Result<OwnedRoomId, Error> {
         let mut request = create_room::v3::Request::new();
         request.invite = users.to_vec();
         request.name = Some(name.to_owned());
         request.preset = Some(create_room::v3::RoomPreset::PrivateChat);
+        if encrypted {
+            request.initial_state = vec![encryption_state()];
+        }
         Ok(self.send(request, None).await?.room_id)
     }
 
@@ -301,6 +320,74 @@ impl MatrixClient {
         Ok(self.send(request, None).await?.event_id)
     }
 
+    /// Sends `request` as the bot's own `device` (the homeserver's device masquerading with the
+    /// as_token: `?user_id=<bot>&device_id=<device>`). The end-to-end encryption requests
+    /// (keys, to-device messages, cross-signing) must come from the device they are about.
+    pub(crate) async fn send_as_device<R>(
+        &self,
+        request: R,
+        device: &DeviceId,
+    ) -> Result<R::IncomingResponse, Error>
+    where
+        R: OutgoingRequest,
+        R::EndpointError: ErrorDetails,
+        for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
+        for<'a> R::PathBuilder: PathBuilder<Input<'a> = Cow<'a, SupportedVersions>>,
+    {
+        let mut identity = AppserviceUserIdentity::new(&self.inner.bot);
+        identity.device_id = Some(device);
+        let http_request = self.build_with(request, identity)?;
+        self.execute(http_request).await
+    }
+
+    /// Creates the bot's `device` if it does not exist (MSC4190: `PUT /devices/{id}` as the
+    /// appservice creates it) and sets its display name.
+    pub async fn ensure_device(&self, device: &DeviceId, display_name: &str) -> Result<(), Error> {
+        let mut request = update_device::v3::Request::new(device.to_owned());
+        request.display_name = Some(display_name.to_owned());
+        // As the bot without a device: masquerading as a device that does not exist yet is
+        // refused (M_UNKNOWN_DEVICE).
+        self.send(request, None).await.map(drop)
+    }
+
+    /// The users who are joined to or invited into `room`: whom its room keys are for.
+    pub async fn room_members(&self, room: &RoomId) -> Result<Vec<OwnedUserId>, Error> {
+        let response = self
+            .send(get_member_events::v3::Request::new(room.to_owned()), None)
+            .await?;
+        Ok(response
+            .chunk
+            .iter()
+            .filter_map(|raw| raw.deserialize().ok())
+            .filter_map(|event| match event {
+                ruma::events::room::member::RoomMemberEvent::Original(member)
+                    if matches!(
+                        member.content.membership,
+                        MembershipState::Join | MembershipState::Invite
+                    ) =>
+                {
+                    Some(member.state_key)
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The content of `room`'s state event of `event_type` (empty state key), if it has one.
+    pub async fn state_content(
+        &self,
+        room: &RoomId,
+        event_type: StateEventType,
+    ) -> Result<Option<Box<serde_json::value::RawValue>>, Error> {
+        let request =
+            get_state_event_for_key::v3::Request::new(room.to_owned(), event_type, String::new());
+        match self.send(request, None).await {
+            Ok(response) => Ok(Some(response.event_or_content)),
+            Err(e) if e.errcode() == Some("M_NOT_FOUND") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Sends any client-server request that uses version-dependent paths, as the bot or (with
     /// `user`) as a user of the bridge's namespace.
     async fn send<R>(&self, request: R, user: Option<&UserId>) -> Result<R::IncomingResponse, Error>
@@ -330,13 +417,26 @@ impl MatrixClient {
         for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
         for<'a> R::PathBuilder: PathBuilder<Input<'a> = Cow<'a, SupportedVersions>>,
     {
+        let identity = user.map(AppserviceUserIdentity::new).unwrap_or_default();
+        self.build_with(request, identity)
+    }
+
+    fn build_with<R>(
+        &self,
+        request: R,
+        identity: AppserviceUserIdentity<'_>,
+    ) -> Result<http::Request<Vec<u8>>, Error>
+    where
+        R: OutgoingRequest,
+        for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
+        for<'a> R::PathBuilder: PathBuilder<Input<'a> = Cow<'a, SupportedVersions>>,
+    {
         let versions = self
             .inner
             .versions
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let identity = user.map(AppserviceUserIdentity::new).unwrap_or_default();
         request
             .try_into_http_request_with_identity(
                 &self.inner.base,
@@ -394,8 +494,16 @@ impl MatrixClient {
     }
 }
 
+/// The `m.room.encryption` state a room is created with: Megolm, the recommended rotation.
+fn encryption_state() -> Raw<ruma::events::AnyInitialStateEvent> {
+    ruma::events::InitialStateEvent::with_empty_state_key(
+        ruma::events::room::encryption::RoomEncryptionEventContent::with_recommended_defaults(),
+    )
+    .to_raw_any()
+}
+
 /// Error code, message and retry hint of a homeserver error body.
-trait ErrorDetails {
+pub(crate) trait ErrorDetails {
     fn details(&self) -> (String, String, Option<Duration>);
 }
 

@@ -10,6 +10,10 @@
 //!   jitter, or after exactly the `Retry-After` the homeserver asked for. Permanent failures,
 //!   and messages still undelivered after `give_up_after`, are marked failed and logged: never
 //!   dropped silently.
+//! - Messages for end-to-end encrypted rooms are encrypted at send time by a [`RoomEncryptor`]
+//!   (rows stay plaintext content with their event type): a retry encrypts again under the
+//!   same transaction id, which the homeserver deduplicates like any re-send. A message for an
+//!   encrypted room that cannot be encrypted is retried or failed, never sent in the clear.
 
 use std::{
     collections::HashMap,
@@ -18,9 +22,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures_util::StreamExt as _;
+use futures_util::{StreamExt as _, future::BoxFuture};
 use rand::{Rng as _, RngCore as _};
-use ruma::{OwnedRoomId, RoomId, events::room::message::RoomMessageEventContent, serde::Raw};
+use ruma::{
+    OwnedRoomId, RoomId,
+    events::{AnyMessageLikeEventContent, room::message::RoomMessageEventContent},
+    serde::Raw,
+};
 use sqlx::SqliteConnection;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -213,6 +221,19 @@ async fn write_batch(store: &Store, batch: &[ResultJob]) -> Result<Vec<bool>, sq
     Ok(queued)
 }
 
+/// Encrypts a message for its room just before it is sent. Implemented by the bot's device
+/// ([`crate::e2ee`]); the outbox only knows it may get an encrypted content back.
+pub trait RoomEncryptor: Send + Sync {
+    /// `Some(content of an m.room.encrypted)` when `room` is encrypted, `None` when it is not.
+    /// A transient error ([`super::Error::is_transient`]) is retried like a failed send.
+    fn encrypt<'a>(
+        &'a self,
+        room: &'a RoomId,
+        event_type: &'a str,
+        content: &'a Raw<AnyMessageLikeEventContent>,
+    ) -> BoxFuture<'a, Result<Option<Raw<AnyMessageLikeEventContent>>, super::Error>>;
+}
+
 /// Retry policy of the sender.
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {
@@ -235,11 +256,21 @@ enum Attempt {
 }
 
 /// Drains the outbox into the homeserver.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Sender {
     outbox: Outbox,
     client: MatrixClient,
     policy: Policy,
+    encryptor: Option<Arc<dyn RoomEncryptor>>,
+}
+
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender")
+            .field("policy", &self.policy)
+            .field("encrypts", &self.encryptor.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Sender {
@@ -249,7 +280,14 @@ impl Sender {
             outbox,
             client,
             policy,
+            encryptor: None,
         }
+    }
+
+    /// Encrypts messages for encrypted rooms with `encryptor` before sending them.
+    pub fn with_encryption(mut self, encryptor: Arc<dyn RoomEncryptor>) -> Self {
+        self.encryptor = Some(encryptor);
+        self
     }
 
     /// Sends until `stop` is cancelled, then drains for at most `shutdown_drain`.
@@ -359,10 +397,19 @@ impl Sender {
             Err(e) => return self.fail(&row, &format!("invalid content: {e}")).await,
         };
         let started = Instant::now();
-        let result = self
-            .client
-            .send_message(room, &row.event_type, &row.txn_id, content)
-            .await;
+        let result = match self.encrypted(&room, &row.event_type, content).await {
+            Ok((event_type, content)) => {
+                self.client
+                    .send_message(
+                        room,
+                        event_type.unwrap_or(&row.event_type),
+                        &row.txn_id,
+                        content,
+                    )
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         metrics::histogram!("st2_matrix_send_duration_seconds")
             .record(started.elapsed().as_secs_f64());
         match result {
@@ -400,6 +447,23 @@ impl Sender {
                 }
             }
         }
+    }
+
+    /// `content` as it goes on the wire: encrypted (with its new event type) for an encrypted
+    /// room, unchanged otherwise.
+    async fn encrypted(
+        &self,
+        room: &RoomId,
+        event_type: &str,
+        content: Raw<AnyMessageLikeEventContent>,
+    ) -> Result<(Option<&'static str>, Raw<AnyMessageLikeEventContent>), super::Error> {
+        let Some(encryptor) = &self.encryptor else {
+            return Ok((None, content));
+        };
+        Ok(match encryptor.encrypt(room, event_type, &content).await? {
+            Some(encrypted) => (Some("m.room.encrypted"), encrypted),
+            None => (None, content),
+        })
     }
 
     async fn fail(&self, row: &Row, why: &str) -> Result<Attempt, sqlx::Error> {

@@ -332,9 +332,16 @@ pub async fn direct_chat(bridge: &Bridge, user: &UserId) -> Result<OwnedRoomId, 
     {
         return Ok(room);
     }
-    let room = bridge.matrix.create_direct_chat(user).await?;
+    let room = bridge
+        .matrix
+        .create_direct_chat(user, bridge.e2ee.is_some())
+        .await?;
     dms::put(&bridge.store, user.as_str(), room.as_str()).await?;
     rooms::joined(&bridge.store, room.as_str(), Some(user.as_str()), true).await?;
+    if let Some(e2ee) = &bridge.e2ee {
+        rooms::set_encrypted(&bridge.store, room.as_str()).await?;
+        e2ee.mark_encrypted(&room);
+    }
     bridge.mark_direct(&room);
     tracing::info!(user = %user, room_id = %room, "opened a direct chat");
     Ok(room)

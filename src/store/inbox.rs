@@ -72,6 +72,8 @@ pub struct Row {
     pub event: String,
     /// True when a previous run marked it started and did not finish it.
     pub interrupted: bool,
+    /// When the transaction that carried it was stored (unix ms).
+    pub received_at: i64,
 }
 
 #[derive(FromRow)]
@@ -82,6 +84,7 @@ struct RawRow {
     kind: String,
     event: String,
     state: String,
+    received_at: i64,
 }
 
 /// Up to `limit` rooms that have unfinished inbox events.
@@ -95,7 +98,7 @@ pub async fn open_rooms(store: &Store, limit: i64) -> Result<Vec<String>, sqlx::
 /// The oldest unfinished event of `room_id`.
 pub async fn next_for_room(store: &Store, room_id: &str) -> Result<Option<Row>, sqlx::Error> {
     let raw: Option<RawRow> = sqlx::query_as(
-        "SELECT seq, event_id, room_id, kind, event, state FROM inbox \
+        "SELECT seq, event_id, room_id, kind, event, state, received_at FROM inbox \
          WHERE room_id = ? AND state != 'done' ORDER BY seq LIMIT 1",
     )
     .bind(room_id)
@@ -115,6 +118,7 @@ pub async fn next_for_room(store: &Store, room_id: &str) -> Result<Option<Row>, 
         kind,
         event: raw.event,
         interrupted: raw.state == "started",
+        received_at: raw.received_at,
     }))
 }
 

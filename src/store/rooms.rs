@@ -87,6 +87,26 @@ pub async fn claim_encryption_notice(
     Ok(claimed == 1)
 }
 
+/// Records that `room_id` is end-to-end encrypted (known or not before).
+pub async fn set_encrypted(store: &Store, room_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO rooms (room_id, joined_at, encrypted) VALUES (?, ?, 1) \
+         ON CONFLICT (room_id) DO UPDATE SET encrypted = 1",
+    )
+    .bind(room_id)
+    .bind(now_ms())
+    .execute(store.pool())
+    .await
+    .map(drop)
+}
+
+/// Ids of the rooms known to be encrypted.
+pub async fn encrypted_ids(store: &Store) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT room_id FROM rooms WHERE encrypted = 1")
+        .fetch_all(store.pool())
+        .await
+}
+
 /// Ids of the direct chats.
 pub async fn direct_ids(store: &Store) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar("SELECT room_id FROM rooms WHERE direct = 1")
@@ -138,5 +158,18 @@ mod tests {
         drop(conn);
         assert!(get(&store, "!r").await.unwrap().unwrap().encrypted);
         assert_eq!(encryption_noticed_ids(&store).await.unwrap(), ["!r"]);
+    }
+
+    #[tokio::test]
+    async fn a_room_marked_encrypted_stays_encrypted() {
+        let store = Store::in_memory().await.unwrap();
+        joined(&store, "!r", None, false).await.unwrap();
+        joined(&store, "!s", None, false).await.unwrap();
+        set_encrypted(&store, "!r").await.unwrap();
+        set_encrypted(&store, "!new").await.unwrap();
+        joined(&store, "!r", None, false).await.unwrap();
+        let mut ids = encrypted_ids(&store).await.unwrap();
+        ids.sort();
+        assert_eq!(ids, ["!new", "!r"]);
     }
 }

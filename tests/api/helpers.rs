@@ -269,7 +269,7 @@ async fn prepare(
     std::fs::write(dir.join("extra.toml"), extra).unwrap();
     let config = Config::load(&dir.join("config.toml")).unwrap();
     let registration = registration::generate(&config);
-    registration::write(&registration, &dir.join("registration.yaml"), false).unwrap();
+    registration::write(&registration, &dir.join("registration.yaml"), false, true).unwrap();
     (config, registration, listener)
 }
 
@@ -283,7 +283,7 @@ async fn prepare_existing(dir: &Path) -> (Config, (), tokio::net::TcpListener) {
     let path = dir.join("registration.yaml");
     let mut registration = registration::load(&path).unwrap();
     registration.url = Some(format!("http://{bind}"));
-    registration::write(&registration, &path, true).unwrap();
+    registration::write(&registration, &path, true, true).unwrap();
     (config, (), listener)
 }
 
