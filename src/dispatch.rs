@@ -32,6 +32,12 @@ use crate::{
 /// Attempts at an event whose handling keeps failing transiently before it is given up.
 const MAX_ATTEMPTS: u32 = 6;
 
+/// Rooms worked on at once. Beyond it, rooms wait for a free slot (in the order the database
+/// lists them): a burst over thousands of rooms must not become thousands of tasks each
+/// holding a database connection and a StackStorm request. Generous, because a room whose
+/// encrypted message waits for its room key holds its slot for up to `[encryption] key_wait`.
+const MAX_ACTIVE_ROOMS: usize = 128;
+
 /// What classification needs to know about rooms, from memory (never the network).
 pub trait RoomFacts {
     /// The room already got the encryption notice (its encrypted events need nothing more).
@@ -145,6 +151,10 @@ pub async fn run_inbox(bridge: Arc<Bridge>, stop: CancellationToken) {
         match inbox::open_rooms(&bridge.store, 10_000).await {
             Ok(rooms) => {
                 for room in rooms {
+                    if active.len() >= MAX_ACTIVE_ROOMS {
+                        // The next finished room wakes the loop, which asks again.
+                        break;
+                    }
                     if active.insert(room.clone()) {
                         let (bridge, stop, done) = (bridge.clone(), stop.clone(), done_tx.clone());
                         tracker.spawn(async move {

@@ -30,6 +30,7 @@ use std::{
 };
 
 use futures_util::future::BoxFuture;
+use matrix_sdk_common::deserialized_responses::UnableToDecryptReason;
 use matrix_sdk_crypto::{
     CollectStrategy, CryptoStoreError, DecryptionSettings, EncryptionSettings,
     EncryptionSyncChanges, OlmMachine, RoomEventDecryptionResult, TrustRequirement,
@@ -171,12 +172,7 @@ struct Inner {
     /// Bumped whenever room keys arrive, to wake events waiting for theirs.
     keys: watch::Sender<u64>,
     /// The last one-time-key counts fed to the machine: unchanged counts are not fed again.
-    last_counts: Mutex<
-        Option<(
-            BTreeMap<OneTimeKeyAlgorithm, UInt>,
-            Option<Vec<OneTimeKeyAlgorithm>>,
-        )>,
-    >,
+    last_counts: Mutex<Option<KeyCounts>>,
     /// Undecryptable (room, sender, session) already told about: one notice per session.
     told: Mutex<HashSet<(OwnedRoomId, OwnedUserId, String)>>,
     cross_signed: AtomicBool,
@@ -186,7 +182,20 @@ struct Inner {
     undecryptable: AtomicU64,
     errors: AtomicU64,
     warned_extensions: AtomicBool,
+    /// Bumped whenever devices may have changed (device lists in a transaction, key queries
+    /// answered): shares made before must be checked again.
+    devices: AtomicU64,
 }
+
+/// One-time-key counts and unused fallback key types, as a transaction reports them.
+type KeyCounts = (
+    BTreeMap<OneTimeKeyAlgorithm, UInt>,
+    Option<Vec<OneTimeKeyAlgorithm>>,
+);
+
+/// How long a room key share is trusted without checking again that every member's device has
+/// the key (new devices of known users come through device-list changes, which force a check).
+const SHARE_CHECK_EVERY: Duration = Duration::from_secs(600);
 
 /// Which rooms are encrypted, and what encrypting for them needs.
 #[derive(Default)]
@@ -203,6 +212,30 @@ struct RoomState {
     history_visibility: Option<HistoryVisibility>,
     /// Joined and invited users; `None` until fetched from the homeserver.
     members: Option<BTreeSet<OwnedUserId>>,
+    /// The last complete share of the room key: while members and devices are unchanged, the
+    /// next message needs no share (checking 50 members' devices costs ~5 ms of store reads).
+    shared: Option<Shared>,
+}
+
+/// A room key share that reached every member's devices.
+struct Shared {
+    /// The device generation ([`Inner::devices`]) it was made at.
+    devices: u64,
+    at: std::time::Instant,
+    /// Messages encrypted since; the session rotates at `limit`.
+    messages: u64,
+    limit: u64,
+}
+
+impl Shared {
+    /// Whether the next message can be encrypted without sharing again: nothing changed, and
+    /// the session is well within its rotation (matrix-sdk-crypto refuses to encrypt with an
+    /// expired session, so rotation must go through a share).
+    fn still_good(&self, devices: u64) -> bool {
+        self.devices == devices
+            && self.at.elapsed() < SHARE_CHECK_EVERY
+            && self.messages + 1 < self.limit
+    }
 }
 
 /// The target of a to-device event as Synapse adds it to appservice transactions.
@@ -294,6 +327,7 @@ impl Encryption {
                 undecryptable: AtomicU64::new(0),
                 errors: AtomicU64::new(0),
                 warned_extensions: AtomicBool::new(false),
+                devices: AtomicU64::new(0),
             }),
         };
         encryption
@@ -452,6 +486,9 @@ impl Encryption {
         inner
             .to_device_received
             .fetch_add(to_device.len() as u64, Ordering::Relaxed);
+        if !request.device_lists.is_empty() {
+            inner.devices.fetch_add(1, Ordering::Relaxed);
+        }
         let mut changed = DeviceLists::new();
         changed.changed = request.device_lists.changed.clone();
         changed.left = request.device_lists.left.clone();
@@ -527,9 +564,13 @@ impl Encryption {
             AnyStateEvent::RoomHistoryVisibility(StateEvent::Original(e)) => {
                 if let Some(room) = rooms.encrypted.get_mut(&e.room_id) {
                     room.history_visibility = Some(e.content.history_visibility.clone());
+                    room.shared = None;
                 }
             }
             AnyStateEvent::RoomMember(StateEvent::Original(e)) => {
+                if let Some(room) = rooms.encrypted.get_mut(&e.room_id) {
+                    room.shared = None;
+                }
                 if let Some(members) = rooms
                     .encrypted
                     .get_mut(&e.room_id)
@@ -631,7 +672,7 @@ impl Encryption {
                 } else {
                     Ok(Decrypted::Failed {
                         session_id: info.session_id,
-                        reason: format!("{:?}", info.reason),
+                        reason: describe(&info.reason),
                     })
                 }
             }
@@ -693,6 +734,50 @@ impl Encryption {
         content: &Raw<AnyMessageLikeEventContent>,
     ) -> Result<Raw<AnyMessageLikeEventContent>, Error> {
         let inner = &self.inner;
+        let devices = inner.devices.load(Ordering::Relaxed);
+        let fresh = lock(&inner.rooms)
+            .encrypted
+            .get(room)
+            .and_then(|state| state.shared.as_ref())
+            .is_some_and(|shared| shared.still_good(devices));
+        if !fresh {
+            self.share(room, devices).await?;
+        }
+        // matrix-sdk-crypto panics rather than encrypt with a session that expired or was
+        // never shared; the bookkeeping above keeps that from happening, and should it ever
+        // be wrong, the message is shared for afresh instead of the outbox task dying.
+        let attempt = std::panic::AssertUnwindSafe(
+            inner
+                .machine
+                .encrypt_room_event_raw(room, event_type, content),
+        );
+        let encrypted = match futures_util::FutureExt::catch_unwind(attempt).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::error!(room_id = %room, "the room key was not ready to encrypt with; sharing it again");
+                self.share(room, devices).await?;
+                inner
+                    .machine
+                    .encrypt_room_event_raw(room, event_type, content)
+                    .await
+            }
+        }
+        .map_err(|e| Error::Olm(e.to_string()))?;
+        if let Some(shared) = lock(&inner.rooms)
+            .encrypted
+            .get_mut(room)
+            .and_then(|state| state.shared.as_mut())
+        {
+            shared.messages += 1;
+        }
+        Ok(encrypted.content.cast_unchecked())
+    }
+
+    /// Makes sure every device of every member of `room` has its room key (a new one when
+    /// the old one must rotate): tracks new members, queries their devices, opens missing Olm
+    /// sessions, sends the key. Records the share, made at device generation `devices`.
+    async fn share(&self, room: &RoomId, devices: u64) -> Result<(), Error> {
+        let inner = &self.inner;
         let (members, settings) = self.room_facts(room).await?;
         let new_users: Vec<OwnedUserId> = {
             let tracked = lock(&inner.tracked);
@@ -710,45 +795,50 @@ impl Encryption {
             lock(&inner.tracked).extend(new_users);
             self.record_gauges();
         }
+        let limit = settings.rotation_period_msgs.clamp(1, 10_000);
+        let _share = inner.share.lock().await;
+        // Key queries for newly tracked or changed users, so their devices are known.
+        self.flush().await?;
+        if let Some((id, claim)) = inner
+            .machine
+            .get_missing_sessions(members.iter().map(std::ops::Deref::deref))
+            .await?
         {
-            let _share = inner.share.lock().await;
-            // Key queries for newly tracked or changed users, so their devices are known.
-            self.flush().await?;
-            if let Some((id, claim)) = inner
-                .machine
-                .get_missing_sessions(members.iter().map(std::ops::Deref::deref))
-                .await?
-            {
-                let response = inner.client.send_as_device(claim, &inner.device).await?;
-                self.mark_sent(&id, &response).await?;
-            }
-            let shares = inner
-                .machine
-                .share_room_key(room, members.iter().map(std::ops::Deref::deref), settings)
-                .await
-                .map_err(|e| Error::Olm(e.to_string()))?;
-            for share in shares {
-                let request = send_event_to_device::v3::Request::new_raw(
-                    share.event_type.clone(),
-                    share.txn_id.clone(),
-                    share.messages.clone(),
-                );
-                match inner.client.send_as_device(request, &inner.device).await {
-                    Ok(response) => self.mark_sent(&share.txn_id, &response).await?,
-                    Err(e) => {
-                        // Devices that did not get the key must not be taken as having it.
-                        let _ = inner.machine.discard_room_key(room).await;
-                        return Err(e.into());
+            let response = inner.client.send_as_device(claim, &inner.device).await?;
+            self.mark_sent(&id, &response).await?;
+        }
+        let shares = inner
+            .machine
+            .share_room_key(room, members.iter().map(std::ops::Deref::deref), settings)
+            .await
+            .map_err(|e| Error::Olm(e.to_string()))?;
+        for share in shares {
+            let request = send_event_to_device::v3::Request::new_raw(
+                share.event_type.clone(),
+                share.txn_id.clone(),
+                share.messages.clone(),
+            );
+            match inner.client.send_as_device(request, &inner.device).await {
+                Ok(response) => self.mark_sent(&share.txn_id, &response).await?,
+                Err(e) => {
+                    // Devices that did not get the key must not be taken as having it.
+                    let _ = inner.machine.discard_room_key(room).await;
+                    if let Some(state) = lock(&inner.rooms).encrypted.get_mut(room) {
+                        state.shared = None;
                     }
+                    return Err(e.into());
                 }
             }
         }
-        let encrypted = inner
-            .machine
-            .encrypt_room_event_raw(room, event_type, content)
-            .await
-            .map_err(|e| Error::Olm(e.to_string()))?;
-        Ok(encrypted.content.cast_unchecked())
+        if let Some(state) = lock(&inner.rooms).encrypted.get_mut(room) {
+            state.shared = Some(Shared {
+                devices,
+                at: std::time::Instant::now(),
+                messages: 0,
+                limit,
+            });
+        }
+        Ok(())
     }
 
     /// The members of `room` (fetched once) and the settings its room key is made with.
@@ -959,6 +1049,31 @@ impl RoomEncryptor for Encryption {
     }
 }
 
+/// Why an event cannot be decrypted, in words its sender can act on.
+fn describe(reason: &UnableToDecryptReason) -> String {
+    match reason {
+        UnableToDecryptReason::MissingMegolmSession {
+            withheld_code: Some(code),
+        } => format!("the sending device withheld its key from me: {code}"),
+        UnableToDecryptReason::MissingMegolmSession {
+            withheld_code: None,
+        } => "its room key did not arrive".into(),
+        UnableToDecryptReason::UnknownMegolmMessageIndex => {
+            "the room key I have does not reach back to it".into()
+        }
+        UnableToDecryptReason::MalformedEncryptedEvent
+        | UnableToDecryptReason::PayloadDeserializationFailure => "it is malformed".into(),
+        UnableToDecryptReason::MegolmDecryptionFailure => {
+            "it does not decrypt with its room key".into()
+        }
+        UnableToDecryptReason::MismatchedIdentityKeys => {
+            "its room key came from a device that does not match its sender".into()
+        }
+        UnableToDecryptReason::SenderIdentityNotTrusted(_) => "its sender is not trusted".into(),
+        _ => "of an unknown decryption error".into(),
+    }
+}
+
 /// Decrypt from any device: people's devices are rarely cross-signed for the bot to check.
 fn decryption_settings() -> DecryptionSettings {
     DecryptionSettings {
@@ -983,6 +1098,45 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decryption_failures_are_told_in_words() {
+        assert_eq!(
+            describe(&UnableToDecryptReason::MissingMegolmSession {
+                withheld_code: None
+            }),
+            "its room key did not arrive"
+        );
+        let withheld = describe(&UnableToDecryptReason::MissingMegolmSession {
+            withheld_code: Some(
+                matrix_sdk_common::deserialized_responses::WithheldCode::Unverified,
+            ),
+        });
+        assert!(
+            withheld.contains("withheld") && withheld.contains("unverified devices"),
+            "{withheld}"
+        );
+    }
+
+    #[test]
+    fn a_share_is_reused_until_devices_change_or_the_session_nears_rotation() {
+        let shared = Shared {
+            devices: 3,
+            at: std::time::Instant::now(),
+            messages: 0,
+            limit: 100,
+        };
+        assert!(shared.still_good(3));
+        assert!(!shared.still_good(4), "devices changed");
+        let near_rotation = Shared {
+            messages: 99,
+            ..shared
+        };
+        assert!(
+            !near_rotation.still_good(3),
+            "the next message would expire it"
+        );
+    }
 
     #[test]
     fn device_ids_look_like_client_device_ids() {

@@ -106,6 +106,19 @@ pub enum Command {
 }
 
 impl Command {
+    /// The command's name, for logs (never its arguments).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Ping => "ping",
+            Command::Help(_) => "help",
+            Command::Empty => "empty",
+            Command::Login => "login",
+            Command::Logout => "logout",
+            Command::Whoami => "whoami",
+            Command::Run(_) => "run",
+        }
+    }
+
     /// Parses the command text (what [`Addressing::command`] returned).
     pub fn parse(text: &str) -> Result<Command, String> {
         let text = text.trim();
@@ -209,7 +222,9 @@ pub async fn handle(
             return reply_and_finish(bridge, row, &origin, render::notice_markdown(&usage)).await;
         }
     };
-    tracing::info!(sender = %origin.sender, command = ?command, "command");
+    // The command's name only: the text of a StackStorm command (its `key=value` extras
+    // above all) can hold secrets. `run` logs the alias and the parameter names.
+    tracing::info!(sender = %origin.sender, command = command.name(), "command");
     // Permissions are checked here, once, before any handler.
     let needed = command.required_level();
     let level = if needed > Level::None {

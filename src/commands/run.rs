@@ -112,7 +112,8 @@ pub async fn run(
     };
 
     inbox::mark_started(&bridge.store, row.seq).await?;
-    tracing::info!(alias = %matched.alias_ref, sender = %origin.sender, own_identity = credential.is_some(), "starting an alias execution");
+    tracing::info!(alias = %matched.alias_ref, parameters = %parameter_names(&matched.params), sender = %origin.sender,
+        own_identity = credential.is_some(), "starting an alias execution");
     let mut attempt = st2.execute_alias(&request, credential.as_ref()).await;
     if credential.is_some() && matches!(attempt, Err(st2::Error::Unauthorized { .. })) {
         // Refused before anything ran: renew (when a password is kept) and try once more.
@@ -222,9 +223,36 @@ fn failure_text(error: &st2::Error, command: &str) -> String {
     }
 }
 
+/// The names of the parameters a command set, comma-separated, for the log: their values
+/// (and the command's text) may hold secrets, so they are never logged.
+fn parameter_names(params: &crate::alias::MatchParams) -> String {
+    let mut names: Vec<&str> = match params {
+        crate::alias::MatchParams::Single(params) => params.keys().map(String::as_str).collect(),
+        crate::alias::MatchParams::Multiple(sets) => sets
+            .iter()
+            .flat_map(|params| params.keys().map(String::as_str))
+            .collect(),
+    };
+    names.sort_unstable();
+    names.dedup();
+    names.join(",")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_parameter_names_are_logged_never_values() {
+        let params = crate::alias::MatchParams::Single(
+            [
+                ("token".to_owned(), Some("s3cret".to_owned())),
+                ("host".to_owned(), None),
+            ]
+            .into(),
+        );
+        assert_eq!(parameter_names(&params), "host,token");
+    }
 
     #[test]
     fn failures_tell_people_what_happened_to_their_command() {

@@ -87,9 +87,12 @@ struct RawRow {
     received_at: i64,
 }
 
-/// Up to `limit` rooms that have unfinished inbox events.
+/// Up to `limit` rooms that have unfinished inbox events, the one waiting longest first (so a
+/// bounded worker serves rooms in turn, none starved).
 pub async fn open_rooms(store: &Store, limit: i64) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT DISTINCT room_id FROM inbox WHERE state != 'done' LIMIT ?")
+    sqlx::query_scalar(
+        "SELECT room_id FROM inbox WHERE state != 'done' GROUP BY room_id ORDER BY MIN(seq) LIMIT ?",
+    )
         .bind(limit)
         .fetch_all(store.pool())
         .await
@@ -186,6 +189,24 @@ mod tests {
         let second = next_for_room(&store, "!a").await.unwrap().unwrap();
         assert_eq!(second.event_id, "$3");
         assert_eq!(open_count(&store).await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_room_waiting_longest_comes_first() {
+        let store = Store::in_memory().await.unwrap();
+        store_transaction(
+            &store,
+            "t",
+            &[ev("$1", "!b"), ev("$2", "!a"), ev("$3", "!b")],
+        )
+        .await
+        .unwrap();
+        assert_eq!(open_rooms(&store, 10).await.unwrap(), ["!b", "!a"]);
+        let first = next_for_room(&store, "!b").await.unwrap().unwrap();
+        finish(&mut store.pool().acquire().await.unwrap(), first.seq)
+            .await
+            .unwrap();
+        assert_eq!(open_rooms(&store, 1).await.unwrap(), ["!a"]);
     }
 
     #[tokio::test]

@@ -4,8 +4,11 @@
 //!   `st2-protocol.md` (tokens with expiry, paged aliases, alias executions, announcements).
 //! - [`homeserver`]: a homeserver double for the client-server calls the bridge makes, with
 //!   failure injection (429, 5xx, outages) and a record of every request.
+//! - [`human`]: a person's device (matrix-sdk-crypto's `OlmMachine`) that encrypts for and
+//!   decrypts from the bot's device through the homeserver double.
 //! - [`poll`]: polling assertions with a deadline, so tests never sleep for a fixed time.
 
 pub mod homeserver;
+pub mod human;
 pub mod poll;
 pub mod st2;

@@ -48,6 +48,9 @@ async fn app_with_rule(config: &'static str, rule: RuleState) -> TestApp {
         Options {
             st2: Some(St2Auth::ApiKey),
             extra_config: config,
+            // The admin room is encrypted: the admin reads it with a device of their own.
+            devices: &[ADMIN],
+            ..Default::default()
         },
         Some(st2),
     )
@@ -86,7 +89,7 @@ async fn say(app: &TestApp, room: &str, sender: &str, text: &str) -> Sent {
     )
     .await;
     poll::wait_until(WAIT, &format!("a reply to {text:?}"), || async {
-        app.hs.sent_to(room).into_iter().find(|s| {
+        app.read(room).await.into_iter().find(|s| {
             let relation = &s.content["m.relates_to"];
             relation["m.in_reply_to"]["event_id"] == id.as_str()
                 || relation["event_id"] == id.as_str()
@@ -665,6 +668,8 @@ async fn aliases_check_reviews_the_packs_rooms_use_when_not_every_pack_is_allowe
         Options {
             st2: Some(St2Auth::ApiKey),
             extra_config: "[bridge]\nadmins = [\"@admin:example.org\"]\npacks = [\"ops\"]\n",
+            devices: &[ADMIN],
+            ..Default::default()
         },
         Some(st2),
     )

@@ -7,26 +7,44 @@ use serde_json::Value;
 use st2_matrix::{config::Config, registration, startup::App};
 use st2_matrix_testkit::{
     homeserver::{HomeserverDouble, Sent},
+    human::HumanDevice,
     poll,
     st2::{St2Double, St2Options},
 };
 use tokio::sync::oneshot;
 
+/// The homeserver's server name.
 pub const SERVER: &str = "example.org";
+/// The bot (the registration's sender).
 pub const BOT: &str = "@st2bot:example.org";
+/// A room tests talk in.
 pub const ROOM: &str = "!room:example.org";
+/// A person allowed to invite the bot.
 pub const ALICE: &str = "@alice:example.org";
+/// How long a test waits for something to happen before it fails.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// The bridge running in-process, with its doubles and its directory.
 pub struct TestApp {
+    /// The homeserver double the bridge talks to.
     pub hs: HomeserverDouble,
     /// The running bridge's shared state.
     pub bridge: std::sync::Arc<st2_matrix::bridge::Bridge>,
+    /// The StackStorm double, when the test has one.
     pub st2: Option<St2Double>,
+    /// The bridge's base URL.
     pub url: String,
+    /// The token the homeserver pushes transactions with.
     pub hs_token: String,
+    /// The bridge's directory: config, registration, database, crypto store.
     pub dir: tempfile::TempDir,
+    /// A client for calling the bridge.
     pub http: reqwest::Client,
+    /// People's devices made before the bridge started ([`Options::devices`]), which read the
+    /// bot's encrypted messages for [`TestApp::wait_for_messages`] and [`TestApp::read`].
+    pub humans: Vec<HumanDevice>,
+    /// `[encryption] enabled`: transactions then carry what Synapse adds with MSC2409/MSC3202.
+    pub encryption: bool,
     /// Dropping this sender (with the `TestApp`) also stops the bridge.
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -39,6 +57,23 @@ pub struct Options {
     pub extra_config: &'static str,
     /// A StackStorm double, and how the bridge authenticates to it.
     pub st2: Option<St2Auth>,
+    /// `[encryption] enabled = false`: the bridge without a device, telling encrypted rooms it
+    /// cannot read them (encryption is on by default).
+    pub encryption_off: bool,
+    /// Users who get a device ([`HumanDevice`], device id `<LOCALPART>DEV`) before the bridge
+    /// starts, so the bot shares its room keys with them from its first message (e.g. the
+    /// admins of the admin room the bridge creates and writes to at once).
+    pub devices: &'static [&'static str],
+}
+
+/// The device id [`Options::devices`] gives `user`: `@alice:x` → `ALICEDEV`.
+pub fn device_id_of(user: &str) -> String {
+    let localpart = user
+        .trim_start_matches('@')
+        .split(':')
+        .next()
+        .unwrap_or_default();
+    format!("{}DEV", localpart.to_uppercase())
 }
 
 /// The bridge's StackStorm credential in a test.
@@ -83,10 +118,12 @@ pub async fn st2_double() -> St2Double {
 }
 
 impl TestApp {
+    /// A bridge with the default options.
     pub async fn spawn() -> TestApp {
         Self::spawn_with(Options::default()).await
     }
 
+    /// A bridge set up with `options`.
     pub async fn spawn_with(options: Options) -> TestApp {
         Self::spawn_with_double(options, None).await
     }
@@ -114,36 +151,51 @@ impl TestApp {
             ),
             _ => String::new(),
         };
-        let extra = format!("{}\n{st2_config}", options.extra_config);
+        let encryption = if options.encryption_off {
+            "[encryption]\nenabled = false\n"
+        } else {
+            ""
+        };
+        let extra = format!("{}\n{st2_config}{encryption}", options.extra_config);
         let (config, registration, listener) = prepare(dir.path(), &extra).await;
-        let hs_token = registration.hs_token.clone();
         let hs = HomeserverDouble::start(&registration.as_token, BOT).await;
+        let mut humans = Vec::new();
+        for user in options.devices {
+            humans.push(HumanDevice::new(&hs, user, &device_id_of(user)).await);
+        }
         let config = with_homeserver(config, &hs.url());
-        Self::run(dir, hs, st2, config, registration, listener, hs_token).await
+        Self::run(dir, hs, humans, st2, config, registration, listener).await
     }
 
     /// Starts a second bridge on the same database and homeserver double (a restart).
     pub async fn restart(mut self) -> TestApp {
         self.shutdown().await;
-        let TestApp { hs, st2, dir, .. } = self;
+        let TestApp {
+            hs,
+            humans,
+            st2,
+            dir,
+            ..
+        } = self;
         let (config, _, listener) = prepare_existing(dir.path()).await;
         let registration = registration::load(&dir.path().join("registration.yaml")).unwrap();
-        let hs_token = registration.hs_token.clone();
         let config = with_homeserver(config, &hs.url());
-        Self::run(dir, hs, st2, config, registration, listener, hs_token).await
+        Self::run(dir, hs, humans, st2, config, registration, listener).await
     }
 
     async fn run(
         dir: tempfile::TempDir,
         hs: HomeserverDouble,
+        humans: Vec<HumanDevice>,
         st2: Option<St2Double>,
         config: Config,
         registration: ruma::api::appservice::Registration,
         listener: tokio::net::TcpListener,
-        hs_token: String,
     ) -> TestApp {
         let url = format!("http://{}", listener.local_addr().unwrap());
+        let hs_token = registration.hs_token.clone();
         hs.set_appservice(&url, &hs_token);
+        let encryption = config.encryption.enabled;
         let app = App::build(config, registration, listener)
             .await
             .expect("the bridge starts");
@@ -160,6 +212,8 @@ impl TestApp {
             hs_token,
             dir,
             http: reqwest::Client::new(),
+            humans,
+            encryption,
             stop: Some(stop),
             task: Some(task),
         }
@@ -175,16 +229,35 @@ impl TestApp {
         }
     }
 
+    /// Pushes `events` as Synapse would: with encryption on, the transaction also carries the
+    /// to-device messages waiting for the bot, its one-time-key counts and device list changes
+    /// (MSC2409/MSC3202, which the registration asks for then).
     pub async fn push(&self, txn_id: &str, events: Vec<Value>) -> (u16, Value) {
+        let body = if self.encryption {
+            self.hs.appservice_transaction(events)
+        } else {
+            st2_matrix_testkit::homeserver::events::transaction(events)
+        };
+        self.push_body(txn_id, &body).await
+    }
+
+    /// Pushes `events` alone, as a homeserver without the MSC2409/MSC3202 extensions does.
+    pub async fn push_without_extensions(&self, txn_id: &str, events: Vec<Value>) -> (u16, Value) {
+        let body = st2_matrix_testkit::homeserver::events::transaction(events);
+        self.push_body(txn_id, &body).await
+    }
+
+    /// Pushes a transaction body built by the test.
+    pub async fn push_body(&self, txn_id: &str, body: &Value) -> (u16, Value) {
         self.push_raw(
             txn_id,
             Some(&self.hs_token),
-            serde_json::to_vec(&st2_matrix_testkit::homeserver::events::transaction(events))
-                .unwrap(),
+            serde_json::to_vec(body).unwrap(),
         )
         .await
     }
 
+    /// Pushes `body` as transaction `txn_id` with `token`; the status and JSON answer.
     pub async fn push_raw(&self, txn_id: &str, token: Option<&str>, body: Vec<u8>) -> (u16, Value) {
         let mut request = self
             .http
@@ -198,6 +271,7 @@ impl TestApp {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// `GET path` on the bridge (with `token`); the status and the JSON (or text) answer.
     pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
         let mut request = self.http.get(format!("{}{path}", self.url));
         if let Some(token) = token {
@@ -212,13 +286,34 @@ impl TestApp {
         )
     }
 
-    /// Waits until `room` has received `n` messages, and returns them.
+    /// Waits until `room` has received `n` messages, and returns them as its members read them
+    /// (see [`TestApp::read`]).
     pub async fn wait_for_messages(&self, room: &str, n: usize) -> Vec<Sent> {
         poll::wait_until(WAIT, &format!("{n} message(s) in {room}"), || async {
-            let sent = self.hs.sent_to(room);
+            let sent = self.read(room).await;
             (sent.len() >= n).then_some(sent)
         })
         .await
+    }
+
+    /// The messages sent to `room`, as its members read them: each `m.room.encrypted` one is
+    /// decrypted by the first of [`TestApp::humans`] that can (its `event_type` and `content`
+    /// are then the plain event's); what none can read stays as sent.
+    pub async fn read(&self, room: &str) -> Vec<Sent> {
+        let mut sent = self.hs.sent_to(room);
+        for message in &mut sent {
+            if message.event_type != "m.room.encrypted" {
+                continue;
+            }
+            for human in &self.humans {
+                if let Ok(plain) = human.decrypt(message).await {
+                    message.event_type = plain["type"].as_str().unwrap_or_default().to_owned();
+                    message.content = plain["content"].clone();
+                    break;
+                }
+            }
+        }
+        sent
     }
 
     /// Asserts `room` keeps exactly `n` messages for a short settle period.
@@ -269,7 +364,14 @@ async fn prepare(
     std::fs::write(dir.join("extra.toml"), extra).unwrap();
     let config = Config::load(&dir.join("config.toml")).unwrap();
     let registration = registration::generate(&config);
-    registration::write(&registration, &dir.join("registration.yaml"), false, true).unwrap();
+    let msc3202 = config.encryption.enabled;
+    registration::write(
+        &registration,
+        &dir.join("registration.yaml"),
+        false,
+        msc3202,
+    )
+    .unwrap();
     (config, registration, listener)
 }
 
@@ -283,7 +385,8 @@ async fn prepare_existing(dir: &Path) -> (Config, (), tokio::net::TcpListener) {
     let path = dir.join("registration.yaml");
     let mut registration = registration::load(&path).unwrap();
     registration.url = Some(format!("http://{bind}"));
-    registration::write(&registration, &path, true, true).unwrap();
+    let msc3202 = config.encryption.enabled;
+    registration::write(&registration, &path, true, msc3202).unwrap();
     (config, (), listener)
 }
 

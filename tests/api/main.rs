@@ -2,6 +2,7 @@
 
 mod admin;
 mod commands;
+mod encryption;
 mod helpers;
 mod membership;
 mod ops;

@@ -1,4 +1,4 @@
-//! Invites, removals and encrypted rooms.
+//! Invites, removals, and encrypted rooms with encryption off (with it on: `encryption.rs`).
 
 use st2_matrix_testkit::{homeserver::events, poll};
 
@@ -68,9 +68,18 @@ async fn invite_allow_rules_come_from_the_config() {
     assert_eq!(app.hs.left()[0].0, ROOM);
 }
 
+/// The bridge with `[encryption] enabled = false`: no device, encrypted rooms get a notice.
+async fn without_encryption() -> TestApp {
+    TestApp::spawn_with(Options {
+        encryption_off: true,
+        ..Default::default()
+    })
+    .await
+}
+
 #[tokio::test]
-async fn an_encrypted_room_gets_one_notice() {
-    let app = TestApp::spawn().await;
+async fn with_encryption_off_an_encrypted_room_gets_one_notice() {
+    let app = without_encryption().await;
     app.hs.set_encrypted(ROOM);
     app.push(
         "1",
@@ -97,8 +106,8 @@ async fn an_encrypted_room_gets_one_notice() {
 }
 
 #[tokio::test]
-async fn a_room_that_turns_encrypted_later_gets_one_notice() {
-    let app = TestApp::spawn().await;
+async fn with_encryption_off_a_room_that_turns_encrypted_later_gets_one_notice() {
+    let app = without_encryption().await;
     app.push(
         "1",
         vec![events::member(ROOM, ALICE, BOT, "invite", "$inv")],

@@ -31,6 +31,9 @@ async fn app_with(aliases: Vec<Value>, extra_config: &'static str) -> TestApp {
         Options {
             st2: Some(St2Auth::ApiKey),
             extra_config,
+            // Whispers go to an encrypted direct chat: Alice reads it with her device.
+            devices: &[ALICE],
+            ..Default::default()
         },
         Some(st2),
     )
@@ -216,13 +219,17 @@ async fn long_output_is_split_into_several_messages_in_order() {
         "matrix",
         json!({"channel": ROOM, "message": format!("```\n{output}```")}),
     );
-    let sent = poll::wait_until(WAIT, "several parts", || async {
+    // Until the last line arrived: the parts are sent one by one.
+    let sent = poll::wait_until(WAIT, "the last part", || async {
         let sent = app.hs.sent_to(ROOM);
-        (sent.len() >= 4).then_some(sent)
+        let joined: String = sent.iter().map(|s| body(s).to_owned()).collect();
+        joined.contains("line 2999 of").then_some(sent)
     })
     .await;
+    assert!(sent.len() >= 4, "several parts: {}", sent.len());
     let joined: String = sent.iter().map(|s| body(s).to_owned()).collect();
-    assert!(joined.contains("line 0 of") && joined.contains("line 2999 of"));
+    let first = joined.find("line 0 of").expect("the first line");
+    assert!(first < joined.find("line 2999 of").unwrap(), "in order");
     for part in &sent {
         assert!(serde_json::to_string(&part.content).unwrap().len() < 64 * 1024);
         assert!(
