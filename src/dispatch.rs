@@ -364,7 +364,9 @@ async fn undecryptable(
         event_id = %row.event_id, room_id = %room, sender = %sender, reason, told = first,
         "could not decrypt an event{}",
         if no_to_device {
-            "; no to-device message has reached the bot since start: check that Synapse has              experimental_features msc2409_to_device_messages_enabled and the registration              receive_ephemeral: true"
+            "; no to-device message has reached the bot since start: check that Synapse has \
+             experimental_features msc2409_to_device_messages_enabled and the registration \
+             receive_ephemeral: true"
         } else {
             ""
         }
@@ -379,7 +381,10 @@ async fn undecryptable(
         thread_root: None,
     };
     let text = format!(
-        "🔒 {sender}, I could not decrypt your message ({reason}), so if it was a command it          did not run: please send it again. If this keeps happening, make sure your client          shares room keys with my device `{}` (e.g. do not restrict sending to verified devices          only).",
+        "🔒 {sender}, I could not decrypt your message ({reason}), so if it was a command it \
+         did not run. Type `/discardsession` (Element), then send it again: your client then \
+         makes a new room key and sends it to my device `{}`. Your client must not be set to \
+         send keys to verified devices only.",
         e2ee.device_id()
     );
     commands::reply_and_finish(

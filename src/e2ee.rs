@@ -645,13 +645,24 @@ impl Encryption {
                 return Ok(false);
             }
         }
-        let encrypted = self.inner.client.room_is_encrypted(room).await?;
-        if encrypted {
-            self.mark_encrypted(room);
-        } else {
-            self.mark_plain(room);
+        let content = self
+            .inner
+            .client
+            .state_content(room, StateEventType::RoomEncryption)
+            .await?;
+        match content {
+            Some(raw) => {
+                let mut rooms = lock(&self.inner.rooms);
+                rooms.plain.remove(room);
+                rooms.encrypted.entry(room.to_owned()).or_default().settings =
+                    serde_json::from_str(raw.get()).ok();
+                Ok(true)
+            }
+            None => {
+                self.mark_plain(room);
+                Ok(false)
+            }
         }
-        Ok(encrypted)
     }
 
     /// Tries to decrypt the stored encrypted event `json` of `room`.

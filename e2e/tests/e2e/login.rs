@@ -15,13 +15,13 @@ use crate::harness::wait::PROMPTLY;
 use serde_json::Value as Json;
 
 /// Alice's account on StackStorm, which she links to her Matrix account.
-const ALICE_ST2: &str = "alice-st2";
+pub const ALICE_ST2: &str = "alice-st2";
 
 /// Bob's account on StackStorm, linked with an API key.
 const BOB_ST2: &str = "bob-st2";
 
 /// A StackStorm double with one alias, `deploy {{service}}`.
-async fn deploy_double() -> St2Double {
+pub async fn deploy_double() -> St2Double {
     stackstorm::double(
         St2Options::default(),
         vec![alias(
@@ -35,7 +35,7 @@ async fn deploy_double() -> St2Double {
 }
 
 /// The one-time `<bridge>/login/<token>` link in the bot's answer to `!st2 login`.
-fn login_link(offer: &Json, bridge_url: &str) -> String {
+pub fn login_link(offer: &Json, bridge_url: &str) -> String {
     let prefix = format!("{bridge_url}/login/");
     body(offer)
         .split_whitespace()

@@ -20,19 +20,19 @@ const DEPLOY_RESULT: &str =
     "Deployed {{ execution.parameters.service }}: {{ execution.result.stdout }}";
 
 /// `ops.deploy`: `deploy {{service}}`, its result rendered with [`DEPLOY_RESULT`].
-fn deploy_alias() -> Json {
+pub fn deploy_alias() -> Json {
     let mut deploy = alias("ops", "deploy", "deploy {{service}}", "Deploy a service.");
     deploy["result"] = json!({ "format": DEPLOY_RESULT });
     deploy
 }
 
 /// What a `core.local` execution that printed `stdout` returns.
-fn shell_result(stdout: &str) -> Json {
+pub fn shell_result(stdout: &str) -> Json {
     json!({ "stdout": stdout, "stderr": "", "return_code": 0, "succeeded": true, "failed": false })
 }
 
 /// The bot's answers to `command` other than its ack `ack`: its results.
-fn is_result_of(event: &Json, bot: &UserId, command: &EventId, ack: &Json) -> bool {
+pub fn is_result_of(event: &Json, bot: &UserId, command: &EventId, ack: &Json) -> bool {
     is_reply_from(event, bot, command) && event["event_id"] != ack["event_id"]
 }
 

@@ -45,6 +45,13 @@ pub struct Registration {
     pub hs_token: String,
     /// Localpart of the bot user.
     pub sender_localpart: String,
+    /// Whether Synapse is to push ephemeral events, to-device ones (room keys) among them.
+    #[serde(default)]
+    pub receive_ephemeral: bool,
+    /// Whether Synapse is to add device list changes and one-time-key counts to transactions
+    /// (MSC3202).
+    #[serde(default, rename = "org.matrix.msc3202")]
+    pub msc3202: bool,
 }
 
 impl Slot {

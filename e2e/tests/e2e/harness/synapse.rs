@@ -370,6 +370,13 @@ rc_profile:            {{per_second: 1000, burst_count: 10000}}
 rc_reports:            {{per_second: 1000, burst_count: 10000}}
 rc_media_create:       {{per_second: 1000, burst_count: 10000}}
 rc_delayed_event_mgmt: {{per_second: 1000, burst_count: 10000}}
+# The bot's end-to-end encryption: Synapse 1.163 sends an appservice no to-device events (room
+# keys) without MSC2409, and no device list changes or one-time-key counts without MSC3202.
+# (`/sync` is not an option: the appservice's own user cannot sync.) The registrations ask for
+# them too (`receive_ephemeral`, `org.matrix.msc3202`).
+experimental_features:
+  msc2409_to_device_messages_enabled: true
+  msc3202_transaction_extensions: true
 app_service_config_files:
 "#
     );

@@ -5,6 +5,15 @@
 //! the background. The sync records every timeline event as raw JSON (so tests can look at
 //! exactly what the bridge sent, e.g. `content["m.relates_to"]`), every membership change and
 //! every invite. It keeps going through a homeserver outage and catches up when it returns.
+//!
+//! The user's client does end-to-end encryption as Element does (matrix-sdk's OlmMachine, in
+//! memory): it uploads its device keys, shares room keys with the members' devices and
+//! encrypts what it sends into an encrypted room, and decrypts what arrives. An encrypted event
+//! is recorded as its decrypted JSON (`type: m.room.message`, the plaintext `content`), so tests
+//! read it like any other; how it arrived (encrypted, in which megolm session, from which
+//! device) is kept beside it, see [`User::encryption_of`]. An event whose key had not arrived
+//! yet is recorded as the `m.room.encrypted` event it is, and replaced by its decrypted form as
+//! soon as a later sync brings the key.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -12,12 +21,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use matrix_sdk::config::{RequestConfig, SyncSettings};
+use matrix_sdk::deserialized_responses::{EncryptionInfo, TimelineEvent, TimelineEventKind};
 use matrix_sdk::ruma::api::client::filter::{FilterDefinition, RoomEventFilter, RoomFilter};
+use matrix_sdk::ruma::api::client::keys::get_keys;
 use matrix_sdk::ruma::api::client::room::create_room;
 use matrix_sdk::ruma::api::client::sync::sync_events::v3::Filter;
-use matrix_sdk::ruma::events::InitialStateEvent;
+use matrix_sdk::ruma::events::room::encrypted::OriginalSyncRoomEncryptedEvent;
 use matrix_sdk::ruma::events::room::encryption::RoomEncryptionEventContent;
 use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
+use matrix_sdk::ruma::events::{AnyInitialStateEvent, InitialStateEvent};
 use matrix_sdk::ruma::serde::Raw;
 use matrix_sdk::ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UInt, UserId};
 use matrix_sdk::sync::{State, SyncResponse, Timeline};
@@ -45,8 +57,31 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(1);
 pub struct User {
     user_id: OwnedUserId,
     client: Client,
+    /// Kept so that a second device of this user can log in (see `ManualDevice`).
+    password: String,
+    homeserver_url: String,
     seen: Arc<Mutex<Seen>>,
     sync: JoinHandle<()>,
+}
+
+/// How an encrypted event reached this user: what its `m.room.encrypted` envelope said, as
+/// matrix-sdk reports it once decrypted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Encrypted {
+    /// The megolm session (room key) it was encrypted with: the same for the messages a sender
+    /// encrypts with one room key, different once the sender rotates it.
+    pub session_id: String,
+    /// The sending device, as the encrypted event names it (e.g. the bot's device id).
+    pub sender_device: Option<String>,
+}
+
+impl Encrypted {
+    fn from_info(info: &EncryptionInfo) -> Option<Encrypted> {
+        Some(Encrypted {
+            session_id: info.session_id()?.to_owned(),
+            sender_device: info.sender_device.as_ref().map(ToString::to_string),
+        })
+    }
 }
 
 /// What the background sync has seen, per room.
@@ -72,9 +107,13 @@ pub struct Invite {
 
 #[derive(Default)]
 struct RoomSeen {
-    /// Timeline events in sync order, raw JSON.
+    /// Timeline events in sync order, raw JSON (decrypted JSON for encrypted events).
     events: Vec<Json>,
     event_ids: HashSet<String>,
+    /// How each event that arrived encrypted and was decrypted was encrypted, by event id.
+    encrypted: HashMap<String, Encrypted>,
+    /// Ids of the encrypted events not decrypted yet (their key has not arrived).
+    undecrypted: HashSet<String>,
     /// Each user's membership events from the timeline, oldest first.
     membership_history: HashMap<String, Vec<String>>,
     /// Each user's membership now (timeline, then the room state the sync reported).
@@ -112,9 +151,16 @@ impl User {
         Ok(User {
             user_id,
             client,
+            password,
+            homeserver_url: homeserver.url.clone(),
             seen,
             sync,
         })
+    }
+
+    /// The homeserver URL and password this user logged in with, for a second device of hers.
+    pub(super) fn credentials(&self) -> (&str, &str) {
+        (&self.homeserver_url, &self.password)
     }
 
     /// This user's id, e.g. `@alice-k3j9x0qa:localhost`.
@@ -128,13 +174,18 @@ impl User {
     }
 
     /// Creates a private room with end-to-end encryption on from the start (an
-    /// `m.room.encryption` initial state event). This user's client has no E2EE support; it
-    /// only needs to read what the bridge says there, which the bridge sends unencrypted.
+    /// `m.room.encryption` initial state event), as Element creates private rooms.
     pub async fn create_encrypted_room(&self) -> anyhow::Result<OwnedRoomId> {
-        let encryption = InitialStateEvent::with_empty_state_key(
-            RoomEncryptionEventContent::with_recommended_defaults(),
-        );
-        self.create_room_from(vec![encryption.to_raw_any()]).await
+        self.create_room_from(vec![encryption_state()]).await
+    }
+
+    /// Creates an encrypted room, invites `member` (e.g. the bot) and waits until it joined.
+    pub async fn create_encrypted_room_with(&self, member: &UserId) -> anyhow::Result<OwnedRoomId> {
+        let room = self.create_encrypted_room().await?;
+        self.invite(&room, member).await?;
+        self.wait_for_membership(&room, member, "join", PROMPTLY)
+            .await;
+        Ok(room)
     }
 
     /// Creates a private room, invites `member` (e.g. the bot) and waits until it joined: the
@@ -147,13 +198,32 @@ impl User {
         Ok(room)
     }
 
-    /// Opens a direct chat with `member` (e.g. the bot), as Element does: a private room whose
-    /// invite says `is_direct`; waits until `member` joined.
+    /// Opens a direct chat with `member` (e.g. the bot): a private room whose invite says
+    /// `is_direct`, unencrypted; waits until `member` joined.
     pub async fn create_direct_chat_with(&self, member: &UserId) -> anyhow::Result<OwnedRoomId> {
+        self.create_direct_chat_from(member, Vec::new()).await
+    }
+
+    /// Opens an encrypted direct chat with `member`, as Element opens every direct chat;
+    /// waits until `member` joined.
+    pub async fn create_encrypted_direct_chat_with(
+        &self,
+        member: &UserId,
+    ) -> anyhow::Result<OwnedRoomId> {
+        self.create_direct_chat_from(member, vec![encryption_state()])
+            .await
+    }
+
+    async fn create_direct_chat_from(
+        &self,
+        member: &UserId,
+        initial_state: Vec<Raw<AnyInitialStateEvent>>,
+    ) -> anyhow::Result<OwnedRoomId> {
         let mut request = create_room::v3::Request::new();
         request.preset = Some(create_room::v3::RoomPreset::TrustedPrivateChat);
         request.is_direct = true;
         request.invite = vec![member.to_owned()];
+        request.initial_state = initial_state;
         let room = self
             .client
             .create_room(request)
@@ -168,7 +238,7 @@ impl User {
 
     async fn create_room_from(
         &self,
-        initial_state: Vec<Raw<matrix_sdk::ruma::events::AnyInitialStateEvent>>,
+        initial_state: Vec<Raw<AnyInitialStateEvent>>,
     ) -> anyhow::Result<OwnedRoomId> {
         let mut request = create_room::v3::Request::new();
         request.initial_state = initial_state;
@@ -196,6 +266,14 @@ impl User {
             .await
             .with_context(|| format!("{} joining {room}", self.user_id))?;
         Ok(())
+    }
+
+    /// Leaves `room`.
+    pub async fn leave(&self, room: &RoomId) -> anyhow::Result<()> {
+        self.room(room)?
+            .leave()
+            .await
+            .with_context(|| format!("{} leaving {room}", self.user_id))
     }
 
     /// Every invite this user's sync has seen, oldest first (joined rooms' invites included).
@@ -251,7 +329,8 @@ impl User {
         Ok(invite.room_id)
     }
 
-    /// Sends a plain `m.text` message and returns its event id.
+    /// Sends a plain `m.text` message and returns its event id. In an encrypted room it goes
+    /// out encrypted, after the room key was shared with the members' devices, as from Element.
     pub async fn send_text(&self, room: &RoomId, body: &str) -> anyhow::Result<OwnedEventId> {
         let sent = self
             .room(room)?
@@ -288,6 +367,51 @@ impl User {
             .await
             .context("sending a thread message")?;
         Ok(sent.response.event_id)
+    }
+
+    /// How `event` (a timeline event of `room` this user's sync recorded) was encrypted; `None`
+    /// if it arrived in clear, or has not been decrypted (yet).
+    pub fn encryption_of(&self, room: &RoomId, event: &Json) -> Option<Encrypted> {
+        let event_id = event["event_id"].as_str()?;
+        self.seen()
+            .rooms
+            .get(room)?
+            .encrypted
+            .get(event_id)
+            .cloned()
+    }
+
+    /// The event `event_id` of `room` as the homeserver stores it
+    /// (`GET /rooms/{room}/event/{id}`), not decrypted: for an event sent encrypted, an
+    /// `m.room.encrypted` event whose content is ciphertext.
+    pub async fn event_as_stored(&self, room: &RoomId, event_id: &str) -> anyhow::Result<Json> {
+        use matrix_sdk::ruma::api::client::room::get_room_event;
+        let event_id: OwnedEventId = event_id.try_into()?;
+        let response = self
+            .client
+            .send(get_room_event::v3::Request::new(room.to_owned(), event_id))
+            .await
+            .context("fetching an event from the homeserver")?;
+        Ok(to_json(response.event.json().get()))
+    }
+
+    /// The ids of `user_id`'s devices with end-to-end keys, as the homeserver lists them now
+    /// (`/keys/query`): one per device the user has created and not deleted.
+    pub async fn devices_of(&self, user_id: &UserId) -> anyhow::Result<Vec<String>> {
+        let mut request = get_keys::v3::Request::new();
+        request.device_keys.insert(user_id.to_owned(), Vec::new());
+        let response = self
+            .client
+            .send(request)
+            .await
+            .context("querying device keys")?;
+        let mut devices: Vec<String> = response
+            .device_keys
+            .get(user_id)
+            .map(|devices| devices.keys().map(ToString::to_string).collect())
+            .unwrap_or_default();
+        devices.sort();
+        Ok(devices)
     }
 
     /// Every timeline event of `room` this user's sync has seen so far, oldest first.
@@ -370,7 +494,9 @@ impl User {
             .unwrap_or_default()
     }
 
-    fn room(&self, room: &RoomId) -> anyhow::Result<Room> {
+    /// matrix-sdk's room, which this user's client knows once it created, joined or was
+    /// invited to it.
+    pub fn room(&self, room: &RoomId) -> anyhow::Result<Room> {
         self.client
             .get_room(room)
             .with_context(|| format!("{} does not know room {room}", self.user_id))
@@ -416,6 +542,7 @@ async fn sync_forever(client: Client, seen: Arc<Mutex<Seen>>) {
             Ok(response) => {
                 seen.lock().expect("sync log lock").record(&response, &me);
                 settings = settings.token(response.next_batch);
+                decrypt_late(&client, &seen).await;
                 if failures > 0 {
                     eprintln!(
                         "e2e: sync of {:?} works again after {failures} failed attempts",
@@ -431,6 +558,46 @@ async fn sync_forever(client: Client, seen: Arc<Mutex<Seen>>) {
                 failures += 1;
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
+        }
+    }
+}
+
+/// Tries again to decrypt the recorded events whose room key had not arrived: a key may come
+/// in a later sync than its message (its sender shared it late, or the to-device message
+/// simply took longer), as Element too decrypts such a message when its key arrives.
+async fn decrypt_late(client: &Client, seen: &Mutex<Seen>) {
+    let pending: Vec<(OwnedRoomId, Json)> = {
+        let seen = seen.lock().expect("sync log lock");
+        seen.rooms
+            .iter()
+            .flat_map(|(room_id, room)| {
+                room.events
+                    .iter()
+                    .filter(|ev| {
+                        ev["event_id"]
+                            .as_str()
+                            .is_some_and(|id| room.undecrypted.contains(id))
+                    })
+                    .map(|ev| (room_id.clone(), ev.clone()))
+            })
+            .collect()
+    };
+    for (room_id, event) in pending {
+        let Some(room) = client.get_room(&room_id) else {
+            continue;
+        };
+        let Ok(raw) = Raw::<OriginalSyncRoomEncryptedEvent>::from_json_string(event.to_string())
+        else {
+            continue;
+        };
+        let Ok(decrypted) = room.decrypt_event(&raw, None).await else {
+            continue;
+        };
+        if decrypted.kind.is_utd() {
+            continue;
+        }
+        if let Some(room) = seen.lock().expect("sync log lock").rooms.get_mut(&room_id) {
+            room.replace_decrypted(&decrypted);
         }
     }
 }
@@ -501,6 +668,7 @@ impl RoomSeen {
             if !self.event_ids.insert(event_id.to_owned()) {
                 continue;
             }
+            self.note_encryption(event_id, event);
             if let Some((user, membership)) = member_change(&json) {
                 self.membership_history
                     .entry(user.clone())
@@ -514,6 +682,38 @@ impl RoomSeen {
             for raw in events {
                 self.apply_state(&to_json(raw.json().get()));
             }
+        }
+    }
+
+    /// Notes how `event` (with id `event_id`) arrived: decrypted, or still waiting for its key.
+    fn note_encryption(&mut self, event_id: &str, event: &TimelineEvent) {
+        match &event.kind {
+            TimelineEventKind::Decrypted(decrypted) => {
+                self.undecrypted.remove(event_id);
+                if let Some(encrypted) = Encrypted::from_info(&decrypted.encryption_info) {
+                    self.encrypted.insert(event_id.to_owned(), encrypted);
+                }
+            }
+            TimelineEventKind::UnableToDecrypt { .. } => {
+                self.undecrypted.insert(event_id.to_owned());
+            }
+            TimelineEventKind::PlainText { .. } => {}
+        }
+    }
+
+    /// Puts the decrypted form of an event recorded while its key was missing in its place.
+    fn replace_decrypted(&mut self, decrypted: &TimelineEvent) {
+        let json = to_json(decrypted.raw().json().get());
+        let Some(event_id) = json["event_id"].as_str().map(str::to_owned) else {
+            return;
+        };
+        self.note_encryption(&event_id, decrypted);
+        if let Some(slot) = self
+            .events
+            .iter_mut()
+            .find(|ev| ev["event_id"] == event_id.as_str())
+        {
+            *slot = json;
         }
     }
 
@@ -533,6 +733,12 @@ fn member_change(event: &Json) -> Option<(String, String)> {
         event["state_key"].as_str()?.to_owned(),
         event["content"]["membership"].as_str()?.to_owned(),
     ))
+}
+
+/// The `m.room.encryption` initial state that makes a new room encrypted, as Element sets it.
+fn encryption_state() -> Raw<AnyInitialStateEvent> {
+    InitialStateEvent::with_empty_state_key(RoomEncryptionEventContent::with_recommended_defaults())
+        .to_raw_any()
 }
 
 fn to_json(raw: &str) -> Json {
