@@ -213,28 +213,25 @@ struct RoomState {
     /// Joined and invited users; `None` until fetched from the homeserver.
     members: Option<BTreeSet<OwnedUserId>>,
     /// The last complete share of the room key: while members and devices are unchanged, the
-    /// next message needs no share (checking 50 members' devices costs ~5 ms of store reads).
+    /// next message needs no share check (for 50 members' devices it costs ~5 ms of store
+    /// reads).
     shared: Option<Shared>,
 }
 
 /// A room key share that reached every member's devices.
+#[derive(Clone, Copy)]
 struct Shared {
     /// The device generation ([`Inner::devices`]) it was made at.
     devices: u64,
     at: std::time::Instant,
-    /// Messages encrypted since; the session rotates at `limit`.
-    messages: u64,
-    limit: u64,
 }
 
 impl Shared {
-    /// Whether the next message can be encrypted without sharing again: nothing changed, and
-    /// the session is well within its rotation (matrix-sdk-crypto refuses to encrypt with an
-    /// expired session, so rotation must go through a share).
+    /// Whether the next message can be encrypted without checking the share again: no device
+    /// changed since, and it is recent. (Members changing clears the record; the session's
+    /// rotation is checked apart.)
     fn still_good(&self, devices: u64) -> bool {
-        self.devices == devices
-            && self.at.elapsed() < SHARE_CHECK_EVERY
-            && self.messages + 1 < self.limit
+        self.devices == devices && self.at.elapsed() < SHARE_CHECK_EVERY
     }
 }
 
@@ -746,12 +743,22 @@ impl Encryption {
     ) -> Result<Raw<AnyMessageLikeEventContent>, Error> {
         let inner = &self.inner;
         let devices = inner.devices.load(Ordering::Relaxed);
-        let fresh = lock(&inner.rooms)
+        let recorded = lock(&inner.rooms)
             .encrypted
             .get(room)
-            .and_then(|state| state.shared.as_ref())
+            .and_then(|state| state.shared)
             .is_some_and(|shared| shared.still_good(devices));
-        if !fresh {
+        // The room key must also be usable: not rotated away (after `rotation_period_msgs`
+        // messages or `rotation_period`), which only the stored session tells. Sharing is
+        // what rotates it.
+        let usable = recorded
+            && inner
+                .machine
+                .store()
+                .get_outbound_group_session(room)
+                .await?
+                .is_some_and(|session| !session.expired() && !session.invalidated());
+        if !usable {
             self.share(room, devices).await?;
         }
         // matrix-sdk-crypto panics rather than encrypt with a session that expired or was
@@ -774,13 +781,6 @@ impl Encryption {
             }
         }
         .map_err(|e| Error::Olm(e.to_string()))?;
-        if let Some(shared) = lock(&inner.rooms)
-            .encrypted
-            .get_mut(room)
-            .and_then(|state| state.shared.as_mut())
-        {
-            shared.messages += 1;
-        }
         Ok(encrypted.content.cast_unchecked())
     }
 
@@ -806,7 +806,6 @@ impl Encryption {
             lock(&inner.tracked).extend(new_users);
             self.record_gauges();
         }
-        let limit = settings.rotation_period_msgs.clamp(1, 10_000);
         let _share = inner.share.lock().await;
         // Key queries for newly tracked or changed users, so their devices are known.
         self.flush().await?;
@@ -845,8 +844,6 @@ impl Encryption {
             state.shared = Some(Shared {
                 devices,
                 at: std::time::Instant::now(),
-                messages: 0,
-                limit,
             });
         }
         Ok(())
@@ -1130,23 +1127,18 @@ mod tests {
     }
 
     #[test]
-    fn a_share_is_reused_until_devices_change_or_the_session_nears_rotation() {
+    fn a_share_is_reused_until_devices_change_or_it_is_old() {
         let shared = Shared {
             devices: 3,
             at: std::time::Instant::now(),
-            messages: 0,
-            limit: 100,
         };
         assert!(shared.still_good(3));
         assert!(!shared.still_good(4), "devices changed");
-        let near_rotation = Shared {
-            messages: 99,
+        let old = Shared {
+            at: std::time::Instant::now() - SHARE_CHECK_EVERY,
             ..shared
         };
-        assert!(
-            !near_rotation.still_good(3),
-            "the next message would expire it"
-        );
+        assert!(!old.still_good(3), "checked again after a while");
     }
 
     #[test]

@@ -347,6 +347,45 @@ async fn after_a_member_leaves_the_bot_answers_with_a_new_room_key_the_others_ca
 }
 
 #[tokio::test]
+async fn the_bots_room_key_rotates_after_the_rooms_message_limit_and_every_reply_is_readable() {
+    // Arrange: a room whose keys rotate every 2 messages (`rotation_period_msgs`).
+    let (app, people) = encrypted_room("", &[ALICE]).await;
+    let alice = &people[0];
+    app.hs.set_state_content(
+        ROOM,
+        "m.room.encryption",
+        json!({"algorithm": "m.megolm.v1.aes-sha2", "rotation_period_msgs": 2}),
+    );
+    alice.share_room_key(ROOM, &[ALICE, BOT]).await;
+
+    // Act: five pings, one after the other.
+    for i in 1..=5 {
+        let ping = alice
+            .encrypted_text(ROOM, &format!("$ping{i}"), "!st2 ping")
+            .await;
+        app.push(&format!("{i}"), vec![ping]).await;
+        wait_for_sent(&app, ROOM, i).await;
+    }
+
+    // Assert: each answered, each readable, a new room key every 2 messages.
+    let sent = wait_for_sent(&app, ROOM, 5).await;
+    let mut sessions = Vec::new();
+    for (i, message) in sent.iter().enumerate() {
+        let reply = decrypt(alice, message).await;
+        assert_eq!(reply["content"]["body"], pong());
+        assert_eq!(
+            reply["content"]["m.relates_to"]["m.in_reply_to"]["event_id"],
+            format!("$ping{}", i + 1)
+        );
+        sessions.push(message.content["session_id"].clone());
+    }
+    assert_eq!(sessions[0], sessions[1], "two messages per key");
+    assert_ne!(sessions[1], sessions[2], "rotated after two");
+    assert_eq!(sessions[2], sessions[3]);
+    assert_ne!(sessions[3], sessions[4], "rotated again");
+}
+
+#[tokio::test]
 async fn a_room_key_the_bridge_acknowledged_survives_an_immediate_restart() {
     // Arrange
     let (app, people) = encrypted_room("", &[ALICE]).await;
