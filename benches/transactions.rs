@@ -19,6 +19,9 @@ fn bench_transactions(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
+    // The bridge (its crypto store's connection pool above all) is dropped at the end of this
+    // function, which must happen inside the runtime's context.
+    let _context = runtime.enter();
     let dir = tempfile::tempdir().unwrap();
     let (router, hs_token, _hs) = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -7,7 +7,7 @@ use st2_matrix_testkit::st2::St2Options;
 use crate::harness::Ctx;
 use crate::harness::bridge::Bridge;
 use crate::harness::events::{body, html_body};
-use crate::harness::stackstorm::{self, St2Auth, alias};
+use crate::harness::stackstorm::{self, St2Auth, alias, ops_deploy};
 use crate::harness::user::User;
 use crate::harness::wait::PROMPTLY;
 
@@ -17,7 +17,7 @@ pub const ADMIN_ROOM_NAME: &str = "StackStorm bridge admin";
 /// `ops.deploy` (`deploy {{service}}`) and `web.status` (`web status`): two packs.
 fn two_packs() -> Vec<Json> {
     vec![
-        alias("ops", "deploy", "deploy {{service}}", "Deploy a service."),
+        ops_deploy(),
         alias("web", "status", "web status", "Show the web tier's status."),
     ]
 }

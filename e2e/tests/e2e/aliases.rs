@@ -4,9 +4,9 @@
 use st2_matrix_testkit::st2::St2Options;
 
 use crate::harness::Ctx;
-use crate::harness::events::{body, is_reply_from};
-use crate::harness::stackstorm::{self, St2Auth, alias};
-use crate::harness::wait::PROMPTLY;
+use crate::harness::conversation::Conversation;
+use crate::harness::events::body;
+use crate::harness::stackstorm::{self, St2Auth, alias, ops_deploy, started_execution};
 
 /// How many aliases the long list has: more than two of StackStorm's 100-alias pages.
 const MANY: usize = 250;
@@ -36,25 +36,14 @@ pub async fn all_250_aliases_are_fetched_and_the_last_one_runs(ctx: Ctx) -> anyh
             .expect("[bridge] is a table")
             .insert("help_page_size".into(), 100.into());
     });
-    bridge.start().await?;
-    let bot = bridge.bot_user_id();
-    let alice = ctx.user("alice").await?;
-    let room = alice.create_room_with(&bot).await?;
+    let Conversation { bot, alice, room } = Conversation::start(&ctx, &mut bridge).await?;
     bridge.wait_for_aliases(MANY).await;
 
     // Act
-    let help = alice.send_text(&room, "!st2help --page 3").await?;
-    let run = alice.send_text(&room, "!st2 probe 250").await?;
+    let help = alice.ask(&room, &bot, "!st2help --page 3").await?;
+    let ack = alice.ask(&room, &bot, "!st2 probe 250").await?;
 
     // Assert
-    let help = alice
-        .wait_for_event(
-            &room,
-            "the help's last page",
-            |ev| is_reply_from(ev, &bot, &help),
-            PROMPTLY,
-        )
-        .await;
     assert!(
         body(&help).starts_with("Commands you can run here (50 of 250, page 3 of 3):"),
         "the help counts all 250 commands: {help}"
@@ -65,17 +54,7 @@ pub async fn all_250_aliases_are_fetched_and_the_last_one_runs(ctx: Ctx) -> anyh
             .ends_with("!st2 probe 250 — Probe host 250."),
         "the last page ends with the 250th command: {help}"
     );
-    let ack = alice
-        .wait_for_event(
-            &room,
-            "the ack of `probe 250`",
-            |ev| is_reply_from(ev, &bot, &run),
-            PROMPTLY,
-        )
-        .await;
-    let execution = st2
-        .last_execution()
-        .unwrap_or_else(|| panic!("no execution was started; the bridge answered: {ack}"));
+    let execution = started_execution(&st2, &ack);
     assert_eq!(execution.request["name"], "probe_250", "{ack}");
     assert!(
         body(&ack).starts_with(&format!(
@@ -95,33 +74,20 @@ pub async fn alias_with_an_invalid_format_does_not_stop_the_others(ctx: Ctx) -> 
         St2Options::default(),
         vec![
             alias("ops", "broken", "broken {{my-param}}", "Cannot be parsed."),
-            alias("ops", "deploy", "deploy {{service}}", "Deploy a service."),
+            ops_deploy(),
         ],
     )
     .await;
     let mut bridge = ctx.bridge();
     bridge.configure_stackstorm(&st2, St2Auth::ApiKey);
-    bridge.start().await?;
-    let bot = bridge.bot_user_id();
-    let alice = ctx.user("alice").await?;
-    let room = alice.create_room_with(&bot).await?;
+    let Conversation { bot, alice, room } = Conversation::start(&ctx, &mut bridge).await?;
     bridge.wait_for_aliases(2).await;
 
     // Act
-    let command = alice.send_text(&room, "!st2 deploy web").await?;
+    let ack = alice.ask(&room, &bot, "!st2 deploy web").await?;
 
     // Assert
-    let ack = alice
-        .wait_for_event(
-            &room,
-            "the ack of the working alias",
-            |ev| is_reply_from(ev, &bot, &command),
-            PROMPTLY,
-        )
-        .await;
-    let execution = st2
-        .last_execution()
-        .unwrap_or_else(|| panic!("no execution was started; the bridge answered: {ack}"));
+    let execution = started_execution(&st2, &ack);
     assert_eq!(execution.request["name"], "deploy", "{ack}");
     assert!(
         body(&ack).starts_with("Running `ops.deploy`"),

@@ -5,8 +5,9 @@ use serde_json::{Value as Json, json};
 use st2_matrix_testkit::st2::St2Options;
 
 use crate::harness::Ctx;
+use crate::harness::conversation::Conversation;
 use crate::harness::events::{body, is_reply_from, thread_root};
-use crate::harness::stackstorm::{self, St2Auth, alias};
+use crate::harness::stackstorm::{self, St2Auth, alias, started_execution};
 use crate::harness::wait::{PROMPTLY, SETTLE, assert_count_stays};
 
 /// The `ack.format` of `ops.deploy`, which StackStorm renders: `Deploying web to production.`
@@ -36,10 +37,7 @@ pub async fn command_in_a_thread_runs_for_its_sender_and_is_acknowledged_in_that
     let st2 = stackstorm::double(St2Options::default(), vec![deploy_alias()]).await;
     let mut bridge = ctx.bridge();
     bridge.configure_stackstorm(&st2, St2Auth::ApiKey);
-    bridge.start().await?;
-    let bot = bridge.bot_user_id();
-    let alice = ctx.user("alice").await?;
-    let room = alice.create_room_with(&bot).await?;
+    let Conversation { bot, alice, room } = Conversation::start(&ctx, &mut bridge).await?;
     let root = alice.send_text(&room, "time to ship web").await?;
     bridge.wait_for_aliases(1).await;
 
@@ -110,33 +108,20 @@ pub async fn command_after_the_bots_display_name_runs(ctx: Ctx) -> anyhow::Resul
     let st2 = stackstorm::double(St2Options::default(), vec![deploy_alias()]).await;
     let mut bridge = ctx.bridge();
     bridge.configure_stackstorm(&st2, St2Auth::ApiKey);
-    bridge.start().await?;
-    let bot = bridge.bot_user_id();
-    let alice = ctx.user("alice").await?;
-    let room = alice.create_room_with(&bot).await?;
+    let Conversation { bot, alice, room } = Conversation::start(&ctx, &mut bridge).await?;
     bridge.wait_for_aliases(1).await;
 
     // Act
-    let command = alice
-        .send_text(&room, "StackStorm: deploy web to production")
+    let ack = alice
+        .ask(&room, &bot, "StackStorm: deploy web to production")
         .await?;
 
     // Assert
-    let ack = alice
-        .wait_for_event(
-            &room,
-            "the ack of the command",
-            |ev| is_reply_from(ev, &bot, &command),
-            PROMPTLY,
-        )
-        .await;
     assert!(
         body(&ack).starts_with("Deploying web to production."),
         "the command ran: {ack}"
     );
-    let execution = st2
-        .last_execution()
-        .unwrap_or_else(|| panic!("no execution was started; the bridge answered: {ack}"));
+    let execution = started_execution(&st2, &ack);
     assert_eq!(
         execution.request["command"], "deploy web to production",
         "StackStorm got the command without the mention"
@@ -170,24 +155,13 @@ pub async fn ambiguous_command_lists_the_commands_it_matches_and_runs_none(
     .await;
     let mut bridge = ctx.bridge();
     bridge.configure_stackstorm(&st2, St2Auth::ApiKey);
-    bridge.start().await?;
-    let bot = bridge.bot_user_id();
-    let alice = ctx.user("alice").await?;
-    let room = alice.create_room_with(&bot).await?;
+    let Conversation { bot, alice, room } = Conversation::start(&ctx, &mut bridge).await?;
     bridge.wait_for_aliases(2).await;
 
     // Act
-    let command = alice.send_text(&room, "!st2 restart web").await?;
+    let reply = alice.ask(&room, &bot, "!st2 restart web").await?;
 
     // Assert
-    let reply = alice
-        .wait_for_event(
-            &room,
-            "the reply to the ambiguous command",
-            |ev| is_reply_from(ev, &bot, &command),
-            PROMPTLY,
-        )
-        .await;
     let text = body(&reply);
     assert!(
         text.contains("`restart web` matches more than one command"),
@@ -211,24 +185,13 @@ pub async fn unmatched_command_is_answered_with_a_hint_to_help(ctx: Ctx) -> anyh
     let st2 = stackstorm::double(St2Options::default(), vec![deploy_alias()]).await;
     let mut bridge = ctx.bridge();
     bridge.configure_stackstorm(&st2, St2Auth::ApiKey);
-    bridge.start().await?;
-    let bot = bridge.bot_user_id();
-    let alice = ctx.user("alice").await?;
-    let room = alice.create_room_with(&bot).await?;
+    let Conversation { bot, alice, room } = Conversation::start(&ctx, &mut bridge).await?;
     bridge.wait_for_aliases(1).await;
 
     // Act
-    let command = alice.send_text(&room, "!st2 launch rockets").await?;
+    let reply = alice.ask(&room, &bot, "!st2 launch rockets").await?;
 
     // Assert
-    let reply = alice
-        .wait_for_event(
-            &room,
-            "the reply to the unmatched command",
-            |ev| is_reply_from(ev, &bot, &command),
-            PROMPTLY,
-        )
-        .await;
     assert!(
         body(&reply).starts_with("No command matches `launch rockets`."),
         "the reply says nothing matched: {reply}"

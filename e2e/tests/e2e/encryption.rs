@@ -14,25 +14,26 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
-use matrix_sdk::ruma::{EventId, OwnedEventId, RoomId, UserId};
+use matrix_sdk::ruma::{EventId, RoomId, UserId};
 use rand::RngCore as _;
-use serde_json::{Value as Json, json};
+use serde_json::Value as Json;
 use st2_matrix_testkit::st2::St2Options;
 
 use crate::admin::{ADMIN_ROOM_NAME, set_admins};
 use crate::harness::Ctx;
 use crate::harness::bridge::version;
-use crate::harness::browser::Browser;
+use crate::harness::conversation::Conversation;
 use crate::harness::device::ManualDevice;
-use crate::harness::events::{
-    body, in_reply_to, is_notice_from, is_reply_from, sender, thread_root,
-};
+use crate::harness::events::{body, in_reply_to, is_notice_from, sender, thread_root};
 use crate::harness::stackstorm::{self, St2Auth};
 use crate::harness::user::{Encrypted, User, random_lowercase};
 use crate::harness::wait::{PROMPTLY, SETTLE, assert_count_stays, wait_until};
-use crate::login::{ALICE_ST2, deploy_double, login_link};
-use crate::ping::is_pong;
-use crate::results::{deploy_alias, is_result_of, shell_result};
+use crate::login::{
+    ALICE_ST2, bridge_serving_login, deploy_double, login_link, open_login_page,
+    wait_for_link_confirmation,
+};
+use crate::ping::{is_pong, is_pong_to, ping};
+use crate::results::{deploy_alias, deploy_web, finish_deploy, join_the_bots_direct_chat, whisper};
 
 /// What the bot's notice about a message it cannot decrypt says.
 const UNDECRYPTABLE: &str = "could not decrypt";
@@ -69,23 +70,18 @@ fn own_encryption(user: &User, room: &RoomId, event_id: &EventId) -> Encrypted {
     encryption(user, room, &event)
 }
 
-/// `user` says `!st2 ping` in `room`; returns the command's id and `bot`'s pong replying to it.
-async fn ping(user: &User, room: &RoomId, bot: &UserId) -> anyhow::Result<(OwnedEventId, Json)> {
-    let command = user.send_text(room, "!st2 ping").await?;
-    let pong = user
-        .wait_for_event(
-            room,
-            &format!("the bot's pong to {}'s ping", user.user_id()),
-            |ev| is_pong(ev, bot) && in_reply_to(ev) == Some(command.as_str()),
-            PROMPTLY,
-        )
-        .await;
-    Ok((command, pong))
-}
-
 /// Whether `event` is `bot`'s notice that it could not decrypt a message.
 fn is_undecryptable_notice(event: &Json, bot: &UserId) -> bool {
     is_notice_from(event, bot) && body(event).contains(UNDECRYPTABLE)
+}
+
+/// Whether `bot` sent the `m.room.encryption` event of `room`: it made the room encrypted.
+fn made_encrypted_by(user: &User, room: &RoomId, bot: &UserId) -> bool {
+    !user
+        .events_matching(room, |ev| {
+            ev["type"] == "m.room.encryption" && sender(ev) == bot.as_str()
+        })
+        .is_empty()
 }
 
 /// The event id of a recorded event.
@@ -102,10 +98,8 @@ pub async fn ping_in_an_encrypted_room_is_answered_with_an_encrypted_reply(
 ) -> anyhow::Result<()> {
     // Arrange
     let mut bridge = ctx.bridge();
-    bridge.start().await?;
-    let bot = bridge.bot_user_id();
-    let alice = ctx.user("alice").await?;
-    let room = alice.create_encrypted_room_with(&bot).await?;
+    let Conversation { bot, alice, room } =
+        Conversation::start_encrypted(&ctx, &mut bridge).await?;
 
     // Act
     let (command, pong) = ping(&alice, &room, &bot).await?;
@@ -168,51 +162,27 @@ pub async fn command_in_an_encrypted_room_gets_its_ack_and_result_encrypted_in_i
     let st2 = stackstorm::double(St2Options::default(), vec![deploy_alias()]).await;
     let mut bridge = ctx.bridge();
     bridge.configure_stackstorm(&st2, St2Auth::ApiKey);
-    bridge.start().await?;
-    let bot = bridge.bot_user_id();
-    let alice = ctx.user("alice").await?;
-    let room = alice.create_encrypted_room_with(&bot).await?;
+    let Conversation { bot, alice, room } =
+        Conversation::start_encrypted(&ctx, &mut bridge).await?;
     bridge.wait_for_aliases(1).await;
     bridge.wait_for_stream().await;
-    let command = alice.send_text(&room, "!st2 deploy web").await?;
-    let ack = alice
-        .wait_for_event(
-            &room,
-            "the ack of the command",
-            |ev| is_reply_from(ev, &bot, &command),
-            PROMPTLY,
-        )
-        .await;
-    let execution = st2
-        .last_execution()
-        .unwrap_or_else(|| panic!("no execution was started; the bridge answered: {ack}"));
+    let deploy = deploy_web(&st2, &alice, &room, &bot).await?;
 
     // Act
-    let finished = st2.finish_execution(&execution.id, "succeeded", shell_result("web is live"));
-    assert_eq!(
-        finished.delivered_to, 1,
-        "the result was announced to the bridge's stream: {finished:?}"
-    );
+    let result = finish_deploy(&st2, &alice, &room, &bot, &deploy).await;
 
     // Assert
-    let result = alice
-        .wait_for_event(
-            &room,
-            "the result of the command",
-            |ev| is_result_of(ev, &bot, &command, &ack),
-            PROMPTLY,
-        )
-        .await;
-    encryption(&alice, &room, &ack);
+    encryption(&alice, &room, &deploy.ack);
     encryption(&alice, &room, &result);
     assert_eq!(
-        thread_root(&ack),
-        Some(command.as_str()),
-        "the ack is in the command's thread: {ack}"
+        thread_root(&deploy.ack),
+        Some(deploy.command.as_str()),
+        "the ack is in the command's thread: {}",
+        deploy.ack
     );
     assert_eq!(
         thread_root(&result),
-        Some(command.as_str()),
+        Some(deploy.command.as_str()),
         "the result is in the command's thread: {result}"
     );
     assert_eq!(
@@ -231,11 +201,9 @@ pub async fn member_who_joins_an_encrypted_room_later_reads_the_bots_answers(
 ) -> anyhow::Result<()> {
     // Arrange
     let mut bridge = ctx.bridge();
-    bridge.start().await?;
-    let bot = bridge.bot_user_id();
-    let alice = ctx.user("alice").await?;
+    let Conversation { bot, alice, room } =
+        Conversation::start_encrypted(&ctx, &mut bridge).await?;
     let bob = ctx.user("bob").await?;
-    let room = alice.create_encrypted_room_with(&bot).await?;
     ping(&alice, &room, &bot).await?;
 
     // Act
@@ -252,7 +220,7 @@ pub async fn member_who_joins_an_encrypted_room_later_reads_the_bots_answers(
         .wait_for_event(
             &room,
             "the bot's pong to alice's ping after bob joined",
-            |ev| is_pong(ev, &bot) && in_reply_to(ev) == Some(alices_command.as_str()),
+            |ev| is_pong_to(ev, &bot, alices_command.as_str()),
             PROMPTLY,
         )
         .await;
@@ -277,11 +245,9 @@ pub async fn after_a_member_leaves_the_bot_encrypts_with_a_new_room_key(
 ) -> anyhow::Result<()> {
     // Arrange
     let mut bridge = ctx.bridge();
-    bridge.start().await?;
-    let bot = bridge.bot_user_id();
-    let alice = ctx.user("alice").await?;
+    let Conversation { bot, alice, room } =
+        Conversation::start_encrypted(&ctx, &mut bridge).await?;
     let bob = ctx.user("bob").await?;
-    let room = alice.create_encrypted_room_with(&bot).await?;
     alice.invite(&room, bob.user_id()).await?;
     bob.join(&room).await?;
     alice
@@ -324,9 +290,7 @@ pub async fn login_in_an_encrypted_direct_chat_sends_the_link_and_links_the_acco
     let password = random_lowercase(24);
     st2.add_user(ALICE_ST2, &password);
     let alice = ctx.user("alice").await?;
-    let mut bridge = ctx.bridge();
-    bridge.configure_stackstorm(&st2, St2Auth::ApiKey);
-    bridge.set_config("web", "public_url", bridge.url());
+    let mut bridge = bridge_serving_login(&ctx, &st2);
     bridge.start().await?;
     let bot = bridge.bot_user_id();
     let direct = alice.create_encrypted_direct_chat_with(&bot).await?;
@@ -335,23 +299,12 @@ pub async fn login_in_an_encrypted_direct_chat_sends_the_link_and_links_the_acco
     // Act
     let offer = alice.ask(&direct, &bot, "!st2 login").await?;
     let link = login_link(&offer, &bridge.url());
-    let browser = Browser::launch().await?;
-    browser.open(&link).await?;
-    browser
-        .wait_for_title("Link your StackStorm account")
-        .await?;
+    let (browser, _) = open_login_page(&link).await?;
     browser.type_into("#username", ALICE_ST2).await?;
     browser.type_into("#password", &password).await?;
     browser.click("#link").await?;
     browser.wait_for_title("Account linked").await?;
-    let confirmed = alice
-        .wait_for_event(
-            &direct,
-            "the bot's confirmation in the direct chat",
-            |ev| is_notice_from(ev, &bot) && body(ev).contains("now linked"),
-            PROMPTLY,
-        )
-        .await;
+    let confirmed = wait_for_link_confirmation(&alice, &direct, &bot).await;
     let whoami = alice.ask(&direct, &bot, "!st2 whoami").await?;
 
     // Assert
@@ -390,10 +343,8 @@ pub async fn bridge_restarted_or_killed_after_a_key_arrived_keeps_answering_with
 ) -> anyhow::Result<()> {
     // Arrange
     let mut bridge = ctx.bridge();
-    bridge.start().await?;
-    let bot = bridge.bot_user_id();
-    let alice = ctx.user("alice").await?;
-    let room = alice.create_encrypted_room_with(&bot).await?;
+    let Conversation { bot, alice, room } =
+        Conversation::start_encrypted(&ctx, &mut bridge).await?;
     let (first_command, first) = ping(&alice, &room, &bot).await?;
     let device = encryption(&alice, &room, &first)
         .sender_device
@@ -457,10 +408,8 @@ pub async fn command_whose_room_key_arrives_seconds_later_is_answered(
 ) -> anyhow::Result<()> {
     // Arrange
     let mut bridge = ctx.bridge();
-    bridge.start().await?;
-    let bot = bridge.bot_user_id();
-    let alice = ctx.user("alice").await?;
-    let room = alice.create_encrypted_room_with(&bot).await?;
+    let Conversation { bot, alice, room } =
+        Conversation::start_encrypted(&ctx, &mut bridge).await?;
     ping(&alice, &room, &bot).await?;
     let device = ManualDevice::login(&alice).await?;
     let key = device.new_room_key(&room, &[&bot, alice.user_id()]).await?;
@@ -484,7 +433,7 @@ pub async fn command_whose_room_key_arrives_seconds_later_is_answered(
         .wait_for_event(
             &room,
             "the bot's pong to the command whose key came late",
-            |ev| is_pong(ev, &bot) && in_reply_to(ev) == Some(command.as_str()),
+            |ev| is_pong_to(ev, &bot, command.as_str()),
             PROMPTLY,
         )
         .await;
@@ -518,10 +467,8 @@ pub async fn messages_the_bot_can_never_decrypt_get_one_notice_naming_their_send
         "key_wait",
         format!("{}s", SHORT_KEY_WAIT.as_secs()),
     );
-    bridge.start().await?;
-    let bot = bridge.bot_user_id();
-    let alice = ctx.user("alice").await?;
-    let room = alice.create_encrypted_room_with(&bot).await?;
+    let Conversation { bot, alice, room } =
+        Conversation::start_encrypted(&ctx, &mut bridge).await?;
     let device = ManualDevice::login(&alice).await?;
     let _kept_to_itself = device.new_room_key(&room, &[]).await?;
 
@@ -593,10 +540,8 @@ pub async fn bridge_log_holds_no_room_key_or_secret_of_an_encrypted_conversation
     let sealing_key = base64::engine::general_purpose::STANDARD.encode(sealing_key);
     let mut bridge = ctx.bridge();
     bridge.set_config("secrets", "key", sealing_key.as_str());
-    bridge.start().await?;
-    let bot = bridge.bot_user_id();
-    let alice = ctx.user("alice").await?;
-    let room = alice.create_encrypted_room_with(&bot).await?;
+    let Conversation { bot, alice, room } =
+        Conversation::start_encrypted(&ctx, &mut bridge).await?;
     let device = ManualDevice::login(&alice).await?;
     let key = device.new_room_key(&room, &[&bot, alice.user_id()]).await?;
     device.release(key).await?;
@@ -607,7 +552,7 @@ pub async fn bridge_log_holds_no_room_key_or_secret_of_an_encrypted_conversation
         .wait_for_event(
             &room,
             "the bot's pong to the ping from alice's second device",
-            |ev| is_pong(ev, &bot) && in_reply_to(ev) == Some(command.as_str()),
+            |ev| is_pong_to(ev, &bot, command.as_str()),
             PROMPTLY,
         )
         .await;
@@ -672,36 +617,20 @@ pub async fn direct_chat_the_bot_opens_for_a_whisper_is_encrypted(ctx: Ctx) -> a
     let st2 = stackstorm::double(St2Options::default(), Vec::new()).await;
     let mut bridge = ctx.bridge();
     bridge.configure_stackstorm(&st2, St2Auth::ApiKey);
-    bridge.start().await?;
-    let bot = bridge.bot_user_id();
-    let alice = ctx.user("alice").await?;
-    let room = alice.create_encrypted_room_with(&bot).await?;
+    let Conversation { bot, alice, room } =
+        Conversation::start_encrypted(&ctx, &mut bridge).await?;
     bridge.wait_for_stream().await;
 
     // Act
     let listeners = st2.announce(
         "matrix",
-        json!({
-            "channel": room,
-            "message": "a whispered secret",
-            "user": alice.user_id(),
-            "whisper": true,
-            "extra": {},
-        }),
+        whisper(&room, alice.user_id(), "a whispered secret"),
     );
     assert_eq!(listeners, 1, "the bridge was listening to the stream");
-    let invite = alice
-        .wait_for_invite(
-            "the bot's invite to a direct chat",
-            |invite| invite.sender == bot.as_str(),
-            PROMPTLY,
-        )
-        .await;
-    alice.join(&invite.room_id).await?;
-    let direct = invite.room_id;
+    let direct = join_the_bots_direct_chat(&alice, &bot).await?.room_id;
 
     // Assert
-    let whisper = alice
+    let whispered = alice
         .wait_for_event(
             &direct,
             "the whisper in the direct chat",
@@ -709,12 +638,9 @@ pub async fn direct_chat_the_bot_opens_for_a_whisper_is_encrypted(ctx: Ctx) -> a
             PROMPTLY,
         )
         .await;
-    encryption(&alice, &direct, &whisper);
-    let encryption_set_by_bot = alice.events_matching(&direct, |ev| {
-        ev["type"] == "m.room.encryption" && sender(ev) == bot.as_str()
-    });
+    encryption(&alice, &direct, &whispered);
     assert!(
-        !encryption_set_by_bot.is_empty(),
+        made_encrypted_by(&alice, &direct, &bot),
         "the bot made the direct chat encrypted"
     );
     Ok(())
@@ -747,11 +673,8 @@ pub async fn admin_room_the_bot_creates_is_encrypted_and_commands_there_are_answ
         .await;
     encryption(&alice, &admin_room, &welcome);
     encryption(&alice, &admin_room, &status);
-    let encryption_set_by_bot = alice.events_matching(&admin_room, |ev| {
-        ev["type"] == "m.room.encryption" && sender(ev) == bot.as_str()
-    });
     assert!(
-        !encryption_set_by_bot.is_empty(),
+        made_encrypted_by(&alice, &admin_room, &bot),
         "the bot made the admin room encrypted"
     );
     Ok(())
@@ -777,18 +700,13 @@ pub async fn with_encryption_off_an_encrypted_room_gets_one_notice_that_it_canno
     alice
         .wait_for_membership(&room, &bot, "join", PROMPTLY)
         .await;
-    let about_encryption = |ev: &Json| is_notice_from(ev, &bot) && body(ev).contains("encrypted");
     alice
-        .wait_for_event(
+        .wait_for_only_event(
             &room,
             "the bot's notice about encryption",
-            about_encryption,
+            |ev| is_notice_from(ev, &bot) && body(ev).contains("encrypted"),
             PROMPTLY,
         )
         .await;
-    assert_count_stays("notices about encryption", 1, SETTLE, || async {
-        alice.events_matching(&room, about_encryption).len()
-    })
-    .await;
     Ok(())
 }

@@ -3,9 +3,9 @@
 use st2_matrix_testkit::st2::St2Options;
 
 use crate::harness::Ctx;
-use crate::harness::events::{body, html_body, is_reply_from};
+use crate::harness::conversation::Conversation;
+use crate::harness::events::{body, html_body};
 use crate::harness::stackstorm::{self, St2Auth, alias};
-use crate::harness::wait::PROMPTLY;
 
 /// Three aliases in two packs: `!st2help` answers with all three, each pack under its own
 /// heading with its commands and their descriptions, in plain text and in HTML.
@@ -37,24 +37,13 @@ pub async fn help_lists_the_rooms_commands_grouped_by_pack(ctx: Ctx) -> anyhow::
     .await;
     let mut bridge = ctx.bridge();
     bridge.configure_stackstorm(&st2, St2Auth::ApiKey);
-    bridge.start().await?;
-    let bot = bridge.bot_user_id();
-    let alice = ctx.user("alice").await?;
-    let room = alice.create_room_with(&bot).await?;
+    let Conversation { bot, alice, room } = Conversation::start(&ctx, &mut bridge).await?;
     bridge.wait_for_aliases(3).await;
 
     // Act
-    let command = alice.send_text(&room, "!st2help").await?;
+    let help = alice.ask(&room, &bot, "!st2help").await?;
 
     // Assert
-    let help = alice
-        .wait_for_event(
-            &room,
-            "the help",
-            |ev| is_reply_from(ev, &bot, &command),
-            PROMPTLY,
-        )
-        .await;
     let text = body(&help);
     assert!(
         text.starts_with("Commands you can run here (3):"),

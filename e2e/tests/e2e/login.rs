@@ -3,14 +3,16 @@
 //! `!st2 logout`, and a log that never holds any of the secrets involved.
 
 use base64::Engine as _;
+use matrix_sdk::ruma::{RoomId, UserId};
 use rand::RngCore as _;
 use st2_matrix_testkit::st2::{CredentialKind, St2Double, St2Options};
 
 use crate::harness::Ctx;
+use crate::harness::bridge::Bridge;
 use crate::harness::browser::Browser;
 use crate::harness::events::{body, is_notice_from};
-use crate::harness::stackstorm::{self, BOT_USER, St2Auth, alias};
-use crate::harness::user::random_lowercase;
+use crate::harness::stackstorm::{self, BOT_USER, St2Auth, ops_deploy};
+use crate::harness::user::{User, random_lowercase};
 use crate::harness::wait::PROMPTLY;
 use serde_json::Value as Json;
 
@@ -20,16 +22,39 @@ pub const ALICE_ST2: &str = "alice-st2";
 /// Bob's account on StackStorm, linked with an API key.
 const BOB_ST2: &str = "bob-st2";
 
-/// A StackStorm double with one alias, `deploy {{service}}`.
+/// A StackStorm double with one alias, [`ops_deploy`].
 pub async fn deploy_double() -> St2Double {
-    stackstorm::double(
-        St2Options::default(),
-        vec![alias(
-            "ops",
-            "deploy",
-            "deploy {{service}}",
-            "Deploy a service.",
-        )],
+    stackstorm::double(St2Options::default(), vec![ops_deploy()]).await
+}
+
+/// A bridge (not started) using `st2` with an API key and serving the login page: its links
+/// point at its own listener (`[web] public_url`), where the test's browser reaches it.
+pub fn bridge_serving_login(ctx: &Ctx, st2: &St2Double) -> Bridge {
+    let mut bridge = ctx.bridge();
+    bridge.configure_stackstorm(st2, St2Auth::ApiKey);
+    bridge.set_config("web", "public_url", bridge.url());
+    bridge
+}
+
+/// Opens the one-time login `link` in a new Chromium and waits for its form; returns the
+/// browser and the form page's text.
+pub async fn open_login_page(link: &str) -> anyhow::Result<(Browser, String)> {
+    let browser = Browser::launch().await?;
+    browser.open(link).await?;
+    let form_page = browser
+        .wait_for_title("Link your StackStorm account")
+        .await?;
+    Ok((browser, form_page))
+}
+
+/// Waits for `bot`'s notice in the direct chat `direct` that `user`'s account is now linked,
+/// and returns it.
+pub async fn wait_for_link_confirmation(user: &User, direct: &RoomId, bot: &UserId) -> Json {
+    user.wait_for_event(
+        direct,
+        "the bot's confirmation in the direct chat",
+        |ev| is_notice_from(ev, bot) && body(ev).contains("now linked"),
+        PROMPTLY,
     )
     .await
 }
@@ -67,14 +92,12 @@ pub async fn login_in_a_browser_links_the_account_until_logout_and_no_secret_is_
     let sealing_key = base64::engine::general_purpose::STANDARD.encode(sealing_key);
     let webhook_secret = random_lowercase(32);
     let alice = ctx.user("alice").await?;
-    let mut bridge = ctx.bridge();
-    bridge.configure_stackstorm(&st2, St2Auth::ApiKey);
+    let mut bridge = bridge_serving_login(&ctx, &st2);
     let bridge_api_key = bridge
         .config_str("stackstorm", "api_key")
         .expect("configure_stackstorm set an API key");
     bridge.set_config("secrets", "key", sealing_key.as_str());
     bridge.set_config("webhook", "secret", webhook_secret.as_str());
-    bridge.set_config("web", "public_url", bridge.url());
     bridge.start().await?;
     let bot = bridge.bot_user_id();
     let room = alice.create_room_with(&bot).await?;
@@ -95,11 +118,7 @@ pub async fn login_in_a_browser_links_the_account_until_logout_and_no_secret_is_
     let link_token = link[format!("{}/login/", bridge.url()).len()..].to_owned();
 
     // Act: the page, in a browser
-    let browser = Browser::launch().await?;
-    browser.open(&link).await?;
-    let form_page = browser
-        .wait_for_title("Link your StackStorm account")
-        .await?;
+    let (browser, form_page) = open_login_page(&link).await?;
     let form_token = browser.value_of("input[name=form_token]").await?;
     browser.type_into("#username", ALICE_ST2).await?;
     browser.type_into("#password", &password).await?;
@@ -115,14 +134,7 @@ pub async fn login_in_a_browser_links_the_account_until_logout_and_no_secret_is_
         linked_page.contains(ALICE_ST2),
         "the page names the StackStorm user: {linked_page}"
     );
-    let confirmed = alice
-        .wait_for_event(
-            &direct,
-            "the bot's confirmation in the direct chat",
-            |ev| is_notice_from(ev, &bot) && body(ev).contains("now linked"),
-            PROMPTLY,
-        )
-        .await;
+    let confirmed = wait_for_link_confirmation(&alice, &direct, &bot).await;
     assert!(
         body(&confirmed).contains(ALICE_ST2),
         "the confirmation names the StackStorm user: {confirmed}"
@@ -214,9 +226,7 @@ pub async fn login_with_an_api_key_in_a_browser_runs_commands_with_that_key(
     let st2 = deploy_double().await;
     let bob_key = st2.add_api_key(BOB_ST2);
     let bob = ctx.user("bob").await?;
-    let mut bridge = ctx.bridge();
-    bridge.configure_stackstorm(&st2, St2Auth::ApiKey);
-    bridge.set_config("web", "public_url", bridge.url());
+    let mut bridge = bridge_serving_login(&ctx, &st2);
     bridge.start().await?;
     let bot = bridge.bot_user_id();
     let room = bob.create_room_with(&bot).await?;
@@ -226,21 +236,11 @@ pub async fn login_with_an_api_key_in_a_browser_runs_commands_with_that_key(
     let link = login_link(&offer, &bridge.url());
 
     // Act
-    let browser = Browser::launch().await?;
-    browser.open(&link).await?;
-    browser
-        .wait_for_title("Link your StackStorm account")
-        .await?;
+    let (browser, _) = open_login_page(&link).await?;
     browser.type_into("#api_key", &bob_key).await?;
     browser.click("#link").await?;
     let linked_page = browser.wait_for_title("Account linked").await?;
-    bob.wait_for_event(
-        &direct,
-        "the bot's confirmation in the direct chat",
-        |ev| is_notice_from(ev, &bot) && body(ev).contains("now linked"),
-        PROMPTLY,
-    )
-    .await;
+    wait_for_link_confirmation(&bob, &direct, &bot).await;
     bob.ask(&room, &bot, "!st2 deploy web").await?;
     let execution = st2.last_execution().expect("the command ran");
     bridge.stop().await?;

@@ -3,30 +3,18 @@
 use serde_json::json;
 
 use crate::harness::Ctx;
-use crate::harness::events::in_reply_to;
-use crate::harness::wait::PROMPTLY;
-use crate::ping::is_pong;
+use crate::harness::conversation::Conversation;
+use crate::ping::ping;
 
 /// After start-up, a command round trip, a refused transaction and a shutdown (every path
 /// that handles a token), the log holds neither the `as_token` nor the `hs_token`.
 pub async fn bridge_log_never_contains_the_appservice_tokens(ctx: Ctx) -> anyhow::Result<()> {
     // Arrange
     let mut bridge = ctx.bridge();
-    bridge.start().await?;
-    let bot = bridge.bot_user_id();
-    let alice = ctx.user("alice").await?;
-    let room = alice.create_room_with(&bot).await?;
+    let Conversation { bot, alice, room } = Conversation::start(&ctx, &mut bridge).await?;
 
     // Act
-    let command = alice.send_text(&room, "!st2 ping").await?;
-    alice
-        .wait_for_event(
-            &room,
-            "the bot's pong",
-            |ev| is_pong(ev, &bot) && in_reply_to(ev) == Some(command.as_str()),
-            PROMPTLY,
-        )
-        .await;
+    ping(&alice, &room, &bot).await?;
     let wrong = format!("{}-not", bridge.hs_token());
     bridge
         .put_transaction("e2e-log-check", Some(&wrong), &json!({ "events": [] }))

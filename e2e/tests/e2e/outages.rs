@@ -4,9 +4,9 @@
 use st2_matrix_testkit::st2::St2Options;
 
 use crate::harness::Ctx;
-use crate::harness::events::{body, is_reply_from};
-use crate::harness::stackstorm::{self, St2Auth, alias};
-use crate::harness::wait::PROMPTLY;
+use crate::harness::conversation::Conversation;
+use crate::harness::events::body;
+use crate::harness::stackstorm::{self, St2Auth, alias, ops_deploy};
 
 /// StackStorm stops after the aliases were loaded: `!st2 deploy web` is answered that
 /// StackStorm is unavailable and the command was not run.
@@ -14,37 +14,17 @@ pub async fn command_while_stackstorm_is_down_is_answered_that_it_was_not_run(
     ctx: Ctx,
 ) -> anyhow::Result<()> {
     // Arrange
-    let st2 = stackstorm::double(
-        St2Options::default(),
-        vec![alias(
-            "ops",
-            "deploy",
-            "deploy {{service}}",
-            "Deploy a service.",
-        )],
-    )
-    .await;
+    let st2 = stackstorm::double(St2Options::default(), vec![ops_deploy()]).await;
     let mut bridge = ctx.bridge();
     bridge.configure_stackstorm(&st2, St2Auth::ApiKey);
-    bridge.start().await?;
-    let bot = bridge.bot_user_id();
-    let alice = ctx.user("alice").await?;
-    let room = alice.create_room_with(&bot).await?;
+    let Conversation { bot, alice, room } = Conversation::start(&ctx, &mut bridge).await?;
     bridge.wait_for_aliases(1).await;
     st2.stop().await;
 
     // Act
-    let command = alice.send_text(&room, "!st2 deploy web").await?;
+    let reply = alice.ask(&room, &bot, "!st2 deploy web").await?;
 
     // Assert
-    let reply = alice
-        .wait_for_event(
-            &room,
-            "the reply to the command",
-            |ev| is_reply_from(ev, &bot, &command),
-            PROMPTLY,
-        )
-        .await;
     let text = body(&reply);
     assert!(
         text.contains("StackStorm is unavailable ("),
@@ -66,6 +46,7 @@ pub async fn help_after_a_restart_while_stackstorm_is_down_answers_from_the_stor
     let st2 = stackstorm::double(
         St2Options::default(),
         vec![
+            // Written out: the help this test checks quotes them.
             alias("ops", "deploy", "deploy {{service}}", "Deploy a service."),
             alias(
                 "ops",
@@ -78,27 +59,16 @@ pub async fn help_after_a_restart_while_stackstorm_is_down_answers_from_the_stor
     .await;
     let mut bridge = ctx.bridge();
     bridge.configure_stackstorm(&st2, St2Auth::ApiKey);
-    bridge.start().await?;
-    let bot = bridge.bot_user_id();
-    let alice = ctx.user("alice").await?;
-    let room = alice.create_room_with(&bot).await?;
+    let Conversation { bot, alice, room } = Conversation::start(&ctx, &mut bridge).await?;
     bridge.wait_for_aliases(2).await;
     bridge.stop().await?;
     st2.stop().await;
     bridge.start().await?;
 
     // Act
-    let command = alice.send_text(&room, "!st2help").await?;
+    let help = alice.ask(&room, &bot, "!st2help").await?;
 
     // Assert
-    let help = alice
-        .wait_for_event(
-            &room,
-            "the help",
-            |ev| is_reply_from(ev, &bot, &command),
-            PROMPTLY,
-        )
-        .await;
     let text = body(&help);
     assert!(
         text.starts_with("Commands you can run here (2):"),

@@ -1,16 +1,41 @@
 //! `!st2 ping` in a plain room: invite the bot, it joins, the command is answered as a reply.
 
-use matrix_sdk::ruma::UserId;
+use matrix_sdk::ruma::{OwnedEventId, RoomId, UserId};
 use serde_json::Value as Json;
 
 use crate::harness::Ctx;
 use crate::harness::bridge::version;
 use crate::harness::events::{body, in_reply_to, is_notice_from, thread_root};
+use crate::harness::user::User;
 use crate::harness::wait::PROMPTLY;
 
 /// Whether `event` is `bot`'s answer to a ping: a notice starting with `pong`.
 pub fn is_pong(event: &Json, bot: &UserId) -> bool {
     is_notice_from(event, bot) && body(event).starts_with("pong")
+}
+
+/// Whether `event` is `bot`'s pong replying to the ping `command` (an event id: some tests
+/// make theirs up).
+pub fn is_pong_to(event: &Json, bot: &UserId, command: &str) -> bool {
+    is_pong(event, bot) && in_reply_to(event) == Some(command)
+}
+
+/// `user` says `!st2 ping` in `room`; returns the command's id and `bot`'s pong replying to it.
+pub async fn ping(
+    user: &User,
+    room: &RoomId,
+    bot: &UserId,
+) -> anyhow::Result<(OwnedEventId, Json)> {
+    let command = user.send_text(room, "!st2 ping").await?;
+    let pong = user
+        .wait_for_event(
+            room,
+            &format!("the bot's pong to {}'s ping", user.user_id()),
+            |ev| is_pong_to(ev, bot, command.as_str()),
+            PROMPTLY,
+        )
+        .await;
+    Ok((command, pong))
 }
 
 /// Invite the bot: it joins; say `!st2 ping`: a `pong` notice with the version arrives as a

@@ -1,12 +1,10 @@
 //! A bridge killed with -9 loses nothing: Synapse holds what it could not deliver and the
 //! restarted bridge acts on it exactly once.
 
-use serde_json::Value as Json;
-
 use crate::harness::Ctx;
-use crate::harness::events::in_reply_to;
-use crate::harness::wait::{PROMPTLY, SETTLE, assert_count_stays};
-use crate::ping::is_pong;
+use crate::harness::conversation::Conversation;
+use crate::harness::wait::PROMPTLY;
+use crate::ping::is_pong_to;
 
 /// Kill the bridge (SIGKILL), send `!st2 ping` while it is down, start it again: the command
 /// is answered, once.
@@ -15,10 +13,7 @@ pub async fn command_sent_while_the_bridge_is_down_is_answered_once_after_restar
 ) -> anyhow::Result<()> {
     // Arrange
     let mut bridge = ctx.bridge();
-    bridge.start().await?;
-    let bot = bridge.bot_user_id();
-    let alice = ctx.user("alice").await?;
-    let room = alice.create_room_with(&bot).await?;
+    let Conversation { bot, alice, room } = Conversation::start(&ctx, &mut bridge).await?;
     bridge.kill()?;
 
     // Act
@@ -36,19 +31,13 @@ pub async fn command_sent_while_the_bridge_is_down_is_answered_once_after_restar
     bridge.restart().await?;
 
     // Assert
-    let answers_command =
-        |ev: &Json| is_pong(ev, &bot) && in_reply_to(ev) == Some(command.as_str());
     alice
-        .wait_for_event(
+        .wait_for_only_event(
             &room,
             "the pong after the restart",
-            answers_command,
+            |ev| is_pong_to(ev, &bot, command.as_str()),
             PROMPTLY,
         )
         .await;
-    assert_count_stays("pongs to the command", 1, SETTLE, || async {
-        alice.events_matching(&room, answers_command).len()
-    })
-    .await;
     Ok(())
 }

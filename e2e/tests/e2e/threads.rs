@@ -1,6 +1,7 @@
 //! Commands sent inside a thread are answered inside that thread.
 
 use crate::harness::Ctx;
+use crate::harness::conversation::Conversation;
 use crate::harness::events::{in_reply_to, thread_root};
 use crate::harness::wait::PROMPTLY;
 use crate::ping::is_pong;
@@ -10,10 +11,7 @@ use crate::ping::is_pong;
 pub async fn ping_in_a_thread_is_answered_in_that_thread(ctx: Ctx) -> anyhow::Result<()> {
     // Arrange
     let mut bridge = ctx.bridge();
-    bridge.start().await?;
-    let bot = bridge.bot_user_id();
-    let alice = ctx.user("alice").await?;
-    let room = alice.create_room_with(&bot).await?;
+    let Conversation { bot, alice, room } = Conversation::start(&ctx, &mut bridge).await?;
     let root = alice
         .send_text(&room, "let's check the bridge in a thread")
         .await?;

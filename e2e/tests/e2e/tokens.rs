@@ -7,9 +7,9 @@ use st2_matrix_testkit::st2::{CredentialKind, St2Options};
 use tokio::time::{Instant, sleep_until};
 
 use crate::harness::Ctx;
-use crate::harness::events::{body, is_notice_from, is_reply_from};
-use crate::harness::stackstorm::{self, BOT_USER, St2Auth, alias};
-use crate::harness::wait::{PROMPTLY, SETTLE, assert_count_stays};
+use crate::harness::events::{body, is_notice_from};
+use crate::harness::stackstorm::{self, BOT_USER, St2Auth, ops_deploy, started_execution};
+use crate::harness::wait::{SETTLE, assert_count_stays};
 
 /// The lifetime of every token StackStorm issues in this test (default and maximum alike).
 const TOKEN_TTL: Duration = Duration::from_secs(2);
@@ -24,12 +24,7 @@ pub async fn expired_token_is_renewed_without_the_user_noticing(ctx: Ctx) -> any
             max_token_ttl: TOKEN_TTL,
             ..St2Options::default()
         },
-        vec![alias(
-            "ops",
-            "deploy",
-            "deploy {{service}}",
-            "Deploy a service.",
-        )],
+        vec![ops_deploy()],
     )
     .await;
     let mut bridge = ctx.bridge();
@@ -45,24 +40,14 @@ pub async fn expired_token_is_renewed_without_the_user_noticing(ctx: Ctx) -> any
     sleep_until(two_lifetimes_later).await;
 
     // Act
-    let command = alice.send_text(&room, "!st2 deploy web").await?;
+    let ack = alice.ask(&room, &bot, "!st2 deploy web").await?;
 
     // Assert
-    let ack = alice
-        .wait_for_event(
-            &room,
-            "the reply to the command",
-            |ev| is_reply_from(ev, &bot, &command),
-            PROMPTLY,
-        )
-        .await;
     assert!(
         body(&ack).starts_with("Running `ops.deploy`"),
         "the command ran: {ack}"
     );
-    let execution = st2
-        .last_execution()
-        .unwrap_or_else(|| panic!("no execution was started; the bridge answered: {ack}"));
+    let execution = started_execution(&st2, &ack);
     assert_eq!(
         execution.credential.kind,
         CredentialKind::Token,

@@ -3,12 +3,12 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde_json::{Value as Json, json};
+use serde_json::json;
 
 use crate::harness::Ctx;
-use crate::harness::events::in_reply_to;
-use crate::harness::wait::{PROMPTLY, SETTLE, assert_count_stays};
-use crate::ping::is_pong;
+use crate::harness::conversation::Conversation;
+use crate::harness::wait::PROMPTLY;
+use crate::ping::is_pong_to;
 
 /// The same transaction (same id, same `!st2 ping` event) pushed twice: both pushes are
 /// acknowledged, and the command is answered once.
@@ -16,10 +16,7 @@ pub async fn resent_transaction_is_answered_once(ctx: Ctx) -> anyhow::Result<()>
     // Arrange: a room the bot is in, and a command event only this test's pushes carry (its
     // id is made up, so Synapse itself never delivers it).
     let mut bridge = ctx.bridge();
-    bridge.start().await?;
-    let bot = bridge.bot_user_id();
-    let alice = ctx.user("alice").await?;
-    let room = alice.create_room_with(&bot).await?;
+    let Conversation { bot, alice, room } = Conversation::start(&ctx, &mut bridge).await?;
     let event_id = format!("$e2e-resent-{}", rand::random::<u64>());
     let now_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis();
     let transaction = json!({
@@ -51,20 +48,14 @@ pub async fn resent_transaction_is_answered_once(ctx: Ctx) -> anyhow::Result<()>
         (200, json!({})),
         "the repeated push is acknowledged too"
     );
-    let answers_command =
-        |ev: &Json| is_pong(ev, &bot) && in_reply_to(ev) == Some(event_id.as_str());
     alice
-        .wait_for_event(
+        .wait_for_only_event(
             &room,
             "the pong to the pushed command",
-            answers_command,
+            |ev| is_pong_to(ev, &bot, &event_id),
             PROMPTLY,
         )
         .await;
-    assert_count_stays("pongs to the pushed command", 1, SETTLE, || async {
-        alice.events_matching(&room, answers_command).len()
-    })
-    .await;
     Ok(())
 }
 

@@ -5,6 +5,7 @@ use serde_json::json;
 
 use crate::harness::Ctx;
 use crate::harness::bridge::{Bridge, WebhookBody};
+use crate::harness::conversation::Conversation;
 use crate::harness::events::{body, is_notice_from};
 use crate::harness::wait::{PROMPTLY, SETTLE, assert_count_stays};
 
@@ -31,10 +32,7 @@ pub async fn errbot_webhook_with_the_secret_posts_the_message_into_the_room(
 ) -> anyhow::Result<()> {
     // Arrange
     let mut bridge = bridge_with_webhooks(&ctx);
-    bridge.start().await?;
-    let bot = bridge.bot_user_id();
-    let alice = ctx.user("alice").await?;
-    let room = alice.create_room_with(&bot).await?;
+    let Conversation { bot, alice, room } = Conversation::start(&ctx, &mut bridge).await?;
 
     // Act
     let (status, answer) = bridge
@@ -79,10 +77,7 @@ pub async fn errbot_webhook_with_the_secret_posts_the_message_into_the_room(
 pub async fn hubot_webhook_takes_json_and_form_bodies(ctx: Ctx) -> anyhow::Result<()> {
     // Arrange
     let mut bridge = bridge_with_webhooks(&ctx);
-    bridge.start().await?;
-    let bot = bridge.bot_user_id();
-    let alice = ctx.user("alice").await?;
-    let room = alice.create_room_with(&bot).await?;
+    let Conversation { bot, alice, room } = Conversation::start(&ctx, &mut bridge).await?;
 
     // Act
     let (json_status, json_answer) = bridge
@@ -132,10 +127,7 @@ pub async fn webhook_without_or_with_a_wrong_secret_is_refused_with_401(
 ) -> anyhow::Result<()> {
     // Arrange
     let mut bridge = bridge_with_webhooks(&ctx);
-    bridge.start().await?;
-    let bot = bridge.bot_user_id();
-    let alice = ctx.user("alice").await?;
-    let room = alice.create_room_with(&bot).await?;
+    let Conversation { bot, alice, room } = Conversation::start(&ctx, &mut bridge).await?;
     let valid = json!({"channel": room, "message": "let me in"});
     let wrong = format!("{SECRET}-not");
 

@@ -13,6 +13,8 @@
 pub mod bridge;
 /// Headless Chromium over WebDriver, for the pages the bridge serves.
 pub mod browser;
+/// Alice in a room with the bot: the arrangement most tests start from.
+pub mod conversation;
 /// A second device of a user whose room keys a test holds back.
 pub mod device;
 /// Accessors for the raw JSON events tests look at.

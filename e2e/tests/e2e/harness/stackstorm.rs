@@ -9,7 +9,7 @@
 //! bridge's crate (see `Cargo.toml`), so tests keep to formats both parsers read alike.
 
 use serde_json::Value as Json;
-use st2_matrix_testkit::st2::{St2Double, St2Options};
+use st2_matrix_testkit::st2::{RecordedExecution, St2Double, St2Options};
 
 /// The StackStorm user the bridge authenticates as.
 pub const BOT_USER: &str = "bot";
@@ -38,4 +38,17 @@ pub fn alias(pack: &str, name: &str, format: &str, description: &str) -> Json {
     let mut alias = St2Double::simple_alias(pack, name, "core.local", &[format]);
     alias["description"] = description.into();
     alias
+}
+
+/// `ops.deploy`: `deploy {{service}}`, described as `Deploy a service.`: the plain alias most
+/// tests run, so that they all type the same command (`!st2 deploy web`).
+pub fn ops_deploy() -> Json {
+    alias("ops", "deploy", "deploy {{service}}", "Deploy a service.")
+}
+
+/// The execution `st2` started last, for the command the bot answered with `answer`. Panics
+/// if there is none, showing that answer: it says why the command did not run.
+pub fn started_execution(st2: &St2Double, answer: &Json) -> RecordedExecution {
+    st2.last_execution()
+        .unwrap_or_else(|| panic!("no execution was started; the bridge answered: {answer}"))
 }

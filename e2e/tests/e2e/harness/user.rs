@@ -41,7 +41,7 @@ use tokio::task::JoinHandle;
 
 use super::events::is_reply_from;
 use super::synapse::Homeserver;
-use super::wait::{PROMPTLY, poll_until};
+use super::wait::{PROMPTLY, SETTLE, assert_count_stays, poll_until};
 
 /// How long one `/sync` long-poll may wait for news; short so a stuck request is noticed.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
@@ -182,16 +182,18 @@ impl User {
     /// Creates an encrypted room, invites `member` (e.g. the bot) and waits until it joined.
     pub async fn create_encrypted_room_with(&self, member: &UserId) -> anyhow::Result<OwnedRoomId> {
         let room = self.create_encrypted_room().await?;
-        self.invite(&room, member).await?;
-        self.wait_for_membership(&room, member, "join", PROMPTLY)
-            .await;
-        Ok(room)
+        self.with_member(room, member).await
     }
 
     /// Creates a private room, invites `member` (e.g. the bot) and waits until it joined: the
     /// arrangement of most tests.
     pub async fn create_room_with(&self, member: &UserId) -> anyhow::Result<OwnedRoomId> {
         let room = self.create_room().await?;
+        self.with_member(room, member).await
+    }
+
+    /// Invites `member` into `room`, a room just created, and returns it once `member` joined.
+    async fn with_member(&self, room: OwnedRoomId, member: &UserId) -> anyhow::Result<OwnedRoomId> {
         self.invite(&room, member).await?;
         self.wait_for_membership(&room, member, "join", PROMPTLY)
             .await;
@@ -453,6 +455,25 @@ impl User {
                 summarize(&self.events(room))
             ),
         }
+    }
+
+    /// Waits as [`User::wait_for_event`] does, then watches for [`SETTLE`] that the event
+    /// stays the only one in `room` for which `predicate` holds, and returns it: how a test
+    /// shows that something happened exactly once (only within that while: see
+    /// [`assert_count_stays`]).
+    pub async fn wait_for_only_event(
+        &self,
+        room: &RoomId,
+        what: &str,
+        predicate: impl Fn(&Json) -> bool,
+        timeout: Duration,
+    ) -> Json {
+        let event = self.wait_for_event(room, what, &predicate, timeout).await;
+        assert_count_stays(format!("events like {what}"), 1, SETTLE, || async {
+            self.events_matching(room, &predicate).len()
+        })
+        .await;
+        event
     }
 
     /// Waits until `user_id`'s membership in `room` is `membership` (`join`, `leave`, …).
