@@ -224,14 +224,19 @@ struct Shared {
     /// The device generation ([`Inner::devices`]) it was made at.
     devices: u64,
     at: std::time::Instant,
+    /// Messages the room key may still encrypt before it must rotate (`rotation_period_msgs`
+    /// less what it has encrypted). Counted here: reading the stored session before every
+    /// message would cost a store read each time.
+    remaining: u64,
 }
 
 impl Shared {
     /// Whether the next message can be encrypted without checking the share again: no device
-    /// changed since, and it is recent. (Members changing clears the record; the session's
-    /// rotation is checked apart.)
+    /// changed since, it is recent, and the room key has messages left. (Members changing
+    /// clears the record.) matrix-sdk-crypto refuses to encrypt with an expired room key, and
+    /// only a share rotates it.
     fn still_good(&self, devices: u64) -> bool {
-        self.devices == devices && self.at.elapsed() < SHARE_CHECK_EVERY
+        self.devices == devices && self.at.elapsed() < SHARE_CHECK_EVERY && self.remaining > 0
     }
 }
 
@@ -743,21 +748,11 @@ impl Encryption {
     ) -> Result<Raw<AnyMessageLikeEventContent>, Error> {
         let inner = &self.inner;
         let devices = inner.devices.load(Ordering::Relaxed);
-        let recorded = lock(&inner.rooms)
+        let usable = lock(&inner.rooms)
             .encrypted
             .get(room)
             .and_then(|state| state.shared)
             .is_some_and(|shared| shared.still_good(devices));
-        // The room key must also be usable: not rotated away (after `rotation_period_msgs`
-        // messages or `rotation_period`), which only the stored session tells. Sharing is
-        // what rotates it.
-        let usable = recorded
-            && inner
-                .machine
-                .store()
-                .get_outbound_group_session(room)
-                .await?
-                .is_some_and(|session| !session.expired() && !session.invalidated());
         if !usable {
             self.share(room, devices).await?;
         }
@@ -781,6 +776,13 @@ impl Encryption {
             }
         }
         .map_err(|e| Error::Olm(e.to_string()))?;
+        if let Some(shared) = lock(&inner.rooms)
+            .encrypted
+            .get_mut(room)
+            .and_then(|state| state.shared.as_mut())
+        {
+            shared.remaining = shared.remaining.saturating_sub(1);
+        }
         Ok(encrypted.content.cast_unchecked())
     }
 
@@ -840,10 +842,24 @@ impl Encryption {
                 }
             }
         }
+        // How many messages the room key (new or not) has left, read once per share.
+        let remaining = match inner
+            .machine
+            .store()
+            .get_outbound_group_session(room)
+            .await?
+        {
+            Some(session) if !session.expired() && !session.invalidated() => {
+                let limit = session.settings().rotation_period_msgs.clamp(1, 10_000);
+                limit.saturating_sub(u64::from(session.message_index().await))
+            }
+            _ => 0,
+        };
         if let Some(state) = lock(&inner.rooms).encrypted.get_mut(room) {
             state.shared = Some(Shared {
                 devices,
                 at: std::time::Instant::now(),
+                remaining,
             });
         }
         Ok(())
@@ -1127,10 +1143,11 @@ mod tests {
     }
 
     #[test]
-    fn a_share_is_reused_until_devices_change_or_it_is_old() {
+    fn a_share_is_reused_until_devices_change_it_is_old_or_its_key_is_used_up() {
         let shared = Shared {
             devices: 3,
             at: std::time::Instant::now(),
+            remaining: 1,
         };
         assert!(shared.still_good(3));
         assert!(!shared.still_good(4), "devices changed");
@@ -1139,6 +1156,11 @@ mod tests {
             ..shared
         };
         assert!(!old.still_good(3), "checked again after a while");
+        let used_up = Shared {
+            remaining: 0,
+            ..shared
+        };
+        assert!(!used_up.still_good(3), "the room key must rotate");
     }
 
     #[test]
