@@ -8,9 +8,8 @@
 //! 3. no rule matches: `[permissions].default`.
 //!
 //! A rule is a user id, a glob (`@ops-*:example.org`), `*:server`, a server name, or
-//! `power>=N` (the person's power level in the room). In room version 12 the room's creators
-//! have unlimited power and are absent from `m.room.power_levels.users`, so they are looked up
-//! in `m.room.create`.
+//! `power>=N` (the person's power level in the room, as ruma reads the room's state: in room
+//! version 12 the creators have unlimited power and are absent from `m.room.power_levels`).
 
 use std::{
     collections::HashMap,
@@ -20,9 +19,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ruma::{RoomId, UserId};
+use ruma::{
+    RoomId, RoomVersionId, UserId,
+    events::{
+        AnyStateEvent, StateEvent, StateEventType,
+        room::power_levels::{RoomPowerLevels, RoomPowerLevelsSource, UserPowerLevel},
+    },
+    room_version_rules::AuthorizationRules,
+    serde::Raw,
+};
 use serde::{Deserialize, Deserializer, de};
-use serde_json::Value;
 
 use crate::{bridge::Bridge, config::UserRule};
 
@@ -176,82 +182,71 @@ pub fn evaluate(grants: &[Grant], user: &UserId, power: Option<Power>, default: 
     }
 }
 
-/// A room's power levels as far as permissions need them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// A room's power levels, as ruma computes them from the room's state: string power levels
+/// of older room versions count, room version 12's creators (and `additional_creators`) have
+/// unlimited power, and a room without `m.room.power_levels` gives its creator 100.
+#[derive(Debug, Clone)]
 pub struct RoomPower {
-    users: HashMap<String, i64>,
-    users_default: i64,
-    /// Creators with unlimited power (room version 12 and later).
-    creators: Vec<String>,
+    levels: RoomPowerLevels,
 }
 
 impl RoomPower {
-    /// Reads `m.room.create` and `m.room.power_levels` from a room's state events.
-    pub fn from_state(events: &[Value]) -> RoomPower {
-        let mut power = RoomPower::default();
-        for event in events {
-            match event.get("type").and_then(Value::as_str) {
-                Some("m.room.power_levels") => {
-                    let content = &event["content"];
-                    power.users_default = content
-                        .get("users_default")
-                        .and_then(Value::as_i64)
-                        .unwrap_or(0);
-                    if let Some(users) = content.get("users").and_then(Value::as_object) {
-                        power.users = users
-                            .iter()
-                            .filter_map(|(u, v)| Some((u.clone(), v.as_i64()?)))
-                            .collect();
-                    }
+    /// Reads `m.room.create` and `m.room.power_levels` from a room's state events; events
+    /// that do not parse count as absent.
+    pub fn from_state(events: &[Raw<AnyStateEvent>]) -> RoomPower {
+        let mut create = None;
+        let mut power_levels = RoomPowerLevelsSource::None;
+        for raw in events {
+            let kind = raw.get_field::<StateEventType>("type").ok().flatten();
+            if !matches!(
+                kind,
+                Some(StateEventType::RoomCreate | StateEventType::RoomPowerLevels)
+            ) {
+                continue;
+            }
+            match raw.deserialize() {
+                Ok(AnyStateEvent::RoomCreate(StateEvent::Original(event))) => {
+                    create = Some((event.sender, event.content));
                 }
-                Some("m.room.create") => {
-                    let content = &event["content"];
-                    let version = content
-                        .get("room_version")
-                        .and_then(Value::as_str)
-                        .unwrap_or("1");
-                    if creators_have_infinite_power(version) {
-                        power.creators = event
-                            .get("sender")
-                            .and_then(Value::as_str)
-                            .map(str::to_owned)
-                            .into_iter()
-                            .collect();
-                        if let Some(more) =
-                            content.get("additional_creators").and_then(Value::as_array)
-                        {
-                            power
-                                .creators
-                                .extend(more.iter().filter_map(Value::as_str).map(str::to_owned));
-                        }
-                    }
+                Ok(AnyStateEvent::RoomPowerLevels(StateEvent::Original(event))) => {
+                    power_levels = RoomPowerLevelsSource::Original(event.content);
+                }
+                Ok(AnyStateEvent::RoomPowerLevels(StateEvent::Redacted(event))) => {
+                    power_levels = RoomPowerLevelsSource::Redacted(event.content);
                 }
                 _ => {}
             }
         }
-        power
+        let (version, creators) = match create {
+            Some((sender, content)) => {
+                let mut creators = vec![sender];
+                creators.extend(content.additional_creators);
+                (content.room_version, creators)
+            }
+            None => (RoomVersionId::V1, Vec::new()),
+        };
+        let rules = version
+            .rules()
+            .map_or(AuthorizationRules::V1, |rules| rules.authorization);
+        let creators = if rules.additional_room_creators {
+            creators
+        } else {
+            creators.into_iter().take(1).collect()
+        };
+        RoomPower {
+            levels: RoomPowerLevels::new(power_levels, &rules, creators),
+        }
     }
 
     /// `user`'s power.
     pub fn of(&self, user: &UserId) -> Power {
-        if self.creators.iter().any(|c| c == user.as_str()) {
-            return Power::Infinite;
+        match self.levels.for_user(user) {
+            UserPowerLevel::Infinite => Power::Infinite,
+            UserPowerLevel::Int(level) => Power::Value(level.into()),
+            // A kind ruma adds later: no power it does not define is assumed.
+            _ => Power::Value(0),
         }
-        Power::Value(
-            self.users
-                .get(user.as_str())
-                .copied()
-                .unwrap_or(self.users_default),
-        )
     }
-}
-
-/// Room versions where creators have unlimited power: 12 and later (and the unstable "hydra"
-/// versions that introduced the rule).
-fn creators_have_infinite_power(version: &str) -> bool {
-    version
-        .parse::<u32>()
-        .map_or(version.contains("hydra"), |v| v >= 12)
 }
 
 /// Per-room power levels, cached.
@@ -421,24 +416,63 @@ mod tests {
         );
     }
 
+    fn state(events: serde_json::Value) -> Vec<Raw<AnyStateEvent>> {
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .map(|(i, event)| {
+                let mut event = event.clone();
+                let fields = event.as_object_mut().unwrap();
+                fields.insert("event_id".into(), json!(format!("$e{i}")));
+                fields.insert("room_id".into(), json!("!r:x"));
+                fields.insert("origin_server_ts".into(), json!(1));
+                fields.entry("state_key").or_insert(json!(""));
+                Raw::new(&event).unwrap().cast_unchecked()
+            })
+            .collect()
+    }
+
     #[test]
     fn v12_creators_have_infinite_power_and_older_ones_do_not() {
-        let state = |version: &str| {
-            vec![
-                json!({"type": "m.room.create", "sender": "@creator:x", "content": {"room_version": version, "additional_creators": ["@co:x"]}}),
-                json!({"type": "m.room.power_levels", "sender": "@creator:x", "content": {"users": {"@mod:x": 50}, "users_default": 0}}),
-            ]
+        let room = |version: &str| {
+            RoomPower::from_state(&state(json!([
+                {"type": "m.room.create", "sender": "@creator:x", "content": {"room_version": version, "additional_creators": ["@co:x"]}},
+                {"type": "m.room.power_levels", "sender": "@creator:x", "content": {"users": {"@mod:x": 50}, "users_default": 0}},
+            ])))
         };
-        let v12 = RoomPower::from_state(&state("12"));
+        let v12 = room("12");
         assert_eq!(v12.of(&user("@creator:x")), Power::Infinite);
         assert_eq!(v12.of(&user("@co:x")), Power::Infinite);
         assert_eq!(v12.of(&user("@mod:x")), Power::Value(50));
         assert_eq!(v12.of(&user("@nobody:x")), Power::Value(0));
-        let v10 = RoomPower::from_state(&state("10"));
+        let v10 = room("10");
         assert_eq!(
             v10.of(&user("@creator:x")),
             Power::Value(0),
             "before v12 the creator is listed in users"
         );
+        assert_eq!(v10.of(&user("@co:x")), Power::Value(0));
+    }
+
+    #[test]
+    fn string_power_levels_of_older_rooms_count() {
+        let room = RoomPower::from_state(&state(json!([
+            {"type": "m.room.create", "sender": "@creator:x", "content": {"room_version": "5"}},
+            {"type": "m.room.power_levels", "sender": "@creator:x", "content": {"users": {"@mod:x": "50"}, "users_default": "10"}},
+        ])));
+        assert_eq!(room.of(&user("@mod:x")), Power::Value(50));
+        assert_eq!(room.of(&user("@nobody:x")), Power::Value(10));
+    }
+
+    #[test]
+    fn without_power_levels_the_creator_has_100() {
+        let room = RoomPower::from_state(&state(json!([
+            {"type": "m.room.create", "sender": "@creator:x", "content": {"room_version": "10"}},
+            {"type": "m.room.member", "sender": "@creator:x", "state_key": "@creator:x", "content": {"membership": "join"}},
+        ])));
+        assert_eq!(room.of(&user("@creator:x")), Power::Value(100));
+        assert_eq!(room.of(&user("@other:x")), Power::Value(0));
     }
 }

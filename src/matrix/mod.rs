@@ -245,16 +245,15 @@ impl MatrixClient {
             .room_id)
     }
 
-    /// Every state event of `room` (JSON), e.g. to read power levels and creators.
-    pub async fn room_state(&self, room: &RoomId) -> Result<Vec<serde_json::Value>, Error> {
+    /// Every state event of `room`, e.g. to read power levels and creators.
+    pub async fn room_state(
+        &self,
+        room: &RoomId,
+    ) -> Result<Vec<Raw<ruma::events::AnyStateEvent>>, Error> {
         let response = self
             .send(get_state_events::v3::Request::new(room.to_owned()), None)
             .await?;
-        Ok(response
-            .room_state
-            .iter()
-            .filter_map(|raw| serde_json::from_str(raw.json().get()).ok())
-            .collect())
+        Ok(response.room_state)
     }
 
     /// Creates a private room, invites `users`, and names it; end-to-end encrypted when

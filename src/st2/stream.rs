@@ -59,55 +59,100 @@ pub struct SseEvent {
     pub data: String,
 }
 
+/// The longest line, and the largest event, the stream may send: StackStorm's announcements
+/// carry a result, which the bridge posts in pieces under Matrix's event size anyway. A
+/// stream that goes past it is broken (or hostile) and is reconnected, rather than buffered
+/// without bound.
+pub const MAX_EVENT_BYTES: usize = 1 << 20;
+
+/// A line or an event over [`MAX_EVENT_BYTES`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the stream sent a line or event over {MAX_EVENT_BYTES} bytes")]
+pub struct TooLong;
+
 /// An incremental SSE parser (the subset StackStorm uses: `event`, `data`, comments, blank
 /// lines; `id`/`retry` are ignored, StackStorm sends none).
+///
+/// Linear in what it is fed: the unfinished line is scanned only where new bytes arrived, and
+/// finished lines are dropped from the buffer once per call, not once per line.
 #[derive(Debug, Default)]
 pub struct SseParser {
     buffer: Vec<u8>,
+    /// Bytes of `buffer` already known to hold no newline.
+    scanned: usize,
     name: String,
     data: Option<String>,
 }
 
 impl SseParser {
-    /// Feeds bytes; returns the events completed by them.
-    pub fn feed(&mut self, bytes: &[u8]) -> Vec<SseEvent> {
+    /// Feeds bytes; returns the events completed by them. After [`TooLong`] the parser is
+    /// empty again (the connection is to be dropped).
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<SseEvent>, TooLong> {
         self.buffer.extend_from_slice(bytes);
         let mut events = Vec::new();
-        while let Some(newline) = self.buffer.iter().position(|&b| b == b'\n') {
-            let mut line: Vec<u8> = self.buffer.drain(..=newline).collect();
-            line.pop();
+        let mut start = 0;
+        while let Some(offset) = self.buffer[self.scanned..].iter().position(|&b| b == b'\n') {
+            let end = self.scanned + offset;
+            let mut line = &self.buffer[start..end];
             if line.last() == Some(&b'\r') {
-                line.pop();
+                line = &line[..line.len() - 1];
             }
-            let line = String::from_utf8_lossy(&line);
-            if line.is_empty() {
-                if let Some(data) = self.data.take() {
-                    events.push(SseEvent {
-                        name: std::mem::take(&mut self.name),
-                        data,
-                    });
-                }
-                self.name.clear();
-                continue;
-            }
-            if line.starts_with(':') {
-                continue;
-            }
-            let (field, value) = line.split_once(':').unwrap_or((&line, ""));
-            let value = value.strip_prefix(' ').unwrap_or(value);
-            match field {
-                "event" => self.name = value.to_owned(),
-                "data" => match &mut self.data {
-                    Some(data) => {
-                        data.push('\n');
-                        data.push_str(value);
-                    }
-                    None => self.data = Some(value.to_owned()),
-                },
-                _ => {}
+            let line = String::from_utf8_lossy(line).into_owned();
+            start = end + 1;
+            self.scanned = start;
+            if let Err(e) = self.line(&line, &mut events) {
+                self.reset();
+                return Err(e);
             }
         }
-        events
+        self.buffer.drain(..start);
+        self.scanned = self.buffer.len();
+        if self.buffer.len() > MAX_EVENT_BYTES {
+            self.reset();
+            return Err(TooLong);
+        }
+        Ok(events)
+    }
+
+    fn line(&mut self, line: &str, events: &mut Vec<SseEvent>) -> Result<(), TooLong> {
+        if line.is_empty() {
+            if let Some(data) = self.data.take() {
+                events.push(SseEvent {
+                    name: std::mem::take(&mut self.name),
+                    data,
+                });
+            }
+            self.name.clear();
+            return Ok(());
+        }
+        if line.starts_with(':') {
+            return Ok(());
+        }
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        match field {
+            "event" => self.name = value.to_owned(),
+            "data" => match &mut self.data {
+                Some(data) => {
+                    data.push('\n');
+                    data.push_str(value);
+                }
+                None => self.data = Some(value.to_owned()),
+            },
+            _ => {}
+        }
+        if self
+            .data
+            .as_ref()
+            .is_some_and(|d| d.len() > MAX_EVENT_BYTES)
+        {
+            return Err(TooLong);
+        }
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        *self = SseParser::default();
     }
 }
 
@@ -213,7 +258,11 @@ async fn consume(
             Ok(Some(Err(e))) => return Ended::Failed(e.to_string()),
             Ok(Some(Ok(chunk))) => chunk,
         };
-        for event in parser.feed(&chunk) {
+        let events = match parser.feed(&chunk) {
+            Ok(events) => events,
+            Err(e) => return Ended::Failed(e.to_string()),
+        };
+        for event in events {
             if event.name != event_name {
                 continue;
             }
@@ -257,12 +306,16 @@ mod tests {
     #[test]
     fn events_heartbeats_and_split_chunks_parse() {
         let mut p = SseParser::default();
-        assert!(p.feed(b"\n").is_empty(), "a heartbeat is not an event");
+        assert!(
+            p.feed(b"\n").unwrap().is_empty(),
+            "a heartbeat is not an event"
+        );
         assert!(
             p.feed(b"event: st2.announcement__matrix\r\ndata: {\"pay")
+                .unwrap()
                 .is_empty()
         );
-        let events = p.feed(b"load\": 1}\r\n\r\n");
+        let events = p.feed(b"load\": 1}\r\n\r\n").unwrap();
         assert_eq!(
             events,
             [SseEvent {
@@ -270,7 +323,7 @@ mod tests {
                 data: "{\"payload\": 1}".into()
             }]
         );
-        let events = p.feed(b": comment\ndata: a\ndata: b\n\n");
+        let events = p.feed(b": comment\ndata: a\ndata: b\n\n").unwrap();
         assert_eq!(
             events,
             [SseEvent {
@@ -278,6 +331,49 @@ mod tests {
                 data: "a\nb".into()
             }]
         );
+    }
+
+    #[test]
+    fn a_line_fed_a_byte_at_a_time_parses() {
+        let mut p = SseParser::default();
+        let text = format!("event: e\ndata: {}\n\n", "x".repeat(10_000));
+        let mut events = Vec::new();
+        for byte in text.as_bytes() {
+            events.extend(p.feed(std::slice::from_ref(byte)).unwrap());
+        }
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].data.len(), 10_000);
+    }
+
+    #[test]
+    fn a_line_or_event_over_the_cap_is_refused_and_the_parser_starts_afresh() {
+        let mut p = SseParser::default();
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut refused = false;
+        p.feed(b"data: ").unwrap();
+        for _ in 0..20 {
+            if p.feed(&chunk).is_err() {
+                refused = true;
+                break;
+            }
+        }
+        assert!(refused, "a 1.25 MiB line without a newline is refused");
+        assert_eq!(
+            p.feed(b"data: ok\n\n").unwrap(),
+            [SseEvent {
+                name: String::new(),
+                data: "ok".into()
+            }]
+        );
+        let line = format!("data: {}\n", "y".repeat(100 * 1024));
+        let mut result = Ok(Vec::new());
+        for _ in 0..12 {
+            result = p.feed(line.as_bytes());
+            if result.is_err() {
+                break;
+            }
+        }
+        assert_eq!(result, Err(TooLong), "an event of many lines over the cap");
     }
 
     #[test]

@@ -1221,7 +1221,28 @@ async fn directory(State(shared): State<Arc<Shared>>, Path(alias): Path<String>)
 
 async fn full_state(State(shared): State<Arc<Shared>>, Path(room): Path<String>) -> Response {
     match shared.lock().room_state.get(&room) {
-        Some(events) => Json(Value::Array(events.clone())).into_response(),
+        // Whole events, as Synapse sends them: tests give type, sender, state key and content;
+        // the event id, room id and timestamp every client-server event carries are filled in.
+        Some(events) => {
+            let events = events
+                .iter()
+                .enumerate()
+                .map(|(i, event)| {
+                    let mut event = event.clone();
+                    if let Some(fields) = event.as_object_mut() {
+                        fields
+                            .entry("event_id")
+                            .or_insert_with(|| json!(format!("$state{i}")));
+                        fields.entry("room_id").or_insert_with(|| json!(room));
+                        fields
+                            .entry("origin_server_ts")
+                            .or_insert_with(|| json!(1_700_000_000_000u64));
+                    }
+                    event
+                })
+                .collect();
+            Json(Value::Array(events)).into_response()
+        }
         None => error(StatusCode::FORBIDDEN, "M_FORBIDDEN", "User not in room"),
     }
 }
