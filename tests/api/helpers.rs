@@ -325,6 +325,26 @@ impl TestApp {
         )
         .await;
     }
+
+    /// How many times the bridge has tried to deliver a message so far: sends, and the check
+    /// of a room's encryption that comes before the first send to it.
+    pub fn send_attempts(&self) -> usize {
+        self.hs
+            .requests()
+            .iter()
+            .filter(|r| r.path.contains("/send/") || r.path.contains("/state/m.room.encryption"))
+            .count()
+    }
+
+    /// Waits until the bridge has made `n` more delivery attempts than `since` (a
+    /// [`TestApp::send_attempts`] count): the evidence that sends were tried (and, while the
+    /// homeserver is down, failed), instead of sleeping and hoping they were.
+    pub async fn wait_for_send_attempts(&self, since: usize, n: usize) {
+        poll::wait_until(WAIT, &format!("{n} more delivery attempts"), || async {
+            (self.send_attempts() >= since + n).then_some(())
+        })
+        .await;
+    }
 }
 
 fn config_text(dir: &Path, bind: &str, options_extra: &str) -> String {

@@ -84,8 +84,9 @@ async fn a_permanent_failure_is_marked_failed_and_the_queue_moves_on() {
 async fn messages_wait_through_a_homeserver_outage() {
     let app = TestApp::spawn().await;
     app.hs.set_down(true);
+    let before = app.send_attempts();
     app.push("1", pings(3)).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await; // let a few attempts fail
+    app.wait_for_send_attempts(before, 2).await; // tried, failed, tried again
     assert!(app.hs.sent().is_empty());
     app.hs.set_down(false);
     let sent = app.wait_for_messages(ROOM, 3).await;

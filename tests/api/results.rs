@@ -327,13 +327,14 @@ async fn five_results_wait_through_a_homeserver_outage_and_arrive_in_order_once(
         ids.push(run(&app, &format!("$c{i}"), &format!("!st2 shell n{i}")).await);
     }
     app.hs.set_down(true);
+    let before = app.send_attempts();
     for id in &ids {
         app.st2
             .as_ref()
             .unwrap()
             .finish_execution(id, "succeeded", json!({}));
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await; // let sends fail against the outage
+    app.wait_for_send_attempts(before, 2).await; // sends failed against the outage, then again
     app.hs.set_down(false);
     let sent = app.wait_for_messages(ROOM, 5).await;
     let bodies: Vec<_> = sent.iter().map(|s| body(s).to_owned()).collect();
