@@ -287,8 +287,7 @@ async fn process_encrypted(
     use crate::e2ee::Decrypted;
     let room = event.room_id();
     if let AnyTimelineEvent::State(_) = event {
-        crate::store::rooms::set_encrypted(&bridge.store, room.as_str()).await?;
-        e2ee.mark_encrypted(room);
+        e2ee.record_encrypted(&bridge.store, room).await?;
         return finish(bridge, row.seq).await;
     }
     let started_ms = crate::store::now_ms()

@@ -94,13 +94,6 @@ pub enum Error {
     Olm(String),
 }
 
-impl Error {
-    /// Worth retrying: the homeserver was unreachable or busy.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Matrix(e) if e.is_transient())
-    }
-}
-
 /// The outcome of decrypting a room event.
 #[derive(Debug)]
 pub enum Decrypted {
@@ -621,18 +614,48 @@ impl Encryption {
         }
     }
 
-    /// Records that `room` is encrypted (joined an encrypted room, created one).
-    pub fn mark_encrypted(&self, room: &RoomId) {
-        let mut rooms = lock(&self.inner.rooms);
-        rooms.plain.remove(room);
-        rooms.encrypted.entry(room.to_owned()).or_default();
+    /// Records that `room` is encrypted (the bot created it encrypted, or saw it switch on), in
+    /// the database and here.
+    pub async fn record_encrypted(&self, store: &Store, room: &RoomId) -> Result<(), sqlx::Error> {
+        let mut conn = store.pool().acquire().await?;
+        store::rooms::set_encrypted(&mut conn, room.as_str()).await?;
+        self.mark_encrypted(room, None);
+        Ok(())
     }
 
-    /// Records that `room` is not encrypted.
-    pub fn mark_plain(&self, room: &RoomId) {
+    fn mark_encrypted(&self, room: &RoomId, settings: Option<RoomEncryptionEventContent>) {
         let mut rooms = lock(&self.inner.rooms);
-        if !rooms.encrypted.contains_key(room) {
-            rooms.plain.insert(room.to_owned());
+        rooms.plain.remove(room);
+        let state = rooms.encrypted.entry(room.to_owned()).or_default();
+        if settings.is_some() {
+            state.settings = settings;
+        }
+    }
+
+    /// Asks the homeserver whether `room` is encrypted (and with which settings), and
+    /// remembers the answer: for a room just joined, which may have turned encrypted while the
+    /// bot was away.
+    pub async fn check_room(&self, room: &RoomId) -> Result<bool, matrix::Error> {
+        let content = self
+            .inner
+            .client
+            .state_content(room, StateEventType::RoomEncryption)
+            .await?;
+        match content {
+            Some(raw) => {
+                self.mark_encrypted(room, serde_json::from_str(raw.get()).ok());
+                Ok(true)
+            }
+            None => {
+                let mut rooms = lock(&self.inner.rooms);
+                // Encryption cannot be switched off in Matrix: a room once seen encrypted stays
+                // so here, whatever one answer says, so nothing is ever sent to it in the clear.
+                if rooms.encrypted.contains_key(room) {
+                    return Ok(true);
+                }
+                rooms.plain.insert(room.to_owned());
+                Ok(false)
+            }
         }
     }
 
@@ -647,24 +670,7 @@ impl Encryption {
                 return Ok(false);
             }
         }
-        let content = self
-            .inner
-            .client
-            .state_content(room, StateEventType::RoomEncryption)
-            .await?;
-        match content {
-            Some(raw) => {
-                let mut rooms = lock(&self.inner.rooms);
-                rooms.plain.remove(room);
-                rooms.encrypted.entry(room.to_owned()).or_default().settings =
-                    serde_json::from_str(raw.get()).ok();
-                Ok(true)
-            }
-            None => {
-                self.mark_plain(room);
-                Ok(false)
-            }
-        }
+        Ok(self.check_room(room).await?)
     }
 
     /// Tries to decrypt the stored encrypted event `json` of `room`.

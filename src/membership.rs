@@ -60,7 +60,13 @@ pub async fn on_invite(
     }
     rooms::joined(&bridge.store, room.as_str(), Some(inviter.as_str()), direct).await?;
     tracing::info!(room_id = %room, inviter = %inviter, direct, "joined");
-    let encrypted = match bridge.matrix.room_is_encrypted(room).await {
+    // Asked afresh (the bot's device remembers the answer): the room may have turned
+    // encrypted while the bot was not in it.
+    let checked = match &bridge.e2ee {
+        Some(e2ee) => e2ee.check_room(room).await,
+        None => bridge.matrix.room_is_encrypted(room).await,
+    };
+    let encrypted = match checked {
         Ok(encrypted) => encrypted,
         Err(e) if e.is_transient() => return Err(e.into()),
         Err(e) => {
@@ -68,18 +74,16 @@ pub async fn on_invite(
             false
         }
     };
-    match (&bridge.e2ee, encrypted) {
-        (Some(e2ee), true) => {
-            rooms::set_encrypted(&bridge.store, room.as_str()).await?;
-            e2ee.mark_encrypted(room);
-            finish(bridge, row.seq).await
+    match (bridge.e2ee.is_some(), encrypted) {
+        (true, true) => {
+            let mut tx = bridge.store.begin().await?;
+            rooms::set_encrypted(&mut tx, room.as_str()).await?;
+            inbox::finish(&mut tx, row.seq).await?;
+            tx.commit().await?;
+            Ok(())
         }
-        (Some(e2ee), false) => {
-            e2ee.mark_plain(room);
-            finish(bridge, row.seq).await
-        }
-        (None, true) => notice_encryption(bridge, row, room).await,
-        (None, false) => finish(bridge, row.seq).await,
+        (false, true) => notice_encryption(bridge, row, room).await,
+        (_, false) => finish(bridge, row.seq).await,
     }
 }
 

@@ -400,8 +400,7 @@ async fn setup_admin_room(bridge: &Bridge) {
         let id = bridge.matrix.create_private_room("StackStorm bridge admin", admins, encrypted).await.context("creating the admin room")?;
         store::rooms::joined(&bridge.store, id.as_str(), None, false).await?;
         if let Some(e2ee) = &bridge.e2ee {
-            store::rooms::set_encrypted(&bridge.store, id.as_str()).await?;
-            e2ee.mark_encrypted(&id);
+            e2ee.record_encrypted(&bridge.store, &id).await?;
         }
         store::settings::set_meta(&bridge.store, "admin_room", id.as_str()).await?;
         let welcome = format!(

@@ -149,9 +149,11 @@ fn encryption_line(bridge: &Bridge) -> String {
     };
     let warn = |n: u64| if n > 0 { "⚠️ " } else { "" };
     format!(
-        "- Encryption: device `{}`, {cross}, {} tracked users, {}{} undecryptable events, {}{} errors{extensions}",
+        "- Encryption: device `{}`, {cross}, {} tracked users, {} to-device messages received, \
+         {}{} undecryptable events, {}{} errors{extensions}",
         status.device_id,
         status.tracked_users,
+        status.to_device_received,
         warn(status.undecryptable),
         status.undecryptable,
         warn(status.errors),

@@ -290,16 +290,10 @@ impl MatrixClient {
 
     /// Whether `room` has an `m.room.encryption` state event.
     pub async fn room_is_encrypted(&self, room: &RoomId) -> Result<bool, Error> {
-        let request = get_state_event_for_key::v3::Request::new(
-            room.to_owned(),
-            StateEventType::RoomEncryption,
-            String::new(),
-        );
-        match self.send(request, None).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.errcode() == Some("M_NOT_FOUND") => Ok(false),
-            Err(e) => Err(e),
-        }
+        Ok(self
+            .state_content(room, StateEventType::RoomEncryption)
+            .await?
+            .is_some())
     }
 
     /// Sends one message event with a caller-chosen transaction id. Only the outbox calls this.

@@ -339,8 +339,7 @@ pub async fn direct_chat(bridge: &Bridge, user: &UserId) -> Result<OwnedRoomId, 
     dms::put(&bridge.store, user.as_str(), room.as_str()).await?;
     rooms::joined(&bridge.store, room.as_str(), Some(user.as_str()), true).await?;
     if let Some(e2ee) = &bridge.e2ee {
-        rooms::set_encrypted(&bridge.store, room.as_str()).await?;
-        e2ee.mark_encrypted(&room);
+        e2ee.record_encrypted(&bridge.store, &room).await?;
     }
     bridge.mark_direct(&room);
     tracing::info!(user = %user, room_id = %room, "opened a direct chat");

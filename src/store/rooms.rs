@@ -67,19 +67,11 @@ pub async fn claim_encryption_notice(
     conn: &mut sqlx::SqliteConnection,
     room_id: &str,
 ) -> Result<bool, sqlx::Error> {
-    let now = now_ms();
-    sqlx::query(
-        "INSERT INTO rooms (room_id, joined_at, encrypted) VALUES (?, ?, 1) \
-         ON CONFLICT (room_id) DO UPDATE SET encrypted = 1",
-    )
-    .bind(room_id)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
+    set_encrypted(&mut *conn, room_id).await?;
     let claimed = sqlx::query(
         "UPDATE rooms SET encryption_notice_at = ? WHERE room_id = ? AND encryption_notice_at IS NULL",
     )
-    .bind(now)
+    .bind(now_ms())
     .bind(room_id)
     .execute(conn)
     .await?
@@ -87,15 +79,19 @@ pub async fn claim_encryption_notice(
     Ok(claimed == 1)
 }
 
-/// Records that `room_id` is end-to-end encrypted (known or not before).
-pub async fn set_encrypted(store: &Store, room_id: &str) -> Result<(), sqlx::Error> {
+/// Records that `room_id` is end-to-end encrypted (known or not before); in the caller's
+/// transaction, so it can commit with what follows from it.
+pub async fn set_encrypted(
+    conn: &mut sqlx::SqliteConnection,
+    room_id: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO rooms (room_id, joined_at, encrypted) VALUES (?, ?, 1) \
          ON CONFLICT (room_id) DO UPDATE SET encrypted = 1",
     )
     .bind(room_id)
     .bind(now_ms())
-    .execute(store.pool())
+    .execute(conn)
     .await
     .map(drop)
 }
@@ -165,8 +161,10 @@ mod tests {
         let store = Store::in_memory().await.unwrap();
         joined(&store, "!r", None, false).await.unwrap();
         joined(&store, "!s", None, false).await.unwrap();
-        set_encrypted(&store, "!r").await.unwrap();
-        set_encrypted(&store, "!new").await.unwrap();
+        let mut conn = store.pool().acquire().await.unwrap();
+        set_encrypted(&mut conn, "!r").await.unwrap();
+        set_encrypted(&mut conn, "!new").await.unwrap();
+        drop(conn);
         joined(&store, "!r", None, false).await.unwrap();
         let mut ids = encrypted_ids(&store).await.unwrap();
         ids.sort();

@@ -25,6 +25,15 @@ fn pong() -> String {
     format!("pong: st2-matrix {}", env!("CARGO_PKG_VERSION"))
 }
 
+/// Asserts that `reply` (decrypted) is the bot's pong, replying to `command`.
+fn assert_pong_to(reply: &Value, command: &str) {
+    assert_eq!(reply["content"]["body"], pong(), "{reply}");
+    assert_eq!(
+        reply["content"]["m.relates_to"]["m.in_reply_to"]["event_id"], command,
+        "{reply}"
+    );
+}
+
 /// The bot's device id.
 fn bot_device(app: &TestApp) -> String {
     app.bridge
@@ -250,11 +259,7 @@ async fn a_message_whose_room_key_arrives_two_seconds_later_is_still_answered() 
     assert_eq!(status, 200);
     let sent = wait_for_sent(&app, ROOM, 1).await;
     let reply = decrypt(alice, &sent[0]).await;
-    assert_eq!(reply["content"]["body"], pong());
-    assert_eq!(
-        reply["content"]["m.relates_to"]["m.in_reply_to"]["event_id"],
-        "$cmd"
-    );
+    assert_pong_to(&reply, "$cmd");
 }
 
 #[tokio::test]
@@ -335,11 +340,7 @@ async fn after_a_member_leaves_the_bot_answers_with_a_new_room_key_the_others_ca
         "a new room key"
     );
     let reply = decrypt(bob, &sent[1]).await;
-    assert_eq!(reply["content"]["body"], pong());
-    assert_eq!(
-        reply["content"]["m.relates_to"]["m.in_reply_to"]["event_id"],
-        "$second"
-    );
+    assert_pong_to(&reply, "$second");
     assert!(
         alice.decrypt(&sent[1]).await.is_err(),
         "Alice, gone, cannot read what came after"
@@ -372,11 +373,7 @@ async fn the_bots_room_key_rotates_after_the_rooms_message_limit_and_every_reply
     let mut sessions = Vec::new();
     for (i, message) in sent.iter().enumerate() {
         let reply = decrypt(alice, message).await;
-        assert_eq!(reply["content"]["body"], pong());
-        assert_eq!(
-            reply["content"]["m.relates_to"]["m.in_reply_to"]["event_id"],
-            format!("$ping{}", i + 1)
-        );
+        assert_pong_to(&reply, &format!("$ping{}", i + 1));
         sessions.push(message.content["session_id"].clone());
     }
     assert_eq!(sessions[0], sessions[1], "two messages per key");
@@ -402,11 +399,7 @@ async fn a_room_key_the_bridge_acknowledged_survives_an_immediate_restart() {
     // Assert
     let sent = wait_for_sent(&app, ROOM, 1).await;
     let reply = decrypt(alice, &sent[0]).await;
-    assert_eq!(reply["content"]["body"], pong());
-    assert_eq!(
-        reply["content"]["m.relates_to"]["m.in_reply_to"]["event_id"],
-        "$cmd"
-    );
+    assert_pong_to(&reply, "$cmd");
 }
 
 #[tokio::test]
