@@ -53,7 +53,7 @@ mkdir -p target/under-test
 cp target/debug/st2-matrix target/under-test/st2-matrix
 
 step "unit, parser-vector, property and API tests"
-cargo test --locked -p st2-matrix -p st2-matrix-testkit
+cargo test --locked -p st2-matrix -p st2-alias -p st2-matrix-testkit
 
 if ! $quick; then
   step "end-to-end tests against a real Synapse"

@@ -14,10 +14,10 @@ use std::{
 
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
+use st2_alias::{Alias, Matcher};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    alias::{Alias, Matcher},
     config::PackFilter,
     st2::St2Client,
     store::{self, Store},
@@ -543,7 +543,7 @@ mod tests {
         assert_eq!(view.matcher.reused_count(), 1);
         assert!(matches!(
             view.matcher.match_command("x"),
-            crate::alias::MatchOutcome::Matched(_)
+            st2_alias::MatchOutcome::Matched(_)
         ));
     }
 

@@ -70,7 +70,7 @@ pub fn main(cli: Cli) -> ExitCode {
             multiple,
             command,
         } => {
-            return crate::alias::parse_alias_cli(&format, &command, multiple);
+            return crate::parse_alias::parse_alias_cli(&format, &command, multiple);
         }
     };
     match result {

@@ -15,8 +15,8 @@
 //!   invites, removals, the encryption notice).
 //! - [`admin`]: the admin room's commands; [`permissions`] and [`room_settings`]: who may do
 //!   what where, and each room's packs.
-//! - [`alias`]: StackStorm's action-alias format parser (a port of its Python-regex semantics)
-//!   and the matcher over many aliases; [`aliases`]: the per-room alias cache, kept on disk.
+//! - [`aliases`]: the per-room alias cache, kept on disk, over the `st2-alias` crate
+//!   (StackStorm's format parser and matcher, with its Python-compatible regex engine).
 //! - [`st2`]: the StackStorm client (credentials kept alive, aliases, executions, the stream).
 //! - [`results`], [`webhook`]: results back into rooms, from the stream, the webhooks and
 //!   recovery after stream gaps.
@@ -27,10 +27,10 @@
 //!   outbox sends there (matrix-sdk-crypto, fed from the appservice transactions).
 //! - [`store`]: all SQL (SQLite, migrations embedded).
 //! - [`ops`], [`telemetry`], [`tls`]: health, readiness, metrics, logs; outgoing TLS.
-//! - [`bridge`], [`startup`], [`cli`]: the shared state, wiring and the command line.
+//! - [`bridge`], [`startup`], [`cli`], [`parse_alias`]: the shared state, wiring and the
+//!   command line.
 
 pub mod admin;
-pub mod alias;
 pub mod aliases;
 pub mod appservice;
 pub mod bridge;
@@ -44,6 +44,7 @@ pub mod identity;
 pub mod matrix;
 pub mod membership;
 pub mod ops;
+pub mod parse_alias;
 pub mod permissions;
 pub mod registration;
 pub mod results;

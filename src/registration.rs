@@ -14,7 +14,9 @@ use ruma::{
     api::appservice::{Namespace, Namespaces, Registration, RegistrationInit},
 };
 
-use crate::{alias::pyre, config::Config};
+use st2_alias::pyre;
+
+use crate::config::Config;
 
 mod yaml;
 

@@ -3,7 +3,9 @@
 use std::collections::BTreeSet;
 
 use super::{CommandError, Reply};
-use crate::{alias::MatchOutcome, aliases, bridge::Bridge};
+use st2_alias::MatchOutcome;
+
+use crate::{aliases, bridge::Bridge};
 
 /// `aliases reload`: fetch now.
 pub async fn reload(bridge: &Bridge) -> Result<Reply, CommandError> {

@@ -221,7 +221,7 @@ mod tests {
     use serde_json::json;
 
     fn alias(pack: &str, name: &str, formats: serde_json::Value, description: &str) -> AliasEntry {
-        let alias: crate::alias::Alias = serde_json::from_value(
+        let alias: st2_alias::Alias = serde_json::from_value(
             json!({"name": name, "pack": pack, "action_ref": "x.y", "formats": formats,
             "description": description}),
         )

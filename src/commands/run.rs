@@ -8,10 +8,10 @@
 //! instead of sending it again.
 
 use serde_json::json;
+use st2_alias::MatchOutcome;
 
 use super::{one_line, reply_and_finish};
 use crate::{
-    alias::MatchOutcome,
     aliases::AliasEntry,
     bridge::Bridge,
     identity,
@@ -225,10 +225,10 @@ fn failure_text(error: &st2::Error, command: &str) -> String {
 
 /// The names of the parameters a command set, comma-separated, for the log: their values
 /// (and the command's text) may hold secrets, so they are never logged.
-fn parameter_names(params: &crate::alias::MatchParams) -> String {
+fn parameter_names(params: &st2_alias::MatchParams) -> String {
     let mut names: Vec<&str> = match params {
-        crate::alias::MatchParams::Single(params) => params.keys().map(String::as_str).collect(),
-        crate::alias::MatchParams::Multiple(sets) => sets
+        st2_alias::MatchParams::Single(params) => params.keys().map(String::as_str).collect(),
+        st2_alias::MatchParams::Multiple(sets) => sets
             .iter()
             .flat_map(|params| params.keys().map(String::as_str))
             .collect(),
@@ -244,7 +244,7 @@ mod tests {
 
     #[test]
     fn only_parameter_names_are_logged_never_values() {
-        let params = crate::alias::MatchParams::Single(
+        let params = st2_alias::MatchParams::Single(
             [
                 ("token".to_owned(), Some("s3cret".to_owned())),
                 ("host".to_owned(), None),

@@ -89,7 +89,7 @@ pub enum St2Auth {
 /// parser would (our parser agrees with st2's on every reference vector).
 pub fn real_parser() -> st2_matrix_testkit::st2::ParserFn {
     std::sync::Arc::new(|format: &str, command: &str| {
-        let compiled = st2_matrix::alias::Format::compile(format).map_err(|e| e.to_string())?;
+        let compiled = st2_alias::Format::compile(format).map_err(|e| e.to_string())?;
         let params = compiled.parse(command).map_err(|e| e.to_string())?;
         Ok(params
             .into_iter()

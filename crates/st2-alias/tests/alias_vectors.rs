@@ -1,11 +1,11 @@
 //! Runs StackStorm's parser test vectors (`tests/fixtures/st2-parser-vectors.json`, produced by
-//! st2's real `ActionAliasFormatParser` on Python 3.11) against `st2_matrix::alias::Format`.
+//! st2's real `ActionAliasFormatParser` on Python 3.11) against `st2_alias::Format`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::Deserialize;
-use st2_matrix::alias::{Format, FormatError, Params, ParseError};
+use st2_alias::{Format, FormatError, Params, ParseError};
 
 #[derive(Debug, Deserialize)]
 struct Vector {

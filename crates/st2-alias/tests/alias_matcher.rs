@@ -2,7 +2,7 @@
 //! `shared/reference/st2-aliases-real.json`, templates trimmed), following st2's
 //! `/api/v1/actionalias/match` rules.
 
-use st2_matrix::alias::{Alias, FormatSpec, MatchOutcome, MatchParams, Matcher};
+use st2_alias::{Alias, FormatSpec, MatchOutcome, MatchParams, Matcher};
 
 const ALIASES: &str = r###"[
  {

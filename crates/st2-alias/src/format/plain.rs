@@ -39,10 +39,10 @@
 //!   that length a plain format cannot come near the budget (see the tests).
 
 use super::PackedFormat;
-use crate::alias::pyre::arena::{Arena, FlatRegex};
-use crate::alias::pyre::ast::{Category, MAXREPEAT, RepeatKind};
-use crate::alias::pyre::program::{AtCode, Cat, Inst, Rep, RepOne};
-use crate::alias::pyre::unicode;
+use crate::pyre::arena::{Arena, FlatRegex};
+use crate::pyre::ast::{Category, MAXREPEAT, RepeatKind};
+use crate::pyre::program::{AtCode, Cat, Inst, Rep, RepOne};
+use crate::pyre::unicode;
 
 /// Longest format (in bytes) the direct path takes.
 pub(crate) const MAX_PLAIN_LEN: usize = 512;
@@ -406,8 +406,8 @@ mod tests {
 
     use super::super::{FormatView, compile_parts};
     use super::*;
-    use crate::alias::pyre::arena::RegexParts;
-    use crate::alias::pyre::{Cache, DEFAULT_STEP_LIMIT};
+    use crate::pyre::arena::RegexParts;
+    use crate::pyre::{Cache, DEFAULT_STEP_LIMIT};
 
     /// Everything a compiled format consists of, in comparable form.
     type Compiled = (String, RegexParts, Vec<(String, String)>);

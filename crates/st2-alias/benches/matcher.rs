@@ -1,6 +1,6 @@
 //! Benchmarks of alias matching over synthetic alias sets modelled on real StackStorm packs.
 //!
-//! Run with `cargo bench --bench matcher`. Before Criterion's measurements, a plain report is
+//! Run with `cargo bench -p st2-alias --bench matcher`. Before Criterion's measurements, a plain report is
 //! printed (build time, first match right after a build, resident memory from `/proc/self/status`)
 //! because those are one-off costs that Criterion's repeated sampling would hide.
 //!
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion};
 use serde_json::json;
-use st2_matrix::alias::{Alias, FormatSpec, MatchOutcome, Matcher};
+use st2_alias::{Alias, FormatSpec, MatchOutcome, Matcher};
 
 /// Small deterministic PRNG (xorshift64*), so every run benchmarks the same aliases.
 struct Rng(u64);

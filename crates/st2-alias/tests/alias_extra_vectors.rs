@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use st2_matrix::alias::{Format, FormatError, ParseError};
+use st2_alias::{Format, FormatError, ParseError};
 
 const VECTORS: &str = r###"[
  {

@@ -1087,7 +1087,7 @@ fn edit_distance(a: &[char], b: &[char]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alias::pyre::arena::RegexParts;
+    use crate::pyre::arena::RegexParts;
 
     fn alias(json: &str) -> Alias {
         serde_json::from_str(json).expect("valid alias JSON")

@@ -7,7 +7,7 @@
 use std::io::Write as _;
 use std::process::ExitCode;
 
-use super::format::{Format, ParseError};
+use st2_alias::{Format, ParseError};
 
 /// What the subcommand prints and how it exits; [`CliOutput::emit`] does the printing.
 #[derive(Debug, Clone, PartialEq, Eq)]

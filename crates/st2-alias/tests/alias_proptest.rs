@@ -3,8 +3,8 @@
 //! regex-heavy input.
 
 use proptest::prelude::*;
-use st2_matrix::alias::pyre::{Cache, Regex};
-use st2_matrix::alias::{Alias, Format, FormatSpec, Matcher};
+use st2_alias::pyre::{Cache, Regex};
+use st2_alias::{Alias, Format, FormatSpec, Matcher};
 
 /// Fragments that stress the Python regex dialect and st2's placeholder rewriting.
 const FORMAT_PIECES: &[&str] = &[
