@@ -18,7 +18,7 @@ use st2_alias::{Alias, Matcher};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::PackFilter,
+    permissions::PackFilter,
     st2::St2Client,
     store::{self, Store},
 };

@@ -11,12 +11,13 @@ use ruma::{OwnedRoomId, OwnedUserId, RoomId};
 use tokio::sync::Notify;
 
 use crate::{
+    addressing::Classifier,
+    addressing::{Addressing, RoomFacts},
     aliases::AliasCache,
-    commands::Addressing,
-    config::{Config, PackFilter},
+    config::Config,
     crypto::SecretBox,
-    dispatch::Classifier,
     matrix::{MatrixClient, outbox::Outbox},
+    permissions::PackFilter,
     permissions::PowerCache,
     results::Deliveries,
     room_settings::RoomSettings,
@@ -121,5 +122,20 @@ impl Bridge {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(room.as_str().to_owned());
+    }
+}
+
+impl RoomFacts for Bridge {
+    fn encryption_noticed(&self, room: &RoomId) -> bool {
+        Bridge::encryption_noticed(self, room)
+    }
+    fn is_direct(&self, room: &RoomId) -> bool {
+        Bridge::is_direct(self, room)
+    }
+    fn is_admin_room(&self, room: &RoomId) -> bool {
+        Bridge::is_admin_room(self, room)
+    }
+    fn decrypts(&self) -> bool {
+        self.e2ee.is_some()
     }
 }

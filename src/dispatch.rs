@@ -1,6 +1,6 @@
 //! One match on incoming events, and the worker that acts on them.
 //!
-//! [`Classifier::classify`] runs inside the transaction handler and must stay cheap: it only
+//! [`crate::addressing::Classifier::classify`] runs inside the transaction handler and must stay cheap: it only
 //! decides whether an event needs work (an invite or removal of the bot, a command, evidence of
 //! encryption) and of which kind; everything else is ignored there. [`run_inbox`] then works
 //! through the stored events, one room at a time in arrival order and rooms in parallel, like
@@ -10,11 +10,7 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use ruma::{
-    OwnedUserId, RoomId,
-    events::{
-        AnyMessageLikeEvent, AnyStateEvent, AnyTimelineEvent, MessageLikeEvent, StateEvent,
-        room::{member::MembershipState, message::MessageType},
-    },
+    events::{AnyMessageLikeEvent, AnyStateEvent, AnyTimelineEvent, MessageLikeEvent, StateEvent},
     serde::Raw,
 };
 use tokio::sync::mpsc;
@@ -23,9 +19,7 @@ use tracing::Instrument as _;
 
 use crate::{
     bridge::Bridge,
-    commands::{self, Addressing},
-    membership,
-    registration::UserNamespace,
+    commands, membership,
     store::inbox::{self, Kind},
 };
 
@@ -37,101 +31,6 @@ const MAX_ATTEMPTS: u32 = 6;
 /// holding a database connection and a StackStorm request. Generous, because a room whose
 /// encrypted message waits for its room key holds its slot for up to `[encryption] key_wait`.
 const MAX_ACTIVE_ROOMS: usize = 128;
-
-/// What classification needs to know about rooms, from memory (never the network).
-pub trait RoomFacts {
-    /// The room already got the encryption notice (its encrypted events need nothing more).
-    fn encryption_noticed(&self, room: &RoomId) -> bool;
-    /// The room is a direct chat with the bot (every message is a command).
-    fn is_direct(&self, room: &RoomId) -> bool;
-    /// The room is the admin room (every message is a command there too).
-    fn is_admin_room(&self, room: &RoomId) -> bool;
-    /// The bot can decrypt (encryption is on): every encrypted message may be a command.
-    fn decrypts(&self) -> bool {
-        false
-    }
-}
-
-impl RoomFacts for Bridge {
-    fn encryption_noticed(&self, room: &RoomId) -> bool {
-        Bridge::encryption_noticed(self, room)
-    }
-    fn is_direct(&self, room: &RoomId) -> bool {
-        Bridge::is_direct(self, room)
-    }
-    fn is_admin_room(&self, room: &RoomId) -> bool {
-        Bridge::is_admin_room(self, room)
-    }
-    fn decrypts(&self) -> bool {
-        self.e2ee.is_some()
-    }
-}
-
-/// Decides which events need work.
-#[derive(Debug, Clone)]
-pub struct Classifier {
-    /// The bot user.
-    pub bot: OwnedUserId,
-    /// The bridge's own users.
-    pub namespace: UserNamespace,
-    /// How messages address the bridge.
-    pub addressing: Addressing,
-}
-
-impl Classifier {
-    /// The kind of work `event` needs, if any.
-    pub fn classify(&self, event: &AnyTimelineEvent, rooms: &dyn RoomFacts) -> Option<Kind> {
-        // Membership changes of the bot made by others come first: they are about us, but the
-        // sender is someone else.
-        if let AnyTimelineEvent::State(AnyStateEvent::RoomMember(StateEvent::Original(member))) =
-            event
-        {
-            if member.state_key != self.bot || member.sender == self.bot {
-                return None;
-            }
-            return match member.content.membership {
-                MembershipState::Invite => Some(Kind::Invite),
-                MembershipState::Leave | MembershipState::Ban => Some(Kind::Removed),
-                _ => None,
-            };
-        }
-        // Our own messages (and our users') come back to us; never answer them.
-        let sender = event.sender();
-        if sender == self.bot || self.namespace.contains(sender) {
-            return None;
-        }
-        match event {
-            AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomMessage(
-                MessageLikeEvent::Original(message),
-            )) => {
-                match &message.content.msgtype {
-                    // Notices are bot output by convention: never treat one as a command.
-                    MessageType::Text(text)
-                        if self
-                            .addressing
-                            .command(
-                                &text.body,
-                                rooms.is_direct(&message.room_id)
-                                    || rooms.is_admin_room(&message.room_id),
-                            )
-                            .is_some() =>
-                    {
-                        Some(Kind::Command)
-                    }
-                    _ => None,
-                }
-            }
-            // With encryption on, each encrypted message is decrypted by the worker (it may be
-            // a command) and `m.room.encryption` is recorded; with it off, the room gets the
-            // notice once and nothing more is stored.
-            AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomEncrypted(_))
-            | AnyTimelineEvent::State(AnyStateEvent::RoomEncryption(_)) => (rooms.decrypts()
-                || !rooms.encryption_noticed(event.room_id()))
-            .then_some(Kind::Encrypted),
-            _ => None,
-        }
-    }
-}
 
 /// What the transaction handler calls: classification with the bridge's current state.
 pub fn classify(bridge: &Bridge, event: &AnyTimelineEvent) -> Option<Kind> {
@@ -205,7 +104,7 @@ async fn work_room(bridge: &Bridge, room: &str, stop: &CancellationToken) {
                 if attempts >= MAX_ATTEMPTS {
                     tracing::error!(room_id = room, event_id, error.message = %e, error.cause_chain = ?e,
                         "giving up on an event after {attempts} attempts");
-                    if let Err(e) = finish(bridge, seq).await {
+                    if let Err(e) = inbox::finish_alone(&bridge.store, seq).await {
                         tracing::error!(error.message = %e, "inbox: cannot mark the event done");
                         return;
                     }
@@ -234,7 +133,7 @@ async fn process(bridge: &Bridge, row: inbox::Row, stop: &CancellationToken) -> 
         Err(e) => {
             // It parsed when it was stored; if it no longer does, retrying cannot help.
             tracing::error!(event_id = row.event_id, error.message = %e, "dropping an unparseable inbox event");
-            return finish(bridge, row.seq).await;
+            return Ok(inbox::finish_alone(&bridge.store, row.seq).await?);
         }
     };
     let span = tracing::info_span!("event", event_id = %row.event_id, room_id = %row.room_id, kind = row.kind.as_str());
@@ -265,7 +164,7 @@ async fn process(bridge: &Bridge, row: inbox::Row, stop: &CancellationToken) -> 
                     kind = kind.as_str(),
                     "inbox event does not fit its kind; skipping"
                 );
-                finish(bridge, row.seq).await
+                Ok(inbox::finish_alone(&bridge.store, row.seq).await?)
             }
         }
     }
@@ -288,7 +187,7 @@ async fn process_encrypted(
     let room = event.room_id();
     if let AnyTimelineEvent::State(_) = event {
         e2ee.record_encrypted(&bridge.store, room).await?;
-        return finish(bridge, row.seq).await;
+        return Ok(inbox::finish_alone(&bridge.store, row.seq).await?);
     }
     let started_ms = crate::store::now_ms()
         - i64::try_from(bridge.started_at.elapsed().as_millis()).unwrap_or(i64::MAX);
@@ -331,7 +230,7 @@ async fn process_decrypted(
         Ok(event) => event,
         Err(e) => {
             tracing::warn!(error.message = %e, "a decrypted event does not parse; ignoring it");
-            return finish(bridge, row.seq).await;
+            return Ok(inbox::finish_alone(&bridge.store, row.seq).await?);
         }
     };
     match (bridge.classifier.classify(&event, bridge), event) {
@@ -341,7 +240,7 @@ async fn process_decrypted(
                 MessageLikeEvent::Original(message),
             )),
         ) => commands::handle(bridge, row, &message).await,
-        _ => finish(bridge, row.seq).await,
+        _ => Ok(inbox::finish_alone(&bridge.store, row.seq).await?),
     }
 }
 
@@ -371,7 +270,7 @@ async fn undecryptable(
         }
     );
     if !first {
-        return finish(bridge, row.seq).await;
+        return Ok(inbox::finish_alone(&bridge.store, row.seq).await?);
     }
     let origin = crate::matrix::render::Origin {
         room_id: room.to_owned(),
@@ -393,227 +292,4 @@ async fn undecryptable(
         crate::matrix::render::notice_markdown(&text),
     )
     .await
-}
-
-/// Marks an event done with no other effect.
-pub async fn finish(bridge: &Bridge, seq: i64) -> anyhow::Result<()> {
-    let mut conn = bridge.store.begin().await?;
-    inbox::finish(&mut conn, seq).await?;
-    conn.commit().await?;
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn classifier() -> Classifier {
-        let registration =
-            ruma::api::appservice::Registration::from(ruma::api::appservice::RegistrationInit {
-                id: "x".into(),
-                url: None,
-                as_token: "a".into(),
-                hs_token: "h".into(),
-                sender_localpart: "st2bot".into(),
-                namespaces: {
-                    let mut ns = ruma::api::appservice::Namespaces::new();
-                    ns.users = vec![ruma::api::appservice::Namespace::new(
-                        true,
-                        "@st2_.*:x".into(),
-                    )];
-                    ns
-                },
-                rate_limited: None,
-                protocols: None,
-            });
-        Classifier {
-            bot: "@st2bot:x".try_into().unwrap(),
-            namespace: UserNamespace::from_registration(&registration).unwrap(),
-            addressing: Addressing {
-                prefix: "!st2".into(),
-                bot: "@st2bot:x".try_into().unwrap(),
-                displayname: "StackStorm".into(),
-            },
-        }
-    }
-
-    /// Room facts for tests: which rooms are noticed / direct, and whether the bot decrypts.
-    struct Facts {
-        noticed: bool,
-        direct: bool,
-    }
-
-    /// A bridge with encryption on.
-    struct Decrypting;
-
-    impl RoomFacts for Decrypting {
-        fn encryption_noticed(&self, _: &RoomId) -> bool {
-            true
-        }
-        fn is_direct(&self, _: &RoomId) -> bool {
-            false
-        }
-        fn is_admin_room(&self, _: &RoomId) -> bool {
-            false
-        }
-        fn decrypts(&self) -> bool {
-            true
-        }
-    }
-
-    impl RoomFacts for Facts {
-        fn encryption_noticed(&self, _: &RoomId) -> bool {
-            self.noticed
-        }
-        fn is_direct(&self, _: &RoomId) -> bool {
-            self.direct
-        }
-        fn is_admin_room(&self, _: &RoomId) -> bool {
-            false
-        }
-    }
-
-    const NONE: &Facts = &Facts {
-        noticed: false,
-        direct: false,
-    };
-
-    fn event(value: serde_json::Value) -> AnyTimelineEvent {
-        let mut v =
-            json!({"event_id": "$e", "room_id": "!r", "origin_server_ts": 1, "sender": "@alice:x"});
-        v.as_object_mut()
-            .unwrap()
-            .extend(value.as_object().unwrap().clone());
-        serde_json::from_value(v).unwrap()
-    }
-
-    fn text(sender: &str, msgtype: &str, body: &str) -> AnyTimelineEvent {
-        event(
-            json!({"type": "m.room.message", "sender": sender, "content": {"msgtype": msgtype, "body": body}}),
-        )
-    }
-
-    fn member(sender: &str, target: &str, membership: &str) -> AnyTimelineEvent {
-        event(
-            json!({"type": "m.room.member", "sender": sender, "state_key": target, "content": {"membership": membership}}),
-        )
-    }
-
-    #[test]
-    fn a_prefixed_text_message_is_a_command() {
-        let c = classifier();
-        assert_eq!(
-            c.classify(&text("@alice:x", "m.text", "!st2 ping"), NONE),
-            Some(Kind::Command)
-        );
-        assert_eq!(c.classify(&text("@alice:x", "m.text", "hello"), NONE), None);
-        assert_eq!(
-            c.classify(&text("@alice:x", "m.notice", "!st2 ping"), NONE),
-            None
-        );
-    }
-
-    #[test]
-    fn mentions_and_direct_chats_are_commands() {
-        let c = classifier();
-        assert_eq!(
-            c.classify(&text("@alice:x", "m.text", "StackStorm: deploy web"), NONE),
-            Some(Kind::Command)
-        );
-        assert_eq!(
-            c.classify(&text("@alice:x", "m.text", "deploy web"), NONE),
-            None
-        );
-        assert_eq!(
-            c.classify(
-                &text("@alice:x", "m.text", "deploy web"),
-                &Facts {
-                    noticed: false,
-                    direct: true
-                }
-            ),
-            Some(Kind::Command)
-        );
-    }
-
-    #[test]
-    fn our_own_users_are_ignored() {
-        let c = classifier();
-        assert_eq!(
-            c.classify(&text("@st2bot:x", "m.text", "!st2 ping"), NONE),
-            None
-        );
-        assert_eq!(
-            c.classify(&text("@st2_alice:x", "m.text", "!st2 ping"), NONE),
-            None
-        );
-    }
-
-    #[test]
-    fn invites_and_removals_of_the_bot_need_work() {
-        let c = classifier();
-        assert_eq!(
-            c.classify(&member("@alice:x", "@st2bot:x", "invite"), NONE),
-            Some(Kind::Invite)
-        );
-        assert_eq!(
-            c.classify(&member("@alice:x", "@st2bot:x", "leave"), NONE),
-            Some(Kind::Removed)
-        );
-        assert_eq!(
-            c.classify(&member("@alice:x", "@st2bot:x", "ban"), NONE),
-            Some(Kind::Removed)
-        );
-        assert_eq!(
-            c.classify(&member("@st2bot:x", "@st2bot:x", "join"), NONE),
-            None
-        );
-        assert_eq!(
-            c.classify(&member("@st2bot:x", "@st2bot:x", "leave"), NONE),
-            None
-        );
-        assert_eq!(
-            c.classify(&member("@alice:x", "@bob:x", "invite"), NONE),
-            None
-        );
-    }
-
-    #[test]
-    fn encrypted_events_need_work_until_the_room_got_its_notice() {
-        let c = classifier();
-        let encrypted = event(json!({"type": "m.room.encrypted", "content": {
-            "algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "x", "sender_key": "k", "device_id": "D", "session_id": "s"}}));
-        assert_eq!(c.classify(&encrypted, NONE), Some(Kind::Encrypted));
-        assert_eq!(
-            c.classify(
-                &encrypted,
-                &Facts {
-                    noticed: true,
-                    direct: false
-                }
-            ),
-            None
-        );
-    }
-
-    #[test]
-    fn with_encryption_on_every_encrypted_message_and_encryption_change_needs_work() {
-        let c = classifier();
-        let encrypted = event(json!({"type": "m.room.encrypted", "content": {
-            "algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "x", "sender_key": "k", "device_id": "D", "session_id": "s"}}));
-        assert_eq!(c.classify(&encrypted, &Decrypting), Some(Kind::Encrypted));
-        let switched_on = event(json!({"type": "m.room.encryption", "state_key": "",
-            "content": {"algorithm": "m.megolm.v1.aes-sha2"}}));
-        assert_eq!(c.classify(&switched_on, &Decrypting), Some(Kind::Encrypted));
-        let own = event(
-            json!({"type": "m.room.encrypted", "sender": "@st2bot:x", "content": {
-            "algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "x", "sender_key": "k", "device_id": "D", "session_id": "s"}}),
-        );
-        assert_eq!(
-            c.classify(&own, &Decrypting),
-            None,
-            "the bot's own messages are not read back"
-        );
-    }
 }

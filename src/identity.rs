@@ -7,7 +7,12 @@
 //!   asking again) and the current token;
 //! - with an API key: the key (API keys do not expire; StackStorm may disable them).
 
-use ruma::UserId;
+use std::fmt::Write as _;
+
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use rand::RngCore as _;
+use ruma::{RoomId, UserId};
+use sha2::{Digest as _, Sha256};
 
 use crate::{
     bridge::Bridge,
@@ -15,6 +20,52 @@ use crate::{
     st2::{self, Credential},
     store::{identities, now_ms},
 };
+
+/// How long a login link is valid.
+pub const LINK_TTL_MS: i64 = 10 * 60 * 1000;
+
+/// `bytes` random bytes, from the operating system's generator (through `rand`).
+pub(crate) fn random(bytes: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    buf
+}
+
+/// What is stored of a link's token: its SHA-256, so the database never holds a usable link.
+pub(crate) fn hash_link_token(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .fold(String::with_capacity(64), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// Creates a one-time login link for `user`, to be confirmed in `room` (their direct chat).
+/// `None` when logging in is not configured.
+pub async fn create_login_link(
+    bridge: &Bridge,
+    user: &UserId,
+    room: &RoomId,
+) -> Result<Option<String>, sqlx::Error> {
+    let Some(base) = &bridge.config.web.public_url else {
+        return Ok(None);
+    };
+    let token = URL_SAFE_NO_PAD.encode(random(32));
+    let session = identities::LoginSession {
+        token_hash: hash_link_token(&token),
+        user_id: user.to_string(),
+        room_id: room.to_string(),
+        form_token: URL_SAFE_NO_PAD.encode(random(16)),
+        expires_at: now_ms() + LINK_TTL_MS,
+        used_at: None,
+    };
+    identities::create_session(&bridge.store, &session).await?;
+    Ok(Some(format!(
+        "{}/login/{token}",
+        base.as_str().trim_end_matches('/')
+    )))
+}
 
 /// Why a linked credential cannot be used; told to the person.
 #[derive(Debug, thiserror::Error)]
@@ -184,4 +235,18 @@ pub async fn whoami(bridge: &Bridge, user: &UserId) -> Result<Option<Linked>, Er
 /// Unlinks `user`; returns whether they were linked.
 pub async fn unlink(bridge: &Bridge, user: &UserId) -> Result<bool, Error> {
     Ok(identities::delete(&bridge.store, user.as_str()).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_hashed_and_random() {
+        let a = URL_SAFE_NO_PAD.encode(random(32));
+        assert_eq!(a.len(), 43);
+        assert_ne!(a, URL_SAFE_NO_PAD.encode(random(32)));
+        assert_eq!(hash_link_token("x").len(), 64);
+        assert_ne!(hash_link_token(&a), a);
+    }
 }

@@ -30,6 +30,7 @@
 //! - [`bridge`], [`startup`], [`cli`], [`parse_alias`]: the shared state, wiring and the
 //!   command line.
 
+pub mod addressing;
 pub mod admin;
 pub mod aliases;
 pub mod appservice;

@@ -9,7 +9,6 @@ use ruma::{
 
 use crate::{
     bridge::Bridge,
-    dispatch::finish,
     matrix::{self, render},
     store::{inbox, rooms},
 };
@@ -42,7 +41,7 @@ pub async fn on_invite(
             bridge.matrix.leave(room, DECLINE_REASON).await,
             "declining the invite",
         )?;
-        return finish(bridge, row.seq).await;
+        return Ok(inbox::finish_alone(&bridge.store, row.seq).await?);
     }
     let direct = invite.content.is_direct == Some(true);
     if direct {
@@ -56,7 +55,7 @@ pub async fn on_invite(
         }
         // e.g. the invite was withdrawn meanwhile: nothing to retry.
         tracing::warn!(room_id = %room, error.message = %e, "could not join the room");
-        return finish(bridge, row.seq).await;
+        return Ok(inbox::finish_alone(&bridge.store, row.seq).await?);
     }
     rooms::joined(&bridge.store, room.as_str(), Some(inviter.as_str()), direct).await?;
     tracing::info!(room_id = %room, inviter = %inviter, direct, "joined");
@@ -83,7 +82,7 @@ pub async fn on_invite(
             Ok(())
         }
         (false, true) => notice_encryption(bridge, row, room).await,
-        (_, false) => finish(bridge, row.seq).await,
+        (_, false) => Ok(inbox::finish_alone(&bridge.store, row.seq).await?),
     }
 }
 
@@ -101,7 +100,7 @@ pub async fn on_removed(
         .await?;
     tracing::info!(room_id = %event.room_id, by = %event.sender, membership = %event.content.membership, forgotten,
         "removed from the room; its state is forgotten");
-    finish(bridge, row.seq).await
+    Ok(inbox::finish_alone(&bridge.store, row.seq).await?)
 }
 
 /// With encryption off: an encrypted event arrived, or encryption was switched on: post the

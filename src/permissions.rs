@@ -20,7 +20,7 @@ use std::{
 };
 
 use ruma::{
-    RoomId, RoomVersionId, UserId,
+    OwnedUserId, RoomId, RoomVersionId, UserId,
     events::{
         AnyStateEvent, StateEvent, StateEventType,
         room::power_levels::{RoomPowerLevels, RoomPowerLevelsSource, UserPowerLevel},
@@ -30,7 +30,7 @@ use ruma::{
 };
 use serde::{Deserialize, Deserializer, de};
 
-use crate::{bridge::Bridge, config::UserRule};
+use crate::bridge::Bridge;
 
 /// How long a room's power levels are trusted before being read again (they are also dropped
 /// as soon as the room's `m.room.power_levels` changes).
@@ -331,10 +331,192 @@ pub fn refusal(bridge: &Bridge, room: &RoomId, what: &str, needed: Level, has: L
     format!("⛔ {what} needs the `{needed}` permission in this room; you have `{has}`. Ask {who}.")
 }
 
+/// A rule matching Matrix user ids: an exact id (`@alice:example.org`), a glob
+/// (`@ops-*:example.org`, `*:example.org`) or a bare server name (`example.org`, meaning every
+/// user of that server).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserRule {
+    /// Exactly this user.
+    User(OwnedUserId),
+    /// A glob over the whole user id, `*` and `?` wildcards.
+    Glob(String),
+}
+
+impl UserRule {
+    /// Whether `user` is matched by this rule.
+    pub fn matches(&self, user: &UserId) -> bool {
+        match self {
+            UserRule::User(u) => u == user,
+            UserRule::Glob(g) => glob_match(g, user.as_str()),
+        }
+    }
+}
+
+impl FromStr for UserRule {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err("an empty rule matches nobody; remove it or write \"*\"".into());
+        }
+        if s.contains(['*', '?']) {
+            if s.contains(char::is_whitespace) {
+                return Err(format!("{s:?}: a user rule cannot contain spaces"));
+            }
+            // `*:example.org` is shorthand for `@*:example.org`.
+            let glob = if s.starts_with(['@', '*', '?']) {
+                s.to_owned()
+            } else {
+                format!("@{s}")
+            };
+            return Ok(UserRule::Glob(glob));
+        }
+        if s.starts_with('@') {
+            return UserId::parse(s)
+                .map(UserRule::User)
+                .map_err(|e| format!("{s:?} is not a valid user id: {e}"));
+        }
+        ruma::ServerName::parse(s)
+            .map(|server| UserRule::Glob(format!("@*:{server}")))
+            .map_err(|_| {
+                format!(
+                    "{s:?} is neither a user id (@user:server), a glob (*:server) nor a server name"
+                )
+            })
+    }
+}
+
+impl<'de> Deserialize<'de> for UserRule {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(de::Error::custom)
+    }
+}
+
+impl fmt::Display for UserRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UserRule::User(u) => f.write_str(u.as_str()),
+            UserRule::Glob(g) => f.write_str(g),
+        }
+    }
+}
+
+/// Glob match where `*` is any run of characters and `?` one character.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut pi, mut ti) = (0, 0);
+    // Position of the last `*` and the text position it was tried at, for backtracking.
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+/// The packs whose aliases a room may use. `*` means every pack.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PackFilter(Vec<String>);
+
+impl PackFilter {
+    /// Every pack.
+    pub fn all() -> Self {
+        PackFilter(vec!["*".into()])
+    }
+
+    /// Whether aliases of `pack` are allowed.
+    pub fn allows(&self, pack: &str) -> bool {
+        self.0.iter().any(|p| p == "*" || p == pack)
+    }
+
+    /// The packs, sorted (or `["*"]`).
+    pub fn packs(&self) -> &[String] {
+        &self.0
+    }
+}
+
+impl FromStr for PackFilter {
+    type Err = String;
+
+    /// `*` or a comma-separated list of pack names.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.split(',')
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+            .try_into()
+    }
+}
+
+impl TryFrom<Vec<String>> for PackFilter {
+    type Error = String;
+
+    fn try_from(packs: Vec<String>) -> Result<Self, Self::Error> {
+        let mut packs: Vec<String> = packs
+            .iter()
+            .map(|p| p.trim().to_owned())
+            .filter(|p| !p.is_empty())
+            .collect();
+        if packs.is_empty() {
+            return Err("a pack list cannot be empty; use \"*\" for every pack".into());
+        }
+        if let Some(bad) = packs.iter().find(|p| {
+            *p != "*"
+                && !p
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        }) {
+            return Err(format!("{bad:?} is not a pack name"));
+        }
+        if packs.iter().any(|p| p == "*") {
+            return Ok(PackFilter::all());
+        }
+        packs.sort();
+        packs.dedup();
+        Ok(PackFilter(packs))
+    }
+}
+
+impl<'de> Deserialize<'de> for PackFilter {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .try_into()
+            .map_err(de::Error::custom)
+    }
+}
+
+impl fmt::Display for PackFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join(","))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn glob_handles_backtracking() {
+        assert!(glob_match("a*b*c", "axxbyyc"));
+        assert!(glob_match("*:example.org", "@a:b:example.org"));
+        assert!(!glob_match("a*b", "acbd"));
+        assert!(glob_match("?b", "ab"));
+        assert!(glob_match("**", ""));
+    }
 
     fn grant(rule: &str, level: Level) -> Grant {
         Grant {

@@ -6,8 +6,7 @@ use std::{collections::HashMap, sync::RwLock};
 use ruma::RoomId;
 
 use crate::{
-    config::PackFilter,
-    permissions::{Grant, Level, Rule},
+    permissions::{Grant, Level, PackFilter, Rule},
     store::{Store, settings},
 };
 

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use subtle::ConstantTimeEq as _;
+
 /// A secret value (token, password, key). Read it with [`Secret::expose`] where it is used.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -10,6 +12,11 @@ impl Secret {
     /// Wraps `value`.
     pub fn new(value: impl Into<String>) -> Self {
         Self(value.into())
+    }
+
+    /// Whether `presented` is this secret, compared in constant time (see [`token_matches`]).
+    pub fn matches(&self, presented: &str) -> bool {
+        token_matches(presented, self.expose())
     }
 
     /// The secret itself: call only where it is sent or compared.
@@ -54,9 +61,24 @@ impl fmt::Display for Secret {
     }
 }
 
+/// Constant-time equality of a presented token and the expected one (the length may leak; the
+/// content does not), for every inbound credential: hs_token, webhook secret, login form token.
+pub fn token_matches(presented: &str, expected: &str) -> bool {
+    presented.as_bytes().ct_eq(expected.as_bytes()).into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_compare_exactly() {
+        assert!(token_matches("secret", "secret"));
+        assert!(!token_matches("secreT", "secret"));
+        assert!(!token_matches("secret ", "secret"));
+        assert!(!token_matches("", "secret"));
+        assert!(Secret::new("secret").matches("secret"));
+    }
 
     #[test]
     fn a_secret_does_not_format() {

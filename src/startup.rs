@@ -16,13 +16,13 @@ use tokio::{net::TcpListener, sync::Notify};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
+    addressing::{Addressing, Classifier},
     aliases::{self, AliasCache},
     appservice,
     bridge::Bridge,
-    commands::Addressing,
     config::Config,
     crypto::SecretBox,
-    dispatch::{self, Classifier},
+    dispatch,
     matrix::{
         self, MatrixClient,
         outbox::{Outbox, Policy, Sender},

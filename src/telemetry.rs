@@ -13,7 +13,46 @@ use tracing_subscriber::{
     util::SubscriberInitExt as _,
 };
 
-use crate::config::{LogConfig, LogFormat};
+use serde::Deserialize;
+
+/// `[log]` of the config: kept here, with the filter parser, so the config depends on
+/// logging and not the other way round.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` for people, `json` for log collectors.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A log filter: a default level and `target=level` directives, e.g. `info,st2_matrix=debug`.
+    /// `RUST_LOG` wins when set.
+    #[serde(default = "default_filter")]
+    pub filter: String,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::default(),
+            filter: default_filter(),
+        }
+    }
+}
+
+/// The filter when none is configured.
+fn default_filter() -> String {
+    "info".into()
+}
 
 /// Installs the global tracing subscriber. Later calls are ignored (tests build many apps).
 ///

@@ -9,7 +9,7 @@
 //! (see [`crate::identity`]). The link is used up by the first submission, whatever its outcome:
 //! a guessed password needs a fresh link each time. Nothing here logs a form value.
 
-use std::{fmt::Write as _, sync::Arc};
+use std::sync::Arc;
 
 use axum::{
     Router,
@@ -19,22 +19,15 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
-use rand::RngCore as _;
 use ruma::{RoomId, UserId};
-use sha2::{Digest as _, Sha256};
 
 use crate::{
-    appservice::auth::token_matches,
     bridge::Bridge,
     identity,
     matrix::render::{escape_html, notice_markdown},
-    secret::Secret,
+    secret::{Secret, token_matches},
     store::{identities, now_ms},
 };
-
-/// How long a login link is valid.
-pub const LINK_TTL_MS: i64 = 10 * 60 * 1000;
 
 /// The login routes, when `[web].public_url` and `[stackstorm]` are configured.
 pub fn router(bridge: Arc<Bridge>) -> Option<Router> {
@@ -46,47 +39,6 @@ pub fn router(bridge: Arc<Bridge>) -> Option<Router> {
             .layer(DefaultBodyLimit::max(16 * 1024))
             .with_state(bridge),
     )
-}
-
-fn random(bytes: usize) -> Vec<u8> {
-    let mut buf = vec![0u8; bytes];
-    rand::rng().fill_bytes(&mut buf);
-    buf
-}
-
-fn hash(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .fold(String::with_capacity(64), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-}
-
-/// Creates a one-time login link for `user`, to be confirmed in `room` (their direct chat).
-/// `None` when logging in is not configured.
-pub async fn create_link(
-    bridge: &Bridge,
-    user: &UserId,
-    room: &RoomId,
-) -> Result<Option<String>, sqlx::Error> {
-    let Some(base) = &bridge.config.web.public_url else {
-        return Ok(None);
-    };
-    let token = URL_SAFE_NO_PAD.encode(random(32));
-    let session = identities::LoginSession {
-        token_hash: hash(&token),
-        user_id: user.to_string(),
-        room_id: room.to_string(),
-        form_token: URL_SAFE_NO_PAD.encode(random(16)),
-        expires_at: now_ms() + LINK_TTL_MS,
-        used_at: None,
-    };
-    identities::create_session(&bridge.store, &session).await?;
-    Ok(Some(format!(
-        "{}/login/{token}",
-        base.as_str().trim_end_matches('/')
-    )))
 }
 
 /// A page, with the headers that keep it from being cached, framed, or leaking its URL.
@@ -142,7 +94,7 @@ async fn live_session(
     bridge: &Bridge,
     token: &str,
 ) -> Result<Option<identities::LoginSession>, Response> {
-    match identities::session(&bridge.store, &hash(token)).await {
+    match identities::session(&bridge.store, &identity::hash_link_token(token)).await {
         Ok(Some(s)) if s.used_at.is_none() && s.expires_at > now_ms() => Ok(Some(s)),
         Ok(_) => Ok(None),
         Err(e) => {
@@ -294,15 +246,6 @@ async fn submit(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tokens_are_hashed_and_random() {
-        let a = URL_SAFE_NO_PAD.encode(random(32));
-        assert_eq!(a.len(), 43);
-        assert_ne!(a, URL_SAFE_NO_PAD.encode(random(32)));
-        assert_eq!(hash("x").len(), 64);
-        assert_ne!(hash(&a), a);
-    }
 
     #[test]
     fn the_new_link_hint_names_the_configured_prefix_escaped() {

@@ -20,9 +20,9 @@ use axum::{
 use serde_json::{Value, json};
 
 use crate::{
-    appservice::auth::token_matches,
     bridge::Bridge,
     results::{self, Announcement, Claim, Delivered, Source, Undeliverable},
+    secret::token_matches,
 };
 
 /// Largest accepted body.

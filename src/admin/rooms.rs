@@ -3,7 +3,7 @@
 use super::{CommandError, Reply, RoomsCommand, room_arg};
 use crate::{
     bridge::Bridge,
-    config::PackFilter,
+    permissions::PackFilter,
     permissions::{Grant, Level, Rule},
     store,
 };

@@ -27,7 +27,9 @@ pub async fn login(
             bridge.bot
         )));
     }
-    let Some(link) = crate::web::create_link(bridge, &origin.sender, &origin.room_id).await? else {
+    let Some(link) =
+        crate::identity::create_login_link(bridge, &origin.sender, &origin.room_id).await?
+    else {
         return Ok(render::notice(
             "Logging in to StackStorm is not enabled on this bridge ([web].public_url is not set). Ask its operator.",
         ));

@@ -13,12 +13,9 @@ pub mod login;
 pub mod ping;
 pub mod run;
 
-use ruma::{
-    OwnedUserId,
-    events::{
-        OriginalMessageLikeEvent,
-        room::message::{Relation, RoomMessageEventContent},
-    },
+use ruma::events::{
+    OriginalMessageLikeEvent,
+    room::message::{Relation, RoomMessageEventContent},
 };
 
 use crate::{
@@ -27,64 +24,6 @@ use crate::{
     permissions::{self, Level},
     store::inbox,
 };
-
-/// How messages address the bridge.
-#[derive(Debug, Clone)]
-pub struct Addressing {
-    /// The command prefix, e.g. `!st2`.
-    pub prefix: String,
-    /// The bot's user id.
-    pub bot: OwnedUserId,
-    /// The bot's display name (what a mention pill shows).
-    pub displayname: String,
-}
-
-impl Addressing {
-    /// The command text of a message, or `None` when the message is not for the bridge.
-    pub fn command<'a>(&self, body: &'a str, direct: bool) -> Option<&'a str> {
-        let body = strip_reply_fallback(body).trim_start();
-        if let Some(rest) = self.after_prefix(body) {
-            return Some(rest);
-        }
-        if let Some(rest) = self.after_mention(body) {
-            return Some(self.after_prefix(rest).unwrap_or(rest));
-        }
-        direct.then(|| body.trim())
-    }
-
-    fn after_prefix<'a>(&self, body: &'a str) -> Option<&'a str> {
-        let rest = body.strip_prefix(self.prefix.as_str())?;
-        let standalone = |s: &str| s.is_empty() || s.starts_with(char::is_whitespace);
-        if standalone(rest) || rest.strip_prefix("help").is_some_and(standalone) {
-            Some(rest.trim())
-        } else {
-            None
-        }
-    }
-
-    /// What follows a leading mention of the bot (by id, display name or localpart, as a
-    /// mention pill's plain text or as typed) and a `:` or `,`.
-    fn after_mention<'a>(&self, body: &'a str) -> Option<&'a str> {
-        let localpart = self.bot.localpart();
-        let at_localpart = format!("@{localpart}");
-        let names = [
-            self.bot.as_str(),
-            self.displayname.as_str(),
-            at_localpart.as_str(),
-            localpart,
-        ];
-        names
-            .into_iter()
-            .filter(|name| !name.is_empty())
-            .find_map(|name| {
-                let head = body.get(..name.len())?;
-                if !head.eq_ignore_ascii_case(name) {
-                    return None;
-                }
-                body[name.len()..].strip_prefix([':', ',']).map(str::trim)
-            })
-    }
-}
 
 /// A recognised command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,27 +90,6 @@ impl Command {
             _ => "This",
         }
     }
-}
-
-/// Removes the quoted `> ` lines (and the blank line after them) that older clients put at the
-/// start of a reply's plain body.
-pub fn strip_reply_fallback(body: &str) -> &str {
-    if !body.starts_with("> ") {
-        return body;
-    }
-    let mut rest = body;
-    while let Some(line_end) = rest.find('\n') {
-        if rest[..line_end].starts_with('>') {
-            rest = &rest[line_end + 1..];
-        } else {
-            break;
-        }
-    }
-    if rest.starts_with('>') {
-        // Nothing but quotes.
-        return "";
-    }
-    rest.strip_prefix('\n').unwrap_or(rest)
 }
 
 /// Where a command came from, for the reply.
@@ -286,64 +204,6 @@ pub fn one_line(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn addressing() -> Addressing {
-        Addressing {
-            prefix: "!st2".into(),
-            bot: "@st2bot:example.org".try_into().unwrap(),
-            displayname: "StackStorm".into(),
-        }
-    }
-
-    #[test]
-    fn the_prefix_must_stand_alone_or_be_followed_by_help() {
-        let a = addressing();
-        assert_eq!(a.command("!st2 ping", false), Some("ping"));
-        assert_eq!(
-            a.command("  !st2   deploy web  ", false),
-            Some("deploy web")
-        );
-        assert_eq!(a.command("!st2", false), Some(""));
-        assert_eq!(a.command("!st2help", false), Some("help"));
-        assert_eq!(a.command("!st2help pack", false), Some("help pack"));
-        assert_eq!(a.command("!st2ping", false), None);
-        assert_eq!(a.command("!st2helper", false), None);
-        assert_eq!(a.command("say !st2 ping", false), None);
-    }
-
-    #[test]
-    fn a_mention_addresses_the_bot() {
-        let a = addressing();
-        assert_eq!(
-            a.command("StackStorm: deploy web", false),
-            Some("deploy web")
-        );
-        assert_eq!(
-            a.command("stackstorm, deploy web", false),
-            Some("deploy web")
-        );
-        assert_eq!(a.command("@st2bot:example.org: ping", false), Some("ping"));
-        assert_eq!(a.command("st2bot: ping", false), Some("ping"));
-        assert_eq!(a.command("StackStorm: !st2 ping", false), Some("ping"));
-        assert_eq!(a.command("StackStorm is great", false), None);
-    }
-
-    #[test]
-    fn every_message_in_a_direct_chat_is_a_command() {
-        let a = addressing();
-        assert_eq!(a.command("deploy web", true), Some("deploy web"));
-        assert_eq!(a.command("!st2 deploy web", true), Some("deploy web"));
-        assert_eq!(a.command("deploy web", false), None);
-    }
-
-    #[test]
-    fn a_reply_fallback_is_stripped_before_matching() {
-        let a = addressing();
-        let body = "> <@bob:x> earlier message\n> second quoted line\n\n!st2 ping";
-        assert_eq!(a.command(body, false), Some("ping"));
-        assert_eq!(strip_reply_fallback("> only a quote"), "");
-        assert_eq!(strip_reply_fallback("no quote"), "no quote");
-    }
 
     #[test]
     fn commands_parse() {

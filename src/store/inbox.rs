@@ -134,6 +134,13 @@ pub async fn mark_started(store: &Store, seq: i64) -> Result<(), sqlx::Error> {
         .map(drop)
 }
 
+/// Marks an event done with no other effect, in a commit of its own.
+pub async fn finish_alone(store: &Store, seq: i64) -> Result<(), sqlx::Error> {
+    let mut conn = store.begin().await?;
+    finish(&mut conn, seq).await?;
+    conn.commit().await
+}
+
 /// Marks an event done; pass the transaction that also stores its effects.
 pub async fn finish(conn: &mut SqliteConnection, seq: i64) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE inbox SET state = 'done', finished_at = ? WHERE seq = ?")
