@@ -8,7 +8,8 @@
 A module is a top-level item of `src/lib.rs` (`pub mod x;`): `src/x.rs` or `src/x/**`. An
 edge a -> b is any `crate::b` path written in a's code (in `use` lines or inline), outside
 comments and `#[cfg(test)]` modules, which may reach anywhere. The layering the project aims for (one way,
-no cycles) is in DESIGN.md; once the graph has no cycle, scripts/test.sh runs this as a check.
+no cycles) is in docs/architecture.md; scripts/test.sh runs this as a check, so a cycle that
+comes back fails the test command.
 
 Why a script of its own: it needs only Python's standard library, and reads Rust paths as
 text, which is what `use` lines are; a full parser would not change the answer.

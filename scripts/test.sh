@@ -8,7 +8,8 @@
 #   1. installs a real Synapse from PyPI into .test-deps/ (git-ignored; skipped when present),
 #      and Debian's chromium + chromium-driver packages for the login-page browser test
 #      (apt-get, skipped when present; CHROMIUM / CHROMEDRIVER point at others);
-#   2. builds the bridge binary with production features and sets it aside: the end-to-end
+#   2. checks that the bridge's modules import one way (scripts/module-cycles.py), then
+#      builds the bridge binary with production features and sets it aside: the end-to-end
 #      tier drives that file as a separate process, as production runs it;
 #   3. unit tests, parser vectors, property tests and the API tier (bridge in-process against
 #      a homeserver double and a StackStorm double), plus the doubles' own tests;
@@ -46,6 +47,9 @@ if ! $quick; then
   step "installing Chromium for the login-page browser test"
   install_chromium
 fi
+
+step "layering: no import cycle among the bridge's modules"
+python3 scripts/module-cycles.py
 
 step "building the bridge binary (production features)"
 cargo build --locked -p st2-matrix --bin st2-matrix

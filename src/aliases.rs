@@ -422,7 +422,11 @@ pub async fn run_refresh(
         let wait = if failures == 0 {
             interval
         } else {
-            interval.min(Duration::from_secs(2u64.pow(failures.min(4))))
+            interval.min(crate::retry::delay(
+                Duration::from_secs(2),
+                Duration::from_secs(16),
+                failures,
+            ))
         };
         tokio::select! {
             () = stop.cancelled() => return,

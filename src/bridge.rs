@@ -1,42 +1,38 @@
-//! What every handler and worker shares: config, identities, the store, the homeserver client
-//! and the outbox. Built once by [`crate::startup`], passed around as `Arc<Bridge>`.
+//! The bridge's core: what every layer above shares — config, the bot's identity, the store,
+//! the homeserver client and the outbox, StackStorm, the secrets, the bot's device and what is
+//! known about rooms. Built once by [`crate::startup`], passed around as `Arc<Bridge>`.
+//!
+//! Features keep their own state next to their code (the alias cache in [`crate::aliases`],
+//! permissions in [`crate::access`], the stream's state in [`crate::st2::stream`]); the
+//! handlers' view of all of it is [`crate::state::AppState`], which sits above every feature.
+//! So this module imports nothing that imports it.
 
 use std::{
-    collections::HashSet,
-    sync::{Arc, RwLock},
+    collections::{HashMap, HashSet},
+    sync::{Mutex, RwLock},
     time::Instant,
 };
 
 use ruma::{OwnedRoomId, OwnedUserId, RoomId};
-use tokio::sync::Notify;
 
 use crate::{
-    addressing::Classifier,
-    addressing::{Addressing, RoomFacts},
-    aliases::AliasCache,
+    addressing::RoomFacts,
     config::Config,
     crypto::SecretBox,
+    e2ee::Encryption,
     matrix::{MatrixClient, outbox::Outbox},
-    permissions::PackFilter,
-    permissions::PowerCache,
-    results::Deliveries,
-    room_settings::RoomSettings,
     secret::Secret,
-    st2::{St2Client, stream::StreamStatus},
+    st2::St2Client,
     store::Store,
 };
 
-/// The bridge's shared state.
+/// The bridge's shared core.
 #[derive(Debug)]
 pub struct Bridge {
     /// The validated configuration.
     pub config: Config,
     /// The bot user.
     pub bot: OwnedUserId,
-    /// Decides which pushed events need work (knows the bot, the namespace, the prefix).
-    pub classifier: Classifier,
-    /// How messages address the bridge (the classifier's copy, for the handlers).
-    pub addressing: Addressing,
     /// Token the homeserver presents to us.
     pub hs_token: Secret,
     /// The database.
@@ -45,49 +41,99 @@ pub struct Bridge {
     pub matrix: MatrixClient,
     /// The one way to say something in Matrix.
     pub outbox: Outbox,
-    /// Wakes the inbox worker when a transaction stored new work.
-    pub inbox_wake: Arc<Notify>,
-    /// Rooms that already got the "encrypted rooms are not supported" notice, so their
-    /// encrypted messages need not be stored at all.
-    pub noticed_encrypted_rooms: RwLock<HashSet<String>>,
-    /// Direct chats with the bot: every message there is a command.
-    pub direct_rooms: RwLock<HashSet<String>>,
     /// StackStorm, when configured.
     pub st2: Option<St2Client>,
-    /// The aliases each room may use.
-    pub aliases: Arc<AliasCache>,
-    /// The StackStorm stream's state.
-    pub stream: StreamStatus,
-    /// Alias cache and locks for delivering results.
-    pub deliveries: Deliveries,
-    /// What the start-up check found about the notify rule (`enabled`, `disabled`, `missing`).
-    pub notify_rule: RwLock<Option<String>>,
-    /// Rules and pack filters set per room in the admin room.
-    pub room_settings: RoomSettings,
-    /// Rooms' power levels, for `power>=N` rules.
-    pub power: PowerCache,
-    /// The admin room, once known.
-    pub admin_room: RwLock<Option<OwnedRoomId>>,
     /// Seals and opens stored credentials.
-    pub secrets: Arc<SecretBox>,
+    pub secrets: std::sync::Arc<SecretBox>,
     /// The bot's device, when `[encryption] enabled`: reads and answers in encrypted rooms.
-    pub e2ee: Option<crate::e2ee::Encryption>,
+    pub e2ee: Option<Encryption>,
+    /// What the bridge knows about rooms without asking the homeserver.
+    pub rooms: RoomDirectory,
     /// Process start, for uptime.
     pub started_at: Instant,
+}
+
+/// Facts about rooms kept in memory (and in the store, by the code that learns them): read on
+/// the hot path, where asking the homeserver is not an option.
+#[derive(Debug, Default)]
+pub struct RoomDirectory {
+    /// Rooms that already got the "encrypted rooms are not supported" notice, so their
+    /// encrypted messages need not be stored at all.
+    pub noticed_encrypted: RwLock<HashSet<String>>,
+    /// Direct chats with the bot: every message there is a command.
+    pub direct: RwLock<HashSet<String>>,
+    /// The admin room, once known.
+    pub admin_room: RwLock<Option<OwnedRoomId>>,
+    /// Room aliases results were routed to, resolved once.
+    pub aliases: Mutex<HashMap<String, OwnedRoomId>>,
+    /// Serialises opening direct chats, so two whispers at once open one chat.
+    pub dm_lock: tokio::sync::Mutex<()>,
+}
+
+impl RoomDirectory {
+    /// A directory that knows these rooms' facts (loaded from the store at start).
+    pub fn new(noticed_encrypted: HashSet<String>, direct: HashSet<String>) -> Self {
+        Self {
+            noticed_encrypted: RwLock::new(noticed_encrypted),
+            direct: RwLock::new(direct),
+            ..Self::default()
+        }
+    }
+
+    /// The admin room, when known.
+    pub fn admin_room(&self) -> Option<OwnedRoomId> {
+        self.admin_room
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Records the admin room.
+    pub fn set_admin_room(&self, room: OwnedRoomId) {
+        *self.admin_room.write().unwrap_or_else(|e| e.into_inner()) = Some(room);
+    }
+
+    /// The room an alias was resolved to before.
+    pub fn resolved_alias(&self, alias: &str) -> Option<OwnedRoomId> {
+        self.aliases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(alias)
+            .cloned()
+    }
+
+    /// Remembers what an alias resolved to.
+    pub fn remember_alias(&self, alias: &str, room: OwnedRoomId) {
+        self.aliases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(alias.to_owned(), room);
+    }
 }
 
 impl Bridge {
     /// Whether `room` already got the encryption notice.
     pub fn encryption_noticed(&self, room: &RoomId) -> bool {
-        self.noticed_encrypted_rooms
+        self.rooms
+            .noticed_encrypted
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .contains(room.as_str())
     }
 
+    /// Records that `room` got the encryption notice.
+    pub fn mark_encryption_noticed(&self, room: &RoomId) {
+        self.rooms
+            .noticed_encrypted
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(room.as_str().to_owned());
+    }
+
     /// Whether `room` is a direct chat with the bot.
     pub fn is_direct(&self, room: &RoomId) -> bool {
-        self.direct_rooms
+        self.rooms
+            .direct
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .contains(room.as_str())
@@ -95,33 +141,21 @@ impl Bridge {
 
     /// Records that `room` is a direct chat.
     pub fn mark_direct(&self, room: &RoomId) {
-        self.direct_rooms
+        self.rooms
+            .direct
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(room.as_str().to_owned());
-    }
-
-    /// The packs `room` may use.
-    pub fn packs_for(&self, room: &RoomId) -> PackFilter {
-        self.room_settings
-            .packs_for(room, &self.config.bridge.packs)
     }
 
     /// Whether `room` is the admin room.
     pub fn is_admin_room(&self, room: &RoomId) -> bool {
-        self.admin_room
+        self.rooms
+            .admin_room
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .as_deref()
             == Some(room)
-    }
-
-    /// Records that `room` got the encryption notice.
-    pub fn mark_encryption_noticed(&self, room: &RoomId) {
-        self.noticed_encrypted_rooms
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(room.as_str().to_owned());
     }
 }
 

@@ -742,7 +742,7 @@ impl Config {
             && ruma::RoomOrAliasId::parse(room).is_err()
         {
             return Err(format!(
-                "key `bridge.admin_room`: {room:?} is not a room id (!…) or alias (#…:server)"
+                "key `bridge.rooms.admin_room`: {room:?} is not a room id (!…) or alias (#…:server)"
             ));
         }
         if let Some(url) = &self.web.public_url

@@ -18,8 +18,8 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument as _;
 
 use crate::{
-    bridge::Bridge,
-    commands, membership,
+    commands, membership, retry,
+    state::AppState,
     store::inbox::{self, Kind},
 };
 
@@ -33,16 +33,16 @@ const MAX_ATTEMPTS: u32 = 6;
 const MAX_ACTIVE_ROOMS: usize = 128;
 
 /// What the transaction handler calls: classification with the bridge's current state.
-pub fn classify(bridge: &Bridge, event: &AnyTimelineEvent) -> Option<Kind> {
+pub fn classify(bridge: &AppState, event: &AnyTimelineEvent) -> Option<Kind> {
     if let AnyTimelineEvent::State(AnyStateEvent::RoomPowerLevels(_)) = event {
         // Cheap, and keeps `power>=N` rules current without waiting for the cache to expire.
-        bridge.power.invalidate(event.room_id());
+        bridge.access.power.invalidate(event.room_id());
     }
-    bridge.classifier.classify(event, bridge)
+    bridge.classifier.classify(event, &*bridge.core)
 }
 
 /// Works through the inbox until `stop` is cancelled; the event in hand is finished first.
-pub async fn run_inbox(bridge: Arc<Bridge>, stop: CancellationToken) {
+pub async fn run_inbox(bridge: Arc<AppState>, stop: CancellationToken) {
     let tracker = TaskTracker::new();
     let mut active: HashSet<String> = HashSet::new();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
@@ -85,7 +85,7 @@ pub async fn run_inbox(bridge: Arc<Bridge>, stop: CancellationToken) {
 }
 
 /// Handles `room`'s events in order until none is left (or we are stopping).
-async fn work_room(bridge: &Bridge, room: &str, stop: &CancellationToken) {
+async fn work_room(bridge: &AppState, room: &str, stop: &CancellationToken) {
     let mut attempts = 0u32;
     while !stop.is_cancelled() {
         let row = match inbox::next_for_room(&bridge.store, room).await {
@@ -111,7 +111,7 @@ async fn work_room(bridge: &Bridge, room: &str, stop: &CancellationToken) {
                     attempts = 0;
                     continue;
                 }
-                let wait = Duration::from_secs(1 << (attempts - 1));
+                let wait = retry::delay(Duration::from_secs(1), Duration::from_secs(32), attempts);
                 tracing::warn!(room_id = room, event_id, attempts, error.message = %e, "handling failed; retrying in {wait:?}");
                 tokio::select! {
                     () = stop.cancelled() => return,
@@ -124,7 +124,11 @@ async fn work_room(bridge: &Bridge, room: &str, stop: &CancellationToken) {
 
 /// Acts on one stored event. `Err` means "transient, try again"; handlers deal with permanent
 /// failures themselves (log, tell the person) and return `Ok`.
-async fn process(bridge: &Bridge, row: inbox::Row, stop: &CancellationToken) -> anyhow::Result<()> {
+async fn process(
+    bridge: &AppState,
+    row: inbox::Row,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
     let event = serde_json::from_str::<Raw<AnyTimelineEvent>>(&row.event)
         .and_then(|raw| raw.deserialize())
         .with_context(|| format!("stored event {} does not parse", row.event_id));
@@ -177,7 +181,7 @@ async fn process(bridge: &Bridge, row: inbox::Row, stop: &CancellationToken) -> 
 /// for a room key that comes after it, then handled as if it had been sent in the clear; one
 /// that cannot be decrypted is given up, and its sender told once per session.
 async fn process_encrypted(
-    bridge: &Bridge,
+    bridge: &AppState,
     e2ee: &crate::e2ee::Encryption,
     row: &inbox::Row,
     event: &AnyTimelineEvent,
@@ -222,7 +226,7 @@ async fn process_encrypted(
 /// A decrypted event, classified and handled like a plain one. Its inbox row (the encrypted
 /// event's) is the one marked started and done, so exactly-once holds as for plain commands.
 async fn process_decrypted(
-    bridge: &Bridge,
+    bridge: &AppState,
     row: &inbox::Row,
     raw: Raw<AnyTimelineEvent>,
 ) -> anyhow::Result<()> {
@@ -233,7 +237,7 @@ async fn process_decrypted(
             return Ok(inbox::finish_alone(&bridge.store, row.seq).await?);
         }
     };
-    match (bridge.classifier.classify(&event, bridge), event) {
+    match (bridge.classifier.classify(&event, &*bridge.core), event) {
         (
             Some(Kind::Command),
             AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomMessage(
@@ -248,7 +252,7 @@ async fn process_decrypted(
 /// and, the first time for its sender's session in that room, its sender told why, so a
 /// command is never silently lost.
 async fn undecryptable(
-    bridge: &Bridge,
+    bridge: &AppState,
     e2ee: &crate::e2ee::Encryption,
     row: &inbox::Row,
     event: &AnyTimelineEvent,

@@ -1016,19 +1016,19 @@ impl Encryption {
     /// Sends what the machine queues (after transactions change device lists or key counts)
     /// until `stop`; retries with backoff while the homeserver is away.
     pub async fn run_pump(self, stop: CancellationToken) {
-        let mut failures = 0u32;
+        let mut backoff =
+            crate::retry::Backoff::new(Duration::from_millis(500), Duration::from_secs(64));
         loop {
-            match self.flush().await {
-                Ok(()) => failures = 0,
-                Err(e) => {
-                    failures = failures.saturating_add(1);
-                    tracing::warn!(error.message = %e, failures, "sending the device's key requests failed; retrying");
+            let wait = match self.flush().await {
+                Ok(()) => {
+                    backoff.reset();
+                    Duration::from_secs(300)
                 }
-            }
-            let wait = if failures == 0 {
-                Duration::from_secs(300)
-            } else {
-                Duration::from_millis(500u64 << failures.min(7))
+                Err(e) => {
+                    let wait = backoff.next_delay();
+                    tracing::warn!(error.message = %e, failures = backoff.failures(), "sending the device's key requests failed; retrying");
+                    wait
+                }
             };
             tokio::select! {
                 () = stop.cancelled() => return,

@@ -30,6 +30,7 @@
 //! - [`bridge`], [`startup`], [`cli`], [`parse_alias`]: the shared state, wiring and the
 //!   command line.
 
+pub mod access;
 pub mod addressing;
 pub mod admin;
 pub mod aliases;
@@ -49,10 +50,12 @@ pub mod parse_alias;
 pub mod permissions;
 pub mod registration;
 pub mod results;
+pub mod retry;
 pub mod room_settings;
 pub mod secret;
 pub mod st2;
 pub mod startup;
+pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

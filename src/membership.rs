@@ -8,8 +8,8 @@ use ruma::{
 };
 
 use crate::{
-    bridge::Bridge,
     matrix::{self, render},
+    state::AppState,
     store::{inbox, rooms},
 };
 
@@ -24,7 +24,7 @@ pub const DECLINE_REASON: &str =
 
 /// Joins when the inviter is allowed, declines otherwise.
 pub async fn on_invite(
-    bridge: &Bridge,
+    bridge: &AppState,
     row: &inbox::Row,
     invite: &OriginalStateEvent<RoomMemberEventContent>,
 ) -> anyhow::Result<()> {
@@ -88,14 +88,15 @@ pub async fn on_invite(
 
 /// The bot was kicked or banned (or its invite withdrawn): forget the room.
 pub async fn on_removed(
-    bridge: &Bridge,
+    bridge: &AppState,
     row: &inbox::Row,
     event: &OriginalStateEvent<RoomMemberEventContent>,
 ) -> anyhow::Result<()> {
     let forgotten = rooms::forget(&bridge.store, event.room_id.as_str()).await?;
     crate::store::dms::forget_room(&bridge.store, event.room_id.as_str()).await?;
     bridge
-        .room_settings
+        .access
+        .settings
         .forget(&bridge.store, &event.room_id)
         .await?;
     tracing::info!(room_id = %event.room_id, by = %event.sender, membership = %event.content.membership, forgotten,
@@ -105,11 +106,19 @@ pub async fn on_removed(
 
 /// With encryption off: an encrypted event arrived, or encryption was switched on: post the
 /// notice once.
-pub async fn on_encrypted(bridge: &Bridge, row: &inbox::Row, room: &RoomId) -> anyhow::Result<()> {
+pub async fn on_encrypted(
+    bridge: &AppState,
+    row: &inbox::Row,
+    room: &RoomId,
+) -> anyhow::Result<()> {
     notice_encryption(bridge, row, room).await
 }
 
-async fn notice_encryption(bridge: &Bridge, row: &inbox::Row, room: &RoomId) -> anyhow::Result<()> {
+async fn notice_encryption(
+    bridge: &AppState,
+    row: &inbox::Row,
+    room: &RoomId,
+) -> anyhow::Result<()> {
     let mut tx = bridge.store.begin().await?;
     let first = rooms::claim_encryption_notice(&mut tx, room.as_str()).await?;
     if first {

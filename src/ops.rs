@@ -11,13 +11,13 @@ use axum::{Json, Router, extract::State, http::StatusCode, response::IntoRespons
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 
-use crate::bridge::Bridge;
+use crate::state::AppState;
 
 /// How long `/ready` waits for each dependency.
 const READY_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The operations routes.
-pub fn router(bridge: Arc<Bridge>, metrics: PrometheusHandle) -> Router {
+pub fn router(bridge: Arc<AppState>, metrics: PrometheusHandle) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready).with_state(bridge))
@@ -28,7 +28,7 @@ async fn health() -> impl IntoResponse {
     Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
 }
 
-async fn ready(State(bridge): State<Arc<Bridge>>) -> impl IntoResponse {
+async fn ready(State(bridge): State<Arc<AppState>>) -> impl IntoResponse {
     let database = match tokio::time::timeout(READY_TIMEOUT, bridge.store.ping()).await {
         Ok(Ok(())) => "ok".to_owned(),
         Ok(Err(e)) => format!("error: {e}"),

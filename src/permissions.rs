@@ -11,16 +11,10 @@
 //! `power>=N` (the person's power level in the room, as ruma reads the room's state: in room
 //! version 12 the creators have unlimited power and are absent from `m.room.power_levels`).
 
-use std::{
-    collections::HashMap,
-    fmt,
-    str::FromStr,
-    sync::Mutex,
-    time::{Duration, Instant},
-};
+use std::{fmt, str::FromStr};
 
 use ruma::{
-    OwnedUserId, RoomId, RoomVersionId, UserId,
+    OwnedUserId, RoomVersionId, UserId,
     events::{
         AnyStateEvent, StateEvent, StateEventType,
         room::power_levels::{RoomPowerLevels, RoomPowerLevelsSource, UserPowerLevel},
@@ -29,12 +23,6 @@ use ruma::{
     serde::Raw,
 };
 use serde::{Deserialize, Deserializer, de};
-
-use crate::bridge::Bridge;
-
-/// How long a room's power levels are trusted before being read again (they are also dropped
-/// as soon as the room's `m.room.power_levels` changes).
-const POWER_CACHE_TTL: Duration = Duration::from_secs(60);
 
 /// A permission level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -247,88 +235,6 @@ impl RoomPower {
             _ => Power::Value(0),
         }
     }
-}
-
-/// Per-room power levels, cached.
-#[derive(Debug, Default)]
-pub struct PowerCache {
-    rooms: Mutex<HashMap<String, (Instant, RoomPower)>>,
-}
-
-impl PowerCache {
-    /// Forgets `room`'s power levels (its `m.room.power_levels` changed).
-    pub fn invalidate(&self, room: &RoomId) {
-        self.rooms
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(room.as_str());
-    }
-
-    async fn get(&self, bridge: &Bridge, room: &RoomId) -> Option<RoomPower> {
-        {
-            let rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((at, power)) = rooms.get(room.as_str())
-                && at.elapsed() < POWER_CACHE_TTL
-            {
-                return Some(power.clone());
-            }
-        }
-        match bridge.matrix.room_state(room).await {
-            Ok(events) => {
-                let power = RoomPower::from_state(&events);
-                self.rooms
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(room.to_string(), (Instant::now(), power.clone()));
-                Some(power)
-            }
-            Err(e) => {
-                // Fail closed: power rules do not match when power levels cannot be read.
-                tracing::warn!(room_id = %room, error.message = %e, "cannot read the room's power levels");
-                None
-            }
-        }
-    }
-}
-
-/// `user`'s level in `room`.
-pub async fn level_of(bridge: &Bridge, room: &RoomId, user: &UserId) -> Level {
-    if bridge.config.bridge.admins.iter().any(|a| a == user) {
-        return Level::Admin;
-    }
-    let grants = bridge
-        .room_settings
-        .grants_for(room, &bridge.config.permissions.rules);
-    let needs_power = grants
-        .iter()
-        .any(|g| matches!(g.rule, Rule::PowerAtLeast(_)));
-    let power = if needs_power {
-        bridge.power.get(bridge, room).await.map(|p| p.of(user))
-    } else {
-        None
-    };
-    evaluate(&grants, user, power, bridge.config.permissions.default)
-}
-
-/// The sentence for someone who lacks `needed` (having `has`): which permission, and who can
-/// grant it.
-pub fn refusal(bridge: &Bridge, room: &RoomId, what: &str, needed: Level, has: Level) -> String {
-    let admins: Vec<String> = bridge
-        .config
-        .bridge
-        .admins
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    let who = if admins.is_empty() {
-        "the bridge's operator (in its config, [permissions])".to_owned()
-    } else {
-        format!(
-            "a bridge admin ({}) in the admin room, with `rooms allow {room} <your user id>`",
-            admins.join(", ")
-        )
-    };
-    format!("⛔ {what} needs the `{needed}` permission in this room; you have `{has}`. Ask {who}.")
 }
 
 /// A rule matching Matrix user ids: an exact id (`@alice:example.org`), a glob

@@ -16,10 +16,11 @@ use tokio::{net::TcpListener, sync::Notify};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
+    access::{Access, PowerCache},
     addressing::{Addressing, Classifier},
     aliases::{self, AliasCache},
     appservice,
-    bridge::Bridge,
+    bridge::{Bridge, RoomDirectory},
     config::Config,
     crypto::SecretBox,
     dispatch,
@@ -28,12 +29,12 @@ use crate::{
         outbox::{Outbox, Policy, Sender},
     },
     ops,
-    permissions::PowerCache,
     registration::UserNamespace,
-    results::Deliveries,
+    results, retry,
     room_settings::RoomSettings,
     secret::Secret,
     st2::{St2Client, stream::StreamStatus},
+    state::AppState,
     store::{self, Store},
     telemetry,
 };
@@ -46,7 +47,7 @@ const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// A built bridge, ready to run.
 pub struct App {
-    bridge: Arc<Bridge>,
+    bridge: Arc<AppState>,
     listener: TcpListener,
     port: u16,
 }
@@ -156,29 +157,31 @@ impl App {
             namespace,
             addressing: addressing.clone(),
         };
-        let bridge = Arc::new(Bridge {
+        let core = Arc::new(Bridge {
             outbox: Outbox::new(store.clone()),
             store,
             matrix,
-            classifier,
-            addressing,
             bot,
             hs_token: Secret::new(registration.hs_token),
-            inbox_wake: Arc::new(Notify::new()),
-            noticed_encrypted_rooms: RwLock::new(encrypted_noticed),
-            direct_rooms: RwLock::new(direct_rooms),
             st2,
-            aliases,
-            stream: StreamStatus::default(),
-            notify_rule: RwLock::new(None),
-            room_settings,
-            power: PowerCache::default(),
-            admin_room: RwLock::new(None),
             secrets,
             e2ee,
-            deliveries: Deliveries::default(),
+            rooms: RoomDirectory::new(encrypted_noticed, direct_rooms),
             started_at: Instant::now(),
             config,
+        });
+        let bridge = Arc::new(AppState {
+            core,
+            classifier,
+            addressing,
+            inbox_wake: Arc::new(Notify::new()),
+            aliases,
+            access: Access {
+                settings: room_settings,
+                power: PowerCache::default(),
+            },
+            stream: Arc::new(StreamStatus::default()),
+            notify_rule: RwLock::new(None),
         });
         Ok(App {
             bridge,
@@ -193,7 +196,7 @@ impl App {
     }
 
     /// The shared state, for tests that inspect or drive it.
-    pub fn bridge(&self) -> Arc<Bridge> {
+    pub fn bridge(&self) -> Arc<AppState> {
         self.bridge.clone()
     }
 
@@ -249,7 +252,22 @@ impl App {
                     .run_renewal(client.http().clone(), renew_stop)
                     .await;
             });
-            workers.spawn(crate::st2::stream::run(bridge.clone(), stop.clone()));
+            // The reader only reads; the consumer delivers and recovers. A bounded channel
+            // between them: a slow delivery slows reading, it never loses an announcement.
+            let (events, received) = tokio::sync::mpsc::channel(256);
+            workers.spawn(crate::st2::stream::run(
+                st2.clone(),
+                st2_config.clone(),
+                bridge.stream.clone(),
+                events,
+                stop.clone(),
+            ));
+            workers.spawn(results::stream::consume(
+                bridge.core.clone(),
+                received,
+                workers.clone(),
+                stop.clone(),
+            ));
 
             workers.spawn(aliases::run_refresh(
                 bridge.aliases.clone(),
@@ -282,9 +300,9 @@ impl App {
 
 /// Every HTTP route the bridge serves: the appservice API, the result webhooks (when enabled)
 /// and the operations endpoints.
-pub fn router(bridge: Arc<Bridge>) -> Router {
-    let webhooks = crate::webhook::router(bridge.clone()).unwrap_or_default();
-    let login = crate::web::router(bridge.clone()).unwrap_or_default();
+pub fn router(bridge: Arc<AppState>) -> Router {
+    let webhooks = crate::webhook::router(bridge.core.clone()).unwrap_or_default();
+    let login = crate::web::router(bridge.core.clone()).unwrap_or_default();
     Router::new()
         .merge(appservice::router(bridge.clone()))
         .merge(webhooks)
@@ -298,14 +316,14 @@ pub fn router(bridge: Arc<Bridge>) -> Router {
 async fn check_homeserver(config: &Config, matrix: &MatrixClient) -> anyhow::Result<()> {
     let url = &config.homeserver.url;
     let deadline = Instant::now() + config.homeserver.startup_timeout.get();
-    let mut wait = Duration::from_millis(500);
+    let mut backoff = retry::Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
     loop {
+        let wait = backoff.next_delay();
         match matrix.versions().await {
             Ok(_) => break,
             Err(e) if e.is_transient() && Instant::now() + wait < deadline => {
                 tracing::warn!(homeserver = %url, error.message = %e, "homeserver not reachable yet; retrying");
                 tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(10));
             }
             Err(e) => bail!("cannot reach the homeserver at {url} (homeserver.url): {e}"),
         }
@@ -343,7 +361,7 @@ async fn check_homeserver(config: &Config, matrix: &MatrixClient) -> anyhow::Res
 
 /// Asks the homeserver to ping us: proves it can reach `appservice.url`, and makes Synapse
 /// retry transactions it queued while we were down at once instead of after its backoff.
-async fn ping_homeserver(bridge: Arc<Bridge>, stop: CancellationToken) {
+async fn ping_homeserver(bridge: Arc<AppState>, stop: CancellationToken) {
     let id = &bridge.config.appservice.id;
     for attempt in 1..=5u32 {
         match bridge.matrix.ping(id).await {
@@ -361,9 +379,9 @@ async fn ping_homeserver(bridge: Arc<Bridge>, stop: CancellationToken) {
                      check that address from the homeserver's host",
                     bridge.config.appservice.url
                 );
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(Duration::from_secs(2u64.pow(attempt))) => {}
+                let wait = retry::delay(Duration::from_secs(2), Duration::from_secs(64), attempt);
+                if !retry::sleep_unless_stopped(wait, &stop).await {
+                    return;
                 }
             }
         }
@@ -372,7 +390,7 @@ async fn ping_homeserver(bridge: Arc<Bridge>, stop: CancellationToken) {
 
 /// Finds the admin room: `[bridge].admin_room` (joined), else the one created on an earlier
 /// start, else a new private room with the admins invited (remembered in the store).
-async fn setup_admin_room(bridge: &Bridge) {
+async fn setup_admin_room(bridge: &AppState) {
     let result: anyhow::Result<Option<ruma::OwnedRoomId>> = async {
         if let Some(configured) = &bridge.config.bridge.admin_room {
             let room = ruma::RoomOrAliasId::parse(configured)?;
@@ -380,7 +398,7 @@ async fn setup_admin_room(bridge: &Bridge) {
                 .matrix
                 .join_by_id_or_alias(&room)
                 .await
-                .with_context(|| format!("joining the admin room {configured} (bridge.admin_room): invite the bot into it"))?;
+                .with_context(|| format!("joining the admin room {configured} (bridge.rooms.admin_room): invite the bot into it"))?;
             store::rooms::joined(&bridge.store, id.as_str(), None, false).await?;
             return Ok(Some(id));
         }
@@ -416,7 +434,11 @@ async fn setup_admin_room(bridge: &Bridge) {
     match result {
         Ok(Some(id)) => {
             tracing::info!(room_id = %id, "admin room ready");
-            *bridge.admin_room.write().unwrap_or_else(|e| e.into_inner()) = Some(id);
+            *bridge
+                .rooms
+                .admin_room
+                .write()
+                .unwrap_or_else(|e| e.into_inner()) = Some(id);
         }
         Ok(None) => {}
         Err(e) => tracing::error!(error.message = %e, error.cause_chain = ?e, "no admin room"),
@@ -427,7 +449,7 @@ async fn setup_admin_room(bridge: &Bridge) {
 const NOTIFY_RULE_POSTED: &str = "notify_rule_posted";
 
 /// Checks the notify rule at start, then every `[stackstorm] notify_rule_recheck`.
-async fn check_notify_rule_periodically(bridge: Arc<Bridge>, stop: CancellationToken) {
+async fn check_notify_rule_periodically(bridge: Arc<AppState>, stop: CancellationToken) {
     let Some(config) = &bridge.config.stackstorm else {
         return;
     };
@@ -445,7 +467,7 @@ async fn check_notify_rule_periodically(bridge: Arc<Bridge>, stop: CancellationT
 /// missing or disabled: commands would run, but their results would never arrive. Logs when
 /// the state differs from the last check, and says it in the admin room (when there is one)
 /// unless it already said the same there.
-async fn check_notify_rule(bridge: Arc<Bridge>) {
+async fn check_notify_rule(bridge: Arc<AppState>) {
     let (Some(st2), Some(config)) = (&bridge.st2, &bridge.config.stackstorm) else {
         return;
     };
@@ -480,6 +502,7 @@ async fn check_notify_rule(bridge: Arc<Bridge>) {
         }
     }
     let admin_room = bridge
+        .rooms
         .admin_room
         .read()
         .unwrap_or_else(|e| e.into_inner())
@@ -499,7 +522,7 @@ async fn check_notify_rule(bridge: Arc<Bridge>) {
 /// there. The notice and the memory of it commit together: a crash in between neither loses
 /// the notice nor repeats it.
 async fn post_notify_rule_state(
-    bridge: &Bridge,
+    bridge: &AppState,
     room: &ruma::RoomId,
     rule: &str,
     state: &str,

@@ -5,10 +5,10 @@ use std::collections::BTreeSet;
 use super::{CommandError, Reply};
 use st2_alias::MatchOutcome;
 
-use crate::{aliases, bridge::Bridge};
+use crate::{aliases, state::AppState};
 
 /// `aliases reload`: fetch now.
-pub async fn reload(bridge: &Bridge) -> Result<Reply, CommandError> {
+pub async fn reload(bridge: &AppState) -> Result<Reply, CommandError> {
     let Some(st2) = &bridge.st2 else {
         return Err(CommandError::User(
             "StackStorm is not configured ([stackstorm])".into(),
@@ -66,7 +66,7 @@ fn replace_placeholders(format: &str) -> String {
 ///
 /// It reviews the views rooms actually use (each pack filter in use): an overlap matters
 /// only where both aliases are allowed, and a broken format only where its alias is.
-pub fn check(bridge: &Bridge) -> Result<Reply, CommandError> {
+pub fn check(bridge: &AppState) -> Result<Reply, CommandError> {
     let catalog = bridge.aliases.catalog();
     let mut failures = BTreeSet::new();
     let mut overlaps = BTreeSet::new();

@@ -14,9 +14,9 @@ use clap::{Parser, Subcommand};
 use ruma::{OwnedRoomId, RoomOrAliasId};
 
 use crate::{
-    bridge::Bridge,
     matrix::render::{self, Origin, escape_html},
-    permissions::{self, Level},
+    permissions::Level,
+    state::AppState,
 };
 
 /// Administer st2-matrix. Type a command (the `!st2` prefix is optional here); `help <command>`
@@ -174,14 +174,17 @@ pub fn parse_line(line: &str, prefix: &str) -> Result<AdminCommand, Reply> {
 /// Handles a message in the admin room: checks the sender is an admin, runs the command, and
 /// returns the reply.
 pub async fn handle(
-    bridge: &Bridge,
+    bridge: &AppState,
     origin: &Origin,
     body: &str,
 ) -> ruma::events::room::message::RoomMessageEventContent {
-    let level = permissions::level_of(bridge, &origin.room_id, &origin.sender).await;
+    let level = bridge
+        .access
+        .level_of(bridge, &origin.room_id, &origin.sender)
+        .await;
     if level < Level::Admin {
-        return render::notice_markdown(&permissions::refusal(
-            bridge,
+        return render::notice_markdown(&crate::access::refusal(
+            &bridge.config,
             &origin.room_id,
             "Administering the bridge",
             Level::Admin,
@@ -211,7 +214,7 @@ pub async fn handle(
     }
 }
 
-async fn run(bridge: &Bridge, command: AdminCommand) -> Result<Reply, CommandError> {
+async fn run(bridge: &AppState, command: AdminCommand) -> Result<Reply, CommandError> {
     match command {
         AdminCommand::Status => status::status(bridge).await,
         AdminCommand::Rooms(command) => rooms::run(bridge, command).await,
@@ -223,7 +226,7 @@ async fn run(bridge: &Bridge, command: AdminCommand) -> Result<Reply, CommandErr
 }
 
 /// A room argument (id or alias) as a room id.
-pub async fn room_arg(bridge: &Bridge, room: &str) -> Result<OwnedRoomId, CommandError> {
+pub async fn room_arg(bridge: &AppState, room: &str) -> Result<OwnedRoomId, CommandError> {
     let parsed = RoomOrAliasId::parse(room.trim()).map_err(|_| {
         CommandError::User(format!(
             "`{room}` is not a room id (!…) or alias (#…:server)"

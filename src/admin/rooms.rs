@@ -2,14 +2,14 @@
 
 use super::{CommandError, Reply, RoomsCommand, room_arg};
 use crate::{
-    bridge::Bridge,
     permissions::PackFilter,
     permissions::{Grant, Level, Rule},
+    state::AppState,
     store,
 };
 
 /// Runs a `rooms` command.
-pub async fn run(bridge: &Bridge, command: RoomsCommand) -> Result<Reply, CommandError> {
+pub async fn run(bridge: &AppState, command: RoomsCommand) -> Result<Reply, CommandError> {
     match command {
         RoomsCommand::List => list(bridge).await,
         RoomsCommand::Show { room } => show(bridge, &room).await,
@@ -31,7 +31,7 @@ pub async fn run(bridge: &Bridge, command: RoomsCommand) -> Result<Reply, Comman
 
 /// The room, which the bot must be in.
 async fn joined_room(
-    bridge: &Bridge,
+    bridge: &AppState,
     room: &str,
 ) -> Result<(ruma::OwnedRoomId, store::rooms::Room), CommandError> {
     let id = room_arg(bridge, room).await?;
@@ -43,7 +43,7 @@ async fn joined_room(
     }
 }
 
-async fn list(bridge: &Bridge) -> Result<Reply, CommandError> {
+async fn list(bridge: &AppState) -> Result<Reply, CommandError> {
     let rooms = store::rooms::all_ids(&bridge.store).await?;
     if rooms.is_empty() {
         return Ok(Reply::Markdown(
@@ -71,10 +71,10 @@ async fn list(bridge: &Bridge) -> Result<Reply, CommandError> {
         if row.encrypted {
             notes.push("encrypted".to_owned());
         }
-        if let Some(filter) = bridge.room_settings.own_packs(&id) {
+        if let Some(filter) = bridge.access.settings.own_packs(&id) {
             notes.push(format!("packs {filter}"));
         }
-        let rules = bridge.room_settings.room_grants(&id).len();
+        let rules = bridge.access.settings.room_grants(&id).len();
         if rules > 0 {
             notes.push(format!("{rules} rule(s)"));
         }
@@ -88,10 +88,10 @@ async fn list(bridge: &Bridge) -> Result<Reply, CommandError> {
     Ok(Reply::Markdown(lines.join("\n")))
 }
 
-async fn show(bridge: &Bridge, room: &str) -> Result<Reply, CommandError> {
+async fn show(bridge: &AppState, room: &str) -> Result<Reply, CommandError> {
     let (id, row) = joined_room(bridge, room).await?;
     let filter = bridge.packs_for(&id);
-    let own = if bridge.room_settings.own_packs(&id).is_some() {
+    let own = if bridge.access.settings.own_packs(&id).is_some() {
         ""
     } else {
         " (the default, [bridge].packs)"
@@ -114,7 +114,7 @@ async fn show(bridge: &Bridge, room: &str) -> Result<Reply, CommandError> {
             bridge.config.permissions.default
         ),
     ];
-    let room_rules = bridge.room_settings.room_grants(&id);
+    let room_rules = bridge.access.settings.room_grants(&id);
     if room_rules.is_empty() {
         lines.push("- Room rules: none".into());
     } else {
@@ -143,7 +143,7 @@ fn yes(b: bool) -> &'static str {
     if b { "yes" } else { "no" }
 }
 
-async fn set_packs(bridge: &Bridge, room: &str, packs: &str) -> Result<Reply, CommandError> {
+async fn set_packs(bridge: &AppState, room: &str, packs: &str) -> Result<Reply, CommandError> {
     let (id, _) = joined_room(bridge, room).await?;
     let filter = if packs.trim() == "default" {
         None
@@ -160,7 +160,8 @@ async fn set_packs(bridge: &Bridge, room: &str, packs: &str) -> Result<Reply, Co
         .await
         .map_err(CommandError::Internal)?;
     bridge
-        .room_settings
+        .access
+        .settings
         .set_packs(&bridge.store, &id, filter.clone())
         .await?;
     let count = bridge.aliases.view(&effective).aliases.len();
@@ -174,7 +175,7 @@ async fn set_packs(bridge: &Bridge, room: &str, packs: &str) -> Result<Reply, Co
     )))
 }
 
-async fn leave(bridge: &Bridge, room: &str) -> Result<Reply, CommandError> {
+async fn leave(bridge: &AppState, room: &str) -> Result<Reply, CommandError> {
     let (id, _) = joined_room(bridge, room).await?;
     if bridge.is_admin_room(&id) {
         return Err(CommandError::User(
@@ -188,14 +189,14 @@ async fn leave(bridge: &Bridge, room: &str) -> Result<Reply, CommandError> {
         .map_err(|e| CommandError::Internal(e.into()))?;
     store::rooms::forget(&bridge.store, id.as_str()).await?;
     store::dms::forget_room(&bridge.store, id.as_str()).await?;
-    bridge.room_settings.forget(&bridge.store, &id).await?;
+    bridge.access.settings.forget(&bridge.store, &id).await?;
     Ok(Reply::Markdown(format!(
         "✅ Left `{id}` and forgot its settings."
     )))
 }
 
 async fn grant(
-    bridge: &Bridge,
+    bridge: &AppState,
     room: &str,
     rule: &str,
     level: Level,
@@ -204,10 +205,11 @@ async fn grant(
     let rule: Rule = rule.parse().map_err(CommandError::User)?;
     let shown = rule.to_string();
     bridge
-        .room_settings
+        .access
+        .settings
         .set_grant(&bridge.store, &id, Grant { rule, level })
         .await?;
-    bridge.power.invalidate(&id);
+    bridge.access.power.invalidate(&id);
     let what = if level == Level::None {
         "denied".to_owned()
     } else {
@@ -218,11 +220,12 @@ async fn grant(
     )))
 }
 
-async fn unset(bridge: &Bridge, room: &str, rule: &str) -> Result<Reply, CommandError> {
+async fn unset(bridge: &AppState, room: &str, rule: &str) -> Result<Reply, CommandError> {
     let (id, _) = joined_room(bridge, room).await?;
     let rule: Rule = rule.parse().map_err(CommandError::User)?;
     if bridge
-        .room_settings
+        .access
+        .settings
         .remove_grant(&bridge.store, &id, &rule)
         .await?
     {

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::{CommandError, Reply};
-use crate::{bridge::Bridge, store};
+use crate::{state::AppState, store};
 
 /// `3d 4h`, `2h 5m`, `4m 10s`, `12s`.
 pub fn human(duration: Duration) -> String {
@@ -32,7 +32,7 @@ fn until(ms: i64) -> String {
 }
 
 /// `status`.
-pub async fn status(bridge: &Bridge) -> Result<Reply, CommandError> {
+pub async fn status(bridge: &AppState) -> Result<Reply, CommandError> {
     let mut lines = vec![format!(
         "**st2-matrix {}**, up {}",
         env!("CARGO_PKG_VERSION"),
@@ -129,7 +129,7 @@ pub async fn status(bridge: &Bridge) -> Result<Reply, CommandError> {
 }
 
 /// The bot device's state, or why the bot cannot read encrypted rooms.
-fn encryption_line(bridge: &Bridge) -> String {
+fn encryption_line(bridge: &AppState) -> String {
     let Some(e2ee) = &bridge.e2ee else {
         return "- Encryption: off ([encryption] enabled = false): encrypted rooms are told the bot cannot read them".into();
     };

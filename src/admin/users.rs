@@ -1,10 +1,10 @@
 //! `users list` and `users revoke`.
 
 use super::{CommandError, Reply};
-use crate::{bridge::Bridge, identity, store};
+use crate::{identity, state::AppState, store};
 
 /// `users list`.
-pub async fn list(bridge: &Bridge) -> Result<Reply, CommandError> {
+pub async fn list(bridge: &AppState) -> Result<Reply, CommandError> {
     let all = store::identities::all(&bridge.store).await?;
     if all.is_empty() {
         return Ok(Reply::Markdown("Nobody linked a StackStorm account: every command runs as the bridge's StackStorm user.".into()));
@@ -25,7 +25,7 @@ pub async fn list(bridge: &Bridge) -> Result<Reply, CommandError> {
 }
 
 /// `users revoke <@user>`.
-pub async fn revoke(bridge: &Bridge, user: &str) -> Result<Reply, CommandError> {
+pub async fn revoke(bridge: &AppState, user: &str) -> Result<Reply, CommandError> {
     let user = ruma::UserId::parse(user.trim())
         .map_err(|_| CommandError::User(format!("`{user}` is not a user id (@name:server)")))?;
     if identity::unlink(bridge, &user)

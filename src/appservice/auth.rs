@@ -13,12 +13,12 @@ use axum::{
 };
 
 use super::error::ApiError;
-use crate::bridge::Bridge;
+use crate::state::AppState;
 
 /// Rejects requests without the right `hs_token`: missing → 401 `M_MISSING_TOKEN`, wrong →
 /// 403 `M_FORBIDDEN`.
 pub async fn require_hs_token(
-    State(bridge): State<Arc<Bridge>>,
+    State(bridge): State<Arc<AppState>>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {

@@ -18,14 +18,14 @@ use axum::{
     routing::{get, post, put},
 };
 
-use crate::bridge::Bridge;
+use crate::state::AppState;
 use error::ApiError;
 
 /// Largest transaction body accepted: Synapse sends up to 100 events of at most 64 KiB each.
 pub const MAX_TRANSACTION_BYTES: usize = 16 * 1024 * 1024;
 
 /// The appservice routes, authenticated.
-pub fn router(bridge: Arc<Bridge>) -> Router {
+pub fn router(bridge: Arc<AppState>) -> Router {
     Router::new()
         .route(
             "/_matrix/app/v1/transactions/{txn_id}",

@@ -24,8 +24,8 @@ use sha2::{Digest, Sha256};
 
 use super::error::{ApiError, ruma_response};
 use crate::{
-    bridge::Bridge,
     dispatch,
+    state::AppState,
     store::{
         inbox::{Kind, NewEvent},
         txns,
@@ -34,7 +34,7 @@ use crate::{
 
 /// Handles one pushed transaction.
 pub async fn push(
-    State(bridge): State<Arc<Bridge>>,
+    State(bridge): State<Arc<AppState>>,
     Path(txn_id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -122,7 +122,7 @@ pub async fn push(
 
 /// Logs that transactions lack the MSC3202 fields encryption needs, and says so in the admin
 /// room (queued by a task of its own: the transaction's answer does not wait for it).
-fn warn_about_extensions(bridge: &Arc<Bridge>, warning: String) {
+fn warn_about_extensions(bridge: &Arc<AppState>, warning: String) {
     tracing::warn!(
         "transactions carry no MSC3202 device lists or one-time-key counts: encrypted rooms \
          cannot be read; enable Synapse's experimental_features msc2409_to_device_messages_enabled \
@@ -130,6 +130,7 @@ fn warn_about_extensions(bridge: &Arc<Bridge>, warning: String) {
          org.matrix.msc3202: true in the registration"
     );
     let admin_room = bridge
+        .rooms
         .admin_room
         .read()
         .unwrap_or_else(|e| e.into_inner())

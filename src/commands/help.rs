@@ -6,9 +6,9 @@ use ruma::events::room::message::RoomMessageEventContent;
 
 use crate::{
     aliases::AliasEntry,
-    bridge::Bridge,
     matrix::render::{self, Origin, escape_html},
-    permissions::{self, Level},
+    permissions::Level,
+    state::AppState,
 };
 
 /// Arguments of `help`.
@@ -94,7 +94,7 @@ pub fn entries(aliases: &[AliasEntry], args: &HelpArgs) -> Vec<Entry> {
 /// `level` is the person's: below `run` the list is titled as the room's commands, not theirs,
 /// and comes with a note saying which permission they lack and who can grant it.
 pub fn render(
-    bridge: &Bridge,
+    bridge: &AppState,
     origin: &Origin,
     args: &HelpArgs,
     level: Level,
@@ -123,8 +123,13 @@ pub fn render(
         level,
     );
     if level < Level::Run {
-        let note =
-            permissions::refusal(bridge, &origin.room_id, "Running these", Level::Run, level);
+        let note = crate::access::refusal(
+            &bridge.config,
+            &origin.room_id,
+            "Running these",
+            Level::Run,
+            level,
+        );
         plain.push_str(&format!("\n\n{note}"));
         html.push_str(&format!("<p>{}</p>", render::escape_html(&note)));
     }

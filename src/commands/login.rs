@@ -3,14 +3,14 @@
 use ruma::events::room::message::RoomMessageEventContent;
 
 use crate::{
-    bridge::Bridge,
     identity,
     matrix::render::{self, Origin},
+    state::AppState,
 };
 
 /// `login`: in a direct chat, a one-time link to the login page; elsewhere, why not.
 pub async fn login(
-    bridge: &Bridge,
+    bridge: &AppState,
     origin: &Origin,
     direct: bool,
 ) -> anyhow::Result<RoomMessageEventContent> {
@@ -41,7 +41,7 @@ pub async fn login(
 }
 
 /// `logout`.
-pub async fn logout(bridge: &Bridge, origin: &Origin) -> anyhow::Result<RoomMessageEventContent> {
+pub async fn logout(bridge: &AppState, origin: &Origin) -> anyhow::Result<RoomMessageEventContent> {
     Ok(if identity::unlink(bridge, &origin.sender).await? {
         render::notice(
             "Unlinked: your commands run as the bridge's StackStorm user again. Your saved StackStorm credential was deleted.",
@@ -52,7 +52,7 @@ pub async fn logout(bridge: &Bridge, origin: &Origin) -> anyhow::Result<RoomMess
 }
 
 /// `whoami`.
-pub async fn whoami(bridge: &Bridge, origin: &Origin) -> anyhow::Result<RoomMessageEventContent> {
+pub async fn whoami(bridge: &AppState, origin: &Origin) -> anyhow::Result<RoomMessageEventContent> {
     let prefix = &bridge.config.bridge.command_prefix;
     Ok(match identity::whoami(bridge, &origin.sender).await? {
         Some(linked) => {

@@ -19,9 +19,9 @@ use ruma::events::{
 };
 
 use crate::{
-    bridge::Bridge,
     matrix::render::{self, Origin},
-    permissions::{self, Level},
+    permissions::Level,
+    state::AppState,
     store::inbox,
 };
 
@@ -108,7 +108,7 @@ pub fn origin(message: &OriginalMessageLikeEvent<RoomMessageEventContent>) -> Or
 
 /// Runs the command in `message` and queues the reply, committed together with "done".
 pub async fn handle(
-    bridge: &Bridge,
+    bridge: &AppState,
     row: &inbox::Row,
     message: &OriginalMessageLikeEvent<RoomMessageEventContent>,
 ) -> anyhow::Result<()> {
@@ -146,12 +146,21 @@ pub async fn handle(
     // Permissions are checked here, once, before any handler.
     let needed = command.required_level();
     let level = if needed > Level::None {
-        permissions::level_of(bridge, &origin.room_id, &origin.sender).await
+        bridge
+            .access
+            .level_of(bridge, &origin.room_id, &origin.sender)
+            .await
     } else {
         Level::None
     };
     if level < needed {
-        let text = permissions::refusal(bridge, &origin.room_id, command.what(), needed, level);
+        let text = crate::access::refusal(
+            &bridge.config,
+            &origin.room_id,
+            command.what(),
+            needed,
+            level,
+        );
         return reply_and_finish(bridge, row, &origin, render::notice_markdown(&text)).await;
     }
     let content = match command {
@@ -170,7 +179,7 @@ pub async fn handle(
 
 /// Queues `content` as a reply to `origin` and marks the inbox row done, in one transaction.
 pub async fn reply_and_finish(
-    bridge: &Bridge,
+    bridge: &AppState,
     row: &inbox::Row,
     origin: &Origin,
     content: RoomMessageEventContent,

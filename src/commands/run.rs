@@ -13,16 +13,16 @@ use st2_alias::MatchOutcome;
 use super::{one_line, reply_and_finish};
 use crate::{
     aliases::AliasEntry,
-    bridge::Bridge,
     identity,
     matrix::render::{self, Origin},
     st2::{self, Delivery, types::AliasExecutionRequest},
+    state::AppState,
     store::{executions, inbox, now_ms},
 };
 
 /// Runs `text` (the command without the prefix) for `origin`.
 pub async fn run(
-    bridge: &Bridge,
+    bridge: &AppState,
     row: &inbox::Row,
     origin: &Origin,
     text: &str,

@@ -23,7 +23,7 @@ use std::{
 };
 
 use futures_util::{StreamExt as _, future::BoxFuture};
-use rand::{Rng as _, RngCore as _};
+use rand::RngCore as _;
 use ruma::{
     OwnedRoomId, RoomId,
     events::{AnyMessageLikeEventContent, room::message::RoomMessageEventContent},
@@ -62,16 +62,15 @@ pub struct Outbox {
     results: mpsc::Sender<ResultJob>,
 }
 
-/// What guards a result's messages: they are queued only if the claim is taken, in the same
-/// database transaction, so a result reported twice (stream, webhook, recovery) is posted once.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Claim {
-    /// Nothing to claim: always queued.
-    Nothing,
-    /// This execution's result.
-    Execution(String),
-    /// The result of the execution the command `event_id` started, if the bridge started one.
-    ForCommand(String),
+/// What guards a result's messages: asked inside the commit that would queue them, it says
+/// whether to queue them at all. A result reported twice (stream, webhook, recovery) is thus
+/// posted once. The outbox does not know what a claim is: [`crate::results`] owns that.
+pub trait ResultGuard: Send + Sync + std::fmt::Debug + 'static {
+    /// Takes the claim in `conn`'s transaction; `true` when the messages are to be queued.
+    fn claim<'c>(
+        &'c self,
+        conn: &'c mut SqliteConnection,
+    ) -> BoxFuture<'c, Result<bool, sqlx::Error>>;
 }
 
 /// A result waiting for the writer: its messages (serialised), and who waits for the outcome.
@@ -79,7 +78,7 @@ pub enum Claim {
 struct ResultJob {
     room: OwnedRoomId,
     contents: Vec<String>,
-    claim: Claim,
+    guard: Box<dyn ResultGuard>,
     done: oneshot::Sender<Result<bool, sqlx::Error>>,
 }
 
@@ -100,8 +99,8 @@ impl Outbox {
         }
     }
 
-    /// Queues a result's `contents` for `room` unless its `claim` was taken already; returns
-    /// whether it queued them.
+    /// Queues a result's `contents` for `room` if its `guard` lets it (in the same commit);
+    /// returns whether it queued them.
     ///
     /// Results that arrive together share one database commit (group commit): under a burst of
     /// webhook pushes, each waits for one short batch instead of taking the write lock in turn.
@@ -109,7 +108,7 @@ impl Outbox {
         &self,
         room: &RoomId,
         contents: &[RoomMessageEventContent],
-        claim: Claim,
+        guard: Box<dyn ResultGuard>,
     ) -> Result<bool, sqlx::Error> {
         let contents = contents
             .iter()
@@ -119,7 +118,7 @@ impl Outbox {
         let job = ResultJob {
             room: room.to_owned(),
             contents,
-            claim,
+            guard,
             done,
         };
         let gone = || sqlx::Error::WorkerCrashed;
@@ -202,14 +201,7 @@ async fn write_batch(store: &Store, batch: &[ResultJob]) -> Result<Vec<bool>, sq
     let mut tx = store.begin().await?;
     let mut queued = Vec::with_capacity(batch.len());
     for job in batch {
-        let claimed = match &job.claim {
-            Claim::Nothing => true,
-            Claim::Execution(id) => store::executions::mark_result(&mut tx, id).await?,
-            Claim::ForCommand(event_id) => !matches!(
-                store::executions::claim_for_event(&mut tx, event_id).await?,
-                store::executions::Claim::AlreadyPosted
-            ),
-        };
+        let claimed = job.guard.claim(&mut tx).await?;
         if claimed {
             for json in &job.contents {
                 enqueue_json(&mut tx, &job.room, json).await?;
@@ -511,57 +503,45 @@ impl Sender {
     }
 }
 
-/// Capped exponential backoff with ±20% jitter, so many retries do not fire in lockstep.
+/// The outbox's retry delay: [`crate::retry::delay`] from [`BASE_BACKOFF`].
 fn backoff(attempt: u32, max: Duration) -> Duration {
-    let exp = BASE_BACKOFF.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(20)));
-    let capped = exp.min(max);
-    let jitter = rand::rng().random_range(0.8..1.2);
-    capped.mul_f64(jitter)
+    crate::retry::delay(BASE_BACKOFF, max, attempt)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A guard that answers what it was built with.
+    #[derive(Debug)]
+    struct Answer(bool);
+
+    impl ResultGuard for Answer {
+        fn claim<'c>(
+            &'c self,
+            _: &'c mut SqliteConnection,
+        ) -> BoxFuture<'c, Result<bool, sqlx::Error>> {
+            Box::pin(async move { Ok(self.0) })
+        }
+    }
+
     #[tokio::test]
-    async fn a_result_is_queued_once_per_execution_however_it_is_claimed() {
+    async fn a_result_is_queued_only_when_its_guard_lets_it() {
         let store = Store::in_memory().await.unwrap();
-        let execution = store::executions::Execution {
-            execution_id: "e1".into(),
-            room_id: "!r:x".into(),
-            event_id: "$cmd".into(),
-            thread_root: None,
-            sender: "@a:x".into(),
-            alias_ref: "p.a".into(),
-            created_at: now_ms(),
-        };
-        let mut tx = store.begin().await.unwrap();
-        store::executions::record(&mut tx, &execution)
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
         let outbox = Outbox::new(store.clone());
         let room = RoomId::parse("!r:x").unwrap();
-        let message = [RoomMessageEventContent::notice_plain("done")];
-
-        let claims = [
-            Claim::Execution("e1".into()),
-            Claim::ForCommand("$cmd".into()),
-            Claim::Nothing,
-            Claim::ForCommand("$unrelated".into()),
+        let message = [
+            RoomMessageEventContent::notice_plain("one"),
+            RoomMessageEventContent::notice_plain("two"),
         ];
         let queued = futures_util::future::join_all(
-            claims.map(|claim| outbox.queue_result(&room, &message, claim)),
+            [true, false, true]
+                .map(|answer| outbox.queue_result(&room, &message, Box::new(Answer(answer)))),
         )
         .await;
-
         let queued: Vec<bool> = queued.into_iter().map(Result::unwrap).collect();
-        assert_eq!(
-            queued,
-            [true, false, true, true],
-            "one result per execution"
-        );
-        assert_eq!(store::outbox::stats(&store).await.unwrap().pending, 3);
+        assert_eq!(queued, [true, false, true]);
+        assert_eq!(store::outbox::stats(&store).await.unwrap().pending, 4);
     }
 
     #[test]

@@ -12,22 +12,23 @@
 
 pub mod recovery;
 pub mod render;
+pub mod stream;
 
-use std::collections::HashMap;
-
+use futures_util::future::BoxFuture;
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
-use tokio::sync::Mutex;
 
 use crate::{
     bridge::Bridge,
     matrix::{
-        self, outbox,
+        self,
+        outbox::ResultGuard,
         render::{Origin, in_thread, reply},
     },
-    store::{dms, rooms},
+    store::{dms, executions, rooms},
 };
+use sqlx::SqliteConnection;
 
 /// A `chatops.post_message` payload (stream), or a webhook body: the same fields.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -107,6 +108,36 @@ pub enum Claim {
     Execution(String),
 }
 
+/// The claim a result's messages are queued under, taken in the outbox's commit: the one place
+/// that decides whether a result was posted already.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Guard {
+    /// Nothing to claim (a result for no command of ours): always queued.
+    Nothing,
+    /// This execution's result.
+    Execution(String),
+    /// The result of the execution the command `event_id` started, if the bridge started one.
+    ForCommand(String),
+}
+
+impl ResultGuard for Guard {
+    fn claim<'c>(
+        &'c self,
+        conn: &'c mut SqliteConnection,
+    ) -> BoxFuture<'c, Result<bool, sqlx::Error>> {
+        Box::pin(async move {
+            Ok(match self {
+                Guard::Nothing => true,
+                Guard::Execution(id) => executions::mark_result(conn, id).await?,
+                Guard::ForCommand(event_id) => !matches!(
+                    executions::claim_for_event(conn, event_id).await?,
+                    executions::Claim::AlreadyPosted
+                ),
+            })
+        })
+    }
+}
+
 /// Why a result was not queued.
 #[derive(Debug, thiserror::Error)]
 pub enum Undeliverable {
@@ -164,14 +195,6 @@ pub enum Delivered {
     },
     /// The execution's result was already posted (recovered earlier): dropped.
     Duplicate,
-}
-
-/// Caches and locks for delivery, kept on the bridge.
-#[derive(Debug, Default)]
-pub struct Deliveries {
-    aliases: std::sync::Mutex<HashMap<String, OwnedRoomId>>,
-    /// Serialises opening direct chats, so two whispers at once open one chat.
-    dm_lock: Mutex<()>,
 }
 
 /// Renders `announcement` and queues it. Never panics on odd input; every refusal is logged
@@ -240,14 +263,14 @@ async fn deliver_inner(
             .collect();
     }
 
-    let claim = match (claim, &origin) {
-        (Claim::Execution(id), _) => outbox::Claim::Execution(id),
-        (Claim::ByContext, Some(origin)) => outbox::Claim::ForCommand(origin.event_id.to_string()),
-        (Claim::ByContext, None) => outbox::Claim::Nothing,
+    let guard = match (claim, &origin) {
+        (Claim::Execution(id), _) => Guard::Execution(id),
+        (Claim::ByContext, Some(origin)) => Guard::ForCommand(origin.event_id.to_string()),
+        (Claim::ByContext, None) => Guard::Nothing,
     };
     if !bridge
         .outbox
-        .queue_result(&room_id, &contents, claim)
+        .queue_result(&room_id, &contents, Box::new(guard))
         .await?
     {
         return Ok(Delivered::Duplicate);
@@ -297,24 +320,13 @@ async fn target(
 }
 
 async fn resolve_alias(bridge: &Bridge, alias: &RoomAliasId) -> Result<OwnedRoomId, Undeliverable> {
-    let cached = bridge
-        .deliveries
-        .aliases
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(alias.as_str())
-        .cloned();
+    let cached = bridge.rooms.resolved_alias(alias.as_str());
     if let Some(room) = cached {
         return Ok(room);
     }
     match bridge.matrix.resolve_alias(alias).await {
         Ok(room) => {
-            bridge
-                .deliveries
-                .aliases
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(alias.to_string(), room.clone());
+            bridge.rooms.remember_alias(alias.as_str(), room.clone());
             Ok(room)
         }
         Err(e) if e.errcode() == Some("M_NOT_FOUND") => {
@@ -326,7 +338,7 @@ async fn resolve_alias(bridge: &Bridge, alias: &RoomAliasId) -> Result<OwnedRoom
 
 /// The bot's direct chat with `user`, opened (once) if needed.
 pub async fn direct_chat(bridge: &Bridge, user: &UserId) -> Result<OwnedRoomId, Undeliverable> {
-    let _guard = bridge.deliveries.dm_lock.lock().await;
+    let _guard = bridge.rooms.dm_lock.lock().await;
     if let Some(room) = dms::get(&bridge.store, user.as_str()).await?
         && let Ok(room) = RoomId::parse(room)
     {
@@ -365,6 +377,54 @@ fn origin_in(context: Option<&Value>, room: &RoomId) -> Option<Origin> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{
+        matrix::outbox::Outbox,
+        store::{Store, now_ms},
+    };
+    use ruma::events::room::message::RoomMessageEventContent;
+
+    #[tokio::test]
+    async fn a_result_is_queued_once_per_execution_however_it_is_claimed() {
+        let store = Store::in_memory().await.unwrap();
+        let execution = executions::Execution {
+            execution_id: "e1".into(),
+            room_id: "!r:x".into(),
+            event_id: "$cmd".into(),
+            thread_root: None,
+            sender: "@a:x".into(),
+            alias_ref: "p.a".into(),
+            created_at: now_ms(),
+        };
+        let mut tx = store.begin().await.unwrap();
+        executions::record(&mut tx, &execution).await.unwrap();
+        tx.commit().await.unwrap();
+        let outbox = Outbox::new(store.clone());
+        let room = RoomId::parse("!r:x").unwrap();
+        let message = [RoomMessageEventContent::notice_plain("done")];
+
+        let claims = [
+            Guard::Execution("e1".into()),
+            Guard::ForCommand("$cmd".into()),
+            Guard::Nothing,
+            Guard::ForCommand("$unrelated".into()),
+        ];
+        let queued = futures_util::future::join_all(
+            claims.map(|claim| outbox.queue_result(&room, &message, Box::new(claim))),
+        )
+        .await;
+
+        let queued: Vec<bool> = queued.into_iter().map(Result::unwrap).collect();
+        assert_eq!(
+            queued,
+            [true, false, true, true],
+            "one result per execution"
+        );
+        assert_eq!(
+            crate::store::outbox::stats(&store).await.unwrap().pending,
+            3
+        );
+    }
+
     use serde_json::json;
 
     #[test]

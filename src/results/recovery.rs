@@ -3,91 +3,114 @@
 //! about each execution it started whose result it has not posted; those that finished before
 //! the connection was up get a result in a default format, marked as recovered. Those that
 //! finish later are announced on the live stream as usual, and [`super::Claim`] makes sure a
-//! late announcement for a recovered execution is not posted a second time.
+//! result is posted once whichever way it comes. A pass runs alone (see [`super::stream`]).
+
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
 use super::{Announcement, Claim, Delivered, Source, deliver};
 use crate::{
     bridge::Bridge,
+    retry,
     st2::{self, types::Execution},
     store::{executions, now_ms},
 };
 
-/// Executions checked per pass (oldest first); the rest wait for the next reconnection.
-const BATCH: i64 = 200;
-/// Executions that never report back are given up after this long.
+/// Executions read from the store at a time; a pass goes through all of them, page by page.
+const PAGE: i64 = 200;
+/// Executions that never report back are given up after this long (the bridge's own clock:
+/// when it recorded the execution).
 const GIVE_UP_AFTER_MS: i64 = 7 * 24 * 3600 * 1000;
 /// Output shown in a recovered result; the link has the rest.
 const MAX_OUTPUT_CHARS: usize = 3000;
+/// How long after a pass starts its finished executions are claimed: an execution that
+/// finished around the reconnection may still be announced on the live stream, in the alias's
+/// own format, and that announcement should win. Waiting instead of comparing StackStorm's end
+/// timestamps with the bridge's clock keeps clock skew between the hosts out of it.
+pub const GRACE: Duration = Duration::from_secs(3);
 
-/// Checks the executions awaiting a result; `connected_at` is when the stream came up (unix ms).
-/// Returns how many results were recovered.
-pub async fn recover(bridge: &Bridge, connected_at: i64) -> usize {
+/// One recovery pass over every execution awaiting a result (oldest first, page by page, so
+/// long-running executions never hide newer ones). Returns how many results were recovered.
+/// Stops early, leaving the rest for the next pass, when `stop` is cancelled or StackStorm
+/// cannot be asked.
+pub async fn recover(bridge: &Bridge, stop: &CancellationToken) -> usize {
     let Some(st2) = &bridge.st2 else { return 0 };
-    let pending = match executions::awaiting_result(&bridge.store, BATCH).await {
-        Ok(pending) => pending,
-        Err(e) => {
-            tracing::warn!(error.message = %e, "recovery: cannot read the executions awaiting a result");
-            return 0;
-        }
-    };
+    let started = Instant::now();
+    let mut after: Option<(i64, String)> = None;
     let mut recovered = 0;
-    for record in pending {
-        let execution = match st2.execution(&record.execution_id).await {
-            Ok(execution) => execution,
-            Err(st2::Error::NotFound { .. }) => {
-                tracing::warn!(execution_id = %record.execution_id, "recovery: StackStorm no longer knows this execution; giving up on its result");
-                give_up(bridge, &record.execution_id).await;
-                continue;
-            }
+    'pages: loop {
+        let page = match executions::awaiting_result(&bridge.store, after.as_ref(), PAGE).await {
+            Ok(page) if page.is_empty() => break,
+            Ok(page) => page,
             Err(e) => {
-                tracing::warn!(error.message = %e, "recovery: cannot ask StackStorm about executions; will retry on the next connection");
+                tracing::warn!(error.message = %e, "recovery: cannot read the executions awaiting a result");
                 break;
             }
         };
-        let ended_at = execution
-            .end_timestamp
-            .as_deref()
-            .and_then(st2::types::parse_timestamp_ms);
-        if !execution.is_finished() {
-            if now_ms() - record.created_at > GIVE_UP_AFTER_MS {
+        after = page
+            .last()
+            .map(|last| (last.created_at, last.execution_id.clone()));
+        let mut finished = Vec::new();
+        for record in page {
+            if stop.is_cancelled() {
+                break 'pages;
+            }
+            let execution = match st2.execution(&record.execution_id).await {
+                Ok(execution) => execution,
+                Err(st2::Error::NotFound { .. }) => {
+                    tracing::warn!(execution_id = %record.execution_id, "recovery: StackStorm no longer knows this execution; giving up on its result");
+                    give_up(bridge, &record.execution_id).await;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error.message = %e, "recovery: cannot ask StackStorm about executions; will retry on the next connection");
+                    break 'pages;
+                }
+            };
+            if execution.is_finished() {
+                finished.push((record, execution));
+            } else if now_ms() - record.created_at > GIVE_UP_AFTER_MS {
                 give_up(bridge, &record.execution_id).await;
             }
+        }
+        if finished.is_empty() {
             continue;
         }
-        // Finished after the stream came up: its announcement is on the live stream.
-        if ended_at.is_some_and(|at| at >= connected_at) {
-            continue;
+        if !retry::sleep_unless_stopped(GRACE.saturating_sub(started.elapsed()), stop).await {
+            break;
         }
-        let announcement = Announcement {
-            channel: Some(record.room_id.clone()),
-            message: recovered_message(
-                &record.alias_ref,
-                &execution,
-                &st2.execution_link(&execution),
-            ),
-            user: Some(record.sender.clone()),
-            whisper: false,
-            extra: None,
-            context: Some(
-                json!({"room_id": record.room_id, "event_id": record.event_id,
-                                 "thread_root": record.thread_root, "sender": record.sender}),
-            ),
-        };
-        match deliver(
-            bridge,
-            &announcement,
-            Source::Recovered,
-            Claim::Execution(record.execution_id.clone()),
-        )
-        .await
-        {
-            Ok(Delivered::Queued { .. }) => recovered += 1,
-            Ok(Delivered::Duplicate) => {}
-            Err(e) if e.is_transient() => break,
-            // Not deliverable (e.g. the bot left the room): do not try again forever.
-            Err(_) => give_up(bridge, &record.execution_id).await,
+        for (record, execution) in finished {
+            let announcement = Announcement {
+                channel: Some(record.room_id.clone()),
+                message: recovered_message(
+                    &record.alias_ref,
+                    &execution,
+                    &st2.execution_link(&execution),
+                ),
+                user: Some(record.sender.clone()),
+                whisper: false,
+                extra: None,
+                context: Some(
+                    json!({"room_id": record.room_id, "event_id": record.event_id,
+                    "thread_root": record.thread_root, "sender": record.sender}),
+                ),
+            };
+            match deliver(
+                bridge,
+                &announcement,
+                Source::Recovered,
+                Claim::Execution(record.execution_id.clone()),
+            )
+            .await
+            {
+                Ok(Delivered::Queued { .. }) => recovered += 1,
+                Ok(Delivered::Duplicate) => {}
+                Err(e) if e.is_transient() => break 'pages,
+                // Not deliverable (e.g. the bot left the room): do not try again forever.
+                Err(_) => give_up(bridge, &record.execution_id).await,
+            }
         }
     }
     if recovered > 0 {

@@ -239,7 +239,7 @@ impl BotAuth {
                 }
             };
             let wait = if failures > 0 {
-                Duration::from_secs(1 << failures.min(5))
+                crate::retry::delay(Duration::from_secs(2), Duration::from_secs(32), failures)
             } else {
                 wait
             };

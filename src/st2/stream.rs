@@ -3,8 +3,10 @@
 //!
 //! A connection with no bytes for twice the heartbeat is dead (StackStorm sends a `\n` every
 //! `stream.heartbeat`, 25 s, when idle), and is replaced. Reconnects back off exponentially with
-//! jitter, capped at a minute; a 401 renews the bridge's token. Every time the stream comes up,
-//! results that finished while it was down are recovered ([`crate::results::recovery`]).
+//! jitter, capped at a minute; a 401 renews the bridge's token.
+//!
+//! This module only reads: it yields typed [`StreamEvent`]s. Delivering announcements, and
+//! recovering results after a reconnection, is [`crate::results`]' work.
 
 use std::{
     sync::{Arc, RwLock},
@@ -12,15 +14,12 @@ use std::{
 };
 
 use futures_util::StreamExt as _;
-use rand::Rng as _;
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::{
-    bridge::Bridge,
-    results::{self, Announcement, Claim, Source},
-    store::now_ms,
-};
+use tokio::sync::mpsc;
+
+use super::St2Client;
+use crate::{config::StackStormConfig, retry::Backoff, store::now_ms};
 
 /// What `/ready` and the admin status report about the stream.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -156,6 +155,16 @@ impl SseParser {
     }
 }
 
+/// What the stream reader reports to its consumer ([`crate::results`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamEvent {
+    /// The stream is up again: anything announced while it was down is lost, so the consumer
+    /// recovers results from StackStorm's API.
+    Connected,
+    /// An announcement for the bridge's route: the event's `data` (JSON with a `payload`).
+    Announcement(String),
+}
+
 /// Why a connection ended.
 enum Ended {
     Stopping,
@@ -164,14 +173,19 @@ enum Ended {
     Failed(String),
 }
 
-/// Consumes the stream until `stop`, reconnecting forever.
-pub async fn run(bridge: Arc<Bridge>, stop: CancellationToken) {
-    let Some((st2, config)) = bridge.st2.clone().zip(bridge.config.stackstorm.clone()) else {
-        return;
-    };
+/// Reads the stream until `stop`, reconnecting forever with backoff, and hands what it reads
+/// to `events`. A slow consumer slows the reader (the channel is bounded), never the other
+/// way round: the reader does no delivery work of its own.
+pub async fn run(
+    st2: St2Client,
+    config: StackStormConfig,
+    status: Arc<StreamStatus>,
+    events: mpsc::Sender<StreamEvent>,
+    stop: CancellationToken,
+) {
     let idle = config.heartbeat.get() * 2;
     let event_name = format!("st2.announcement__{}", config.route);
-    let mut failures = 0u32;
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
     loop {
         let attempt = tokio::select! {
             () = stop.cancelled() => return,
@@ -179,19 +193,17 @@ pub async fn run(bridge: Arc<Bridge>, stop: CancellationToken) {
         };
         match attempt {
             Ok(response) => {
-                let connected_at = now_ms();
-                failures = 0;
-                bridge.stream.update(|s| {
+                backoff.reset();
+                status.update(|s| {
                     s.connected = true;
-                    s.since = Some(connected_at);
+                    s.since = Some(now_ms());
                 });
                 metrics::gauge!("st2_matrix_stream_connected").set(1.0);
                 tracing::info!(events = %event_name, "StackStorm stream connected");
-                let recovering = bridge.clone();
-                tokio::spawn(async move {
-                    results::recovery::recover(&recovering, connected_at).await;
-                });
-                let ended = consume(&bridge, response, idle, &event_name, &stop).await;
+                if events.send(StreamEvent::Connected).await.is_err() {
+                    return;
+                }
+                let ended = read(response, idle, &event_name, &events, &stop).await;
                 metrics::gauge!("st2_matrix_stream_connected").set(0.0);
                 let why = match ended {
                     Ended::Stopping => return,
@@ -200,7 +212,7 @@ pub async fn run(bridge: Arc<Bridge>, stop: CancellationToken) {
                     Ended::Failed(e) => e,
                 };
                 tracing::warn!(reason = %why, "StackStorm stream lost; reconnecting");
-                bridge.stream.update(|s| {
+                status.update(|s| {
                     s.connected = false;
                     s.since = Some(now_ms());
                     s.last_error = Some(why);
@@ -208,11 +220,10 @@ pub async fn run(bridge: Arc<Bridge>, stop: CancellationToken) {
                 });
             }
             Err(e) => {
-                failures = failures.saturating_add(1);
-                if failures == 1 {
+                if backoff.failures() == 0 {
                     tracing::warn!(error.message = %e, "cannot open the StackStorm stream; retrying with backoff");
                 }
-                bridge.stream.update(|s| {
+                status.update(|s| {
                     if s.connected || s.since.is_none() {
                         s.since = Some(now_ms());
                     }
@@ -222,27 +233,18 @@ pub async fn run(bridge: Arc<Bridge>, stop: CancellationToken) {
             }
         }
         metrics::counter!("st2_matrix_stream_reconnects_total").increment(1);
-        let wait = backoff(failures);
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(wait) => {}
+        if !backoff.wait(&stop).await {
+            return;
         }
     }
 }
 
-/// 0.5 s doubling to 60 s, ±25 % jitter, so many bridges do not reconnect in lockstep.
-fn backoff(failures: u32) -> Duration {
-    let base = Duration::from_millis(500)
-        .saturating_mul(2u32.saturating_pow(failures.min(7)))
-        .min(Duration::from_secs(60));
-    base.mul_f64(rand::rng().random_range(0.75..1.25))
-}
-
-async fn consume(
-    bridge: &Bridge,
+/// Reads one connection until it ends, sending the route's announcements on.
+async fn read(
     response: reqwest::Response,
     idle: Duration,
     event_name: &str,
+    events: &mpsc::Sender<StreamEvent>,
     stop: &CancellationToken,
 ) -> Ended {
     let mut bytes = response.bytes_stream();
@@ -258,43 +260,21 @@ async fn consume(
             Ok(Some(Err(e))) => return Ended::Failed(e.to_string()),
             Ok(Some(Ok(chunk))) => chunk,
         };
-        let events = match parser.feed(&chunk) {
-            Ok(events) => events,
+        let parsed = match parser.feed(&chunk) {
+            Ok(parsed) => parsed,
             Err(e) => return Ended::Failed(e.to_string()),
         };
-        for event in events {
+        for event in parsed {
             if event.name != event_name {
                 continue;
             }
-            handle(bridge, &event.data).await;
-        }
-    }
-}
-
-async fn handle(bridge: &Bridge, data: &str) {
-    let payload = serde_json::from_str::<Value>(data)
-        .ok()
-        .and_then(|v| v.get("payload").cloned());
-    let announcement = match payload.map(serde_json::from_value::<Announcement>) {
-        Some(Ok(announcement)) => announcement,
-        _ => {
-            metrics::counter!("st2_matrix_results_undeliverable_total", "reason" => "malformed")
-                .increment(1);
-            tracing::warn!(
-                bytes = data.len(),
-                "ignoring a stream announcement that is not a chatops payload"
-            );
-            return;
-        }
-    };
-    // Refusals are logged and counted inside; a transient failure (database, homeserver for a
-    // direct chat) is retried a few times rather than losing the result.
-    for attempt in 1..=3u64 {
-        match results::deliver(bridge, &announcement, Source::Stream, Claim::ByContext).await {
-            Err(e) if e.is_transient() && attempt < 3 => {
-                tokio::time::sleep(Duration::from_secs(attempt)).await
+            let sent = tokio::select! {
+                () = stop.cancelled() => return Ended::Stopping,
+                sent = events.send(StreamEvent::Announcement(event.data)) => sent,
+            };
+            if sent.is_err() {
+                return Ended::Stopping;
             }
-            _ => return,
         }
     }
 }
@@ -374,12 +354,5 @@ mod tests {
             }
         }
         assert_eq!(result, Err(TooLong), "an event of many lines over the cap");
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        assert!(backoff(0) <= Duration::from_millis(625));
-        assert!(backoff(3) >= Duration::from_secs(3));
-        assert!(backoff(50) <= Duration::from_secs(75));
     }
 }

@@ -105,42 +105,20 @@ pub struct TokenResponse {
     pub user: Option<String>,
 }
 
-/// Parses an ISO 8601 / RFC 3339 UTC timestamp (`Z` or `+00:00`) into unix milliseconds.
+/// Parses a StackStorm timestamp into unix milliseconds: RFC 3339 (`2016-05-28T12:39:28.650231Z`,
+/// any offset, which is respected), or the same without an offset (or with a space for the
+/// `T`), which StackStorm means as UTC.
 pub fn parse_timestamp_ms(s: &str) -> Option<i64> {
-    let s = s.trim();
-    let (date, time) = s.split_once(['T', ' '])?;
-    let mut d = date.splitn(3, '-');
-    let (year, month, day): (i64, i64, i64) = (
-        d.next()?.parse().ok()?,
-        d.next()?.parse().ok()?,
-        d.next()?.parse().ok()?,
-    );
-    let time = time
-        .strip_suffix('Z')
-        .or_else(|| time.strip_suffix("+00:00"))
-        .unwrap_or(time);
-    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
-    let mut t = hms.splitn(3, ':');
-    let (h, m, sec): (i64, i64, i64) = (
-        t.next()?.parse().ok()?,
-        t.next()?.parse().ok()?,
-        t.next()?.parse().ok()?,
-    );
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 {
-        return None;
-    }
-    let millis: i64 = format!("{:0<3}", frac.chars().take(3).collect::<String>())
-        .parse()
+    use time::{OffsetDateTime, PrimitiveDateTime, format_description::well_known::Rfc3339};
+    let s = s.trim().replacen(' ', "T", 1);
+    let at = OffsetDateTime::parse(&s, &Rfc3339)
+        .or_else(|_| {
+            // No offset: read it as a local date-time, in UTC.
+            let iso = time::format_description::well_known::Iso8601::DEFAULT;
+            PrimitiveDateTime::parse(&s, &iso).map(PrimitiveDateTime::assume_utc)
+        })
         .ok()?;
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(((days * 24 + h) * 60 + m) * 60_000 + sec * 1000 + millis)
+    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
 #[cfg(test)]
@@ -161,6 +139,16 @@ mod tests {
         assert_eq!(
             parse_timestamp_ms("2000-02-29T00:00:00.5Z"),
             Some(951_782_400_500)
+        );
+        assert_eq!(
+            parse_timestamp_ms("2016-05-28T14:39:28+02:00"),
+            parse_timestamp_ms("2016-05-28T12:39:28Z"),
+            "an offset is respected"
+        );
+        assert_eq!(
+            parse_timestamp_ms("2016-05-28 12:39:28"),
+            parse_timestamp_ms("2016-05-28T12:39:28Z"),
+            "no offset means UTC"
         );
         assert_eq!(parse_timestamp_ms("not a time"), None);
         assert_eq!(parse_timestamp_ms("2016-13-01T00:00:00Z"), None);

@@ -103,11 +103,24 @@ pub async fn claim_for_event(
 }
 
 /// Executions whose result has not been posted, oldest first.
-pub async fn awaiting_result(store: &Store, limit: i64) -> Result<Vec<Execution>, sqlx::Error> {
+///
+/// Keyset-paged: `after` is the (`created_at`, `execution_id`) of the last row of the previous
+/// page, so a pass reaches every row however many stay pending.
+pub async fn awaiting_result(
+    store: &Store,
+    after: Option<&(i64, String)>,
+    limit: i64,
+) -> Result<Vec<Execution>, sqlx::Error> {
+    let (created_at, execution_id) = after
+        .map(|(at, id)| (*at, id.as_str()))
+        .unwrap_or((i64::MIN, ""));
     sqlx::query_as(
         "SELECT execution_id, room_id, event_id, thread_root, sender, alias_ref, created_at FROM executions \
-         WHERE result_at IS NULL ORDER BY created_at LIMIT ?",
+         WHERE result_at IS NULL AND (created_at, execution_id) > (?, ?) \
+         ORDER BY created_at, execution_id LIMIT ?",
     )
+    .bind(created_at)
+    .bind(execution_id)
     .bind(limit)
     .fetch_all(store.pool())
     .await
@@ -133,12 +146,42 @@ mod tests {
         record(&mut conn, &e).await.unwrap();
         drop(conn);
         assert_eq!(get(&store, "5e1").await.unwrap().as_ref(), Some(&e));
-        assert_eq!(awaiting_result(&store, 10).await.unwrap().len(), 1);
+        assert_eq!(awaiting_result(&store, None, 10).await.unwrap().len(), 1);
         let mut conn = store.pool().acquire().await.unwrap();
         assert!(mark_result(&mut conn, "5e1").await.unwrap());
         assert!(!mark_result(&mut conn, "5e1").await.unwrap());
         drop(conn);
-        assert!(awaiting_result(&store, 10).await.unwrap().is_empty());
+        assert!(awaiting_result(&store, None, 10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn paging_reaches_every_execution_awaiting_a_result() {
+        let store = Store::in_memory().await.unwrap();
+        let mut conn = store.pool().acquire().await.unwrap();
+        // Two share a timestamp: the id breaks the tie, so neither is skipped nor repeated.
+        for (id, at) in [("a", 1), ("c", 2), ("b", 2), ("d", 3), ("e", 4)] {
+            let e = Execution {
+                execution_id: id.into(),
+                room_id: "!r".into(),
+                event_id: format!("${id}"),
+                thread_root: None,
+                sender: "@a:x".into(),
+                alias_ref: "p.a".into(),
+                created_at: at,
+            };
+            record(&mut conn, &e).await.unwrap();
+        }
+        drop(conn);
+        let (mut seen, mut after) = (Vec::new(), None);
+        loop {
+            let page = awaiting_result(&store, after.as_ref(), 2).await.unwrap();
+            if page.is_empty() {
+                break;
+            }
+            after = page.last().map(|l| (l.created_at, l.execution_id.clone()));
+            seen.extend(page.into_iter().map(|e| e.execution_id));
+        }
+        assert_eq!(seen, ["a", "b", "c", "d", "e"]);
     }
 
     #[tokio::test]

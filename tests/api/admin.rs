@@ -57,7 +57,7 @@ async fn app_with_rule(config: &'static str, rule: RuleState) -> TestApp {
     .await;
     poll::wait_until(WAIT, "the aliases and the admin room", || async {
         let ready = app.bridge.aliases.catalog().aliases().len() == 2
-            && app.bridge.admin_room.read().unwrap().is_some();
+            && app.bridge.rooms.admin_room.read().unwrap().is_some();
         ready.then_some(())
     })
     .await;
@@ -118,7 +118,7 @@ async fn the_admin_room_is_created_once_with_the_admins_invited() {
     );
     let app = app.restart().await;
     poll::wait_until(WAIT, "the admin room", || async {
-        app.bridge.admin_room.read().unwrap().clone()
+        app.bridge.rooms.admin_room.read().unwrap().clone()
     })
     .await;
     assert_eq!(
@@ -676,7 +676,7 @@ async fn aliases_check_reviews_the_packs_rooms_use_when_not_every_pack_is_allowe
     .await;
     poll::wait_until(WAIT, "the aliases and the admin room", || async {
         let ready = app.bridge.aliases.catalog().aliases().len() == 4
-            && app.bridge.admin_room.read().unwrap().is_some();
+            && app.bridge.rooms.admin_room.read().unwrap().is_some();
         ready.then_some(())
     })
     .await;

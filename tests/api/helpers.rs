@@ -29,7 +29,7 @@ pub struct TestApp {
     /// The homeserver double the bridge talks to.
     pub hs: HomeserverDouble,
     /// The running bridge's shared state.
-    pub bridge: std::sync::Arc<st2_matrix::bridge::Bridge>,
+    pub bridge: std::sync::Arc<st2_matrix::state::AppState>,
     /// The StackStorm double, when the test has one.
     pub st2: Option<St2Double>,
     /// The bridge's base URL.

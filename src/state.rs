@@ -1,0 +1,57 @@
+//! What the handlers see: the core ([`Bridge`]) plus each feature's own state, in one place.
+//!
+//! This module sits above every feature whose state it holds and below every handler (the
+//! appservice API, the inbox worker, commands, the admin room, the web pages, operations), so
+//! the layers stay one way: features never see it, handlers take it. It dereferences to the
+//! core, so a handler reads `state.store` or `state.config` directly.
+
+use std::{
+    ops::Deref,
+    sync::{Arc, RwLock},
+};
+
+use tokio::sync::Notify;
+
+use crate::{
+    access::Access,
+    addressing::{Addressing, Classifier},
+    aliases::AliasCache,
+    bridge::Bridge,
+    st2::stream::StreamStatus,
+};
+
+/// The handlers' state: the core and the features' state.
+#[derive(Debug)]
+pub struct AppState {
+    /// The core every layer shares.
+    pub core: Arc<Bridge>,
+    /// Decides which pushed events need work (knows the bot, the namespace, the prefix).
+    pub classifier: Classifier,
+    /// How messages address the bridge (the classifier's copy, for the handlers).
+    pub addressing: Addressing,
+    /// Wakes the inbox worker when a transaction stored new work.
+    pub inbox_wake: Arc<Notify>,
+    /// The aliases each room may use.
+    pub aliases: Arc<AliasCache>,
+    /// Permission levels: rooms' own settings and power levels.
+    pub access: Access,
+    /// The StackStorm stream's state (written by its reader).
+    pub stream: Arc<StreamStatus>,
+    /// What the start-up check found about the notify rule (`enabled`, `disabled`, `missing`).
+    pub notify_rule: RwLock<Option<String>>,
+}
+
+impl Deref for AppState {
+    type Target = Bridge;
+
+    fn deref(&self) -> &Bridge {
+        &self.core
+    }
+}
+
+impl AppState {
+    /// The packs `room` may use.
+    pub fn packs_for(&self, room: &ruma::RoomId) -> crate::permissions::PackFilter {
+        self.access.packs_for(&self.core, room)
+    }
+}
