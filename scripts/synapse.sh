@@ -32,7 +32,10 @@ usage() {
 }
 
 installed_version() {
-  "$1/bin/python" -c 'import synapse; print(synapse.__version__)' 2>/dev/null
+  # The installed distribution's version, not synapse.__version__: inside a git work tree (the
+  # venv lives in .test-deps/) Synapse appends the repository's branch and commit to that,
+  # e.g. "1.163.2 (b=main,77714b2)", which never equals the pin and made every run reinstall.
+  "$1/bin/python" -c 'import importlib.metadata as m, synapse; print(m.version("matrix-synapse"))' 2>/dev/null
 }
 
 install() {

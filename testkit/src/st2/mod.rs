@@ -238,6 +238,12 @@ impl St2Double {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0 for the StackStorm double");
+        Self::start_on(listener, options)
+    }
+
+    /// Starts serving on a listener the caller bound: the `st2-double` binary takes its
+    /// address from the command line, where tests want a free port.
+    pub fn start_on(listener: TcpListener, options: St2Options) -> St2Double {
         let addr = listener
             .local_addr()
             .expect("local address of a bound listener");
