@@ -31,8 +31,9 @@
 //!   prefix-less and `/v1`-less variants are not served (the bridge derives the full paths).
 //! - The alias parser is an independent small one ([`parse_params`]), replaceable with
 //!   [`St2Double::set_parser`]; invalid formats are 400 here, 500 in st2.
-//! - Templates use a Jinja2 subset (see `template.rs`); the default result template is a
-//!   byte-exact hand port. JSON objects keep serde_json's sorted key order, where st2 keeps the
+//! - Templates render with minijinja set up as st2 sets up Jinja2 (see `template.rs`); an
+//!   undefined attribute of a loop variable keeps minijinja's message. The default result
+//!   template is a byte-exact hand port. JSON objects keep serde_json's sorted key order, where st2 keeps the
 //!   action's insertion order, so multi-key results may list keys in another order.
 //! - Only the endpoints a ChatOps bridge uses exist; actions exist unless marked missing,
 //!   parameters are not cast against action schemas, `immutable_parameters` are injected as
