@@ -832,24 +832,33 @@ async fn executions_are_recorded_with_request_and_credential_and_can_be_fetched(
 }
 
 #[tokio::test]
-async fn a_plugged_parser_replaces_the_doubles_own() {
+async fn commands_are_parsed_as_st2_parses_them() {
     let (st2, token) = double_with_token().await;
-    st2.set_parser(std::sync::Arc::new(|format: &str, command: &str| {
-        let mut p = serde_json::Map::new();
-        p.insert("seen".into(), json!(format!("{format} | {command}")));
-        Ok(p)
-    }));
-    let created = body(execute(&st2, &token, run_date("matrix")).await).await;
+    let mut payload = run_date("matrix");
+    payload["command"] = json!(r#"run "uname -a" on web1 timeout=5"#);
+    let created = body(execute(&st2, &token, payload).await).await;
     assert_eq!(
-        created["execution"]["parameters"]["seen"],
-        "run {{cmd}} on {{hosts}} | run date on web1"
+        created["execution"]["parameters"],
+        json!({"cmd": "uname -a", "hosts": "web1", "timeout": "5"})
     );
-    st2.set_parser(std::sync::Arc::new(|_: &str, _: &str| {
-        Err("nope".to_owned())
-    }));
+}
+
+#[tokio::test]
+async fn an_invalid_format_is_a_500_as_in_st2() {
+    let (st2, token) = double_with_token().await;
+    // `{{my-param}}` becomes `(?P<my-param>…)`, which Python's `re` rejects.
+    let alias = St2Double::simple_alias("examples", "bad_name", "core.local", &["go {{my-param}}"]);
+    st2.set_aliases(vec![alias]);
+    let mut payload = run_date("matrix");
+    payload["name"] = json!("bad_name");
+    payload["format"] = json!("go {{my-param}}");
+    payload["command"] = json!("go now");
     assert_eq!(
-        fault(execute(&st2, &token, run_date("matrix")).await).await,
-        (StatusCode::BAD_REQUEST, "nope".into())
+        fault(execute(&st2, &token, payload).await).await,
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal Server Error".into()
+        )
     );
 }
 

@@ -85,25 +85,7 @@ pub enum St2Auth {
     Password,
 }
 
-/// The double's parser replaced by the bridge's own, so the double answers what StackStorm's
-/// parser would (our parser agrees with st2's on every reference vector).
-pub fn real_parser() -> st2_matrix_testkit::st2::ParserFn {
-    std::sync::Arc::new(|format: &str, command: &str| {
-        let compiled = st2_alias::Format::compile(format).map_err(|e| e.to_string())?;
-        let params = compiled.parse(command).map_err(|e| e.to_string())?;
-        Ok(params
-            .into_iter()
-            .map(|(k, v)| {
-                (
-                    k,
-                    v.map_or(serde_json::Value::Null, serde_json::Value::String),
-                )
-            })
-            .collect())
-    })
-}
-
-/// A StackStorm double with user `bot` (password `bot-password`), the real parser, the fixture
+/// A StackStorm double with user `bot` (password `bot-password`), the fixture
 /// aliases, and a fast heartbeat.
 pub async fn st2_double() -> St2Double {
     let st2 = St2Double::start(St2Options {
@@ -112,7 +94,6 @@ pub async fn st2_double() -> St2Double {
     })
     .await;
     st2.add_user("bot", "bot-password");
-    st2.set_parser(real_parser());
     st2.load_fixture_aliases();
     st2
 }

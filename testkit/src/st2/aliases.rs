@@ -9,6 +9,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde_json::{Map, Value, json};
+use st2_alias::pyre;
 
 use super::http::{Caller, Fault, int_param};
 use super::ids;
@@ -275,12 +276,14 @@ pub(crate) async fn help(
     let limit = int_param(&query, "limit")?.unwrap_or(100);
     let offset = int_param(&query, "offset")?.unwrap_or(0);
     let pack = query.get("pack").filter(|p| !p.is_empty());
-    // st2 runs Python's `re.search(filter, display, re.IGNORECASE)`; the regex crate's syntax
-    // is close enough for a double. An invalid pattern is an uncaught `re.error` there: 500.
-    let filter = regex::RegexBuilder::new(query.get("filter").map_or("", String::as_str))
-        .case_insensitive(true)
-        .build()
-        .map_err(|_| Fault::internal())?;
+    // st2 runs Python's `re.search(filter, display, re.IGNORECASE)`, so the filter is read by
+    // st2_alias's Python-compatible engine. An invalid pattern is an uncaught `re.error`: 500.
+    let filter = pyre::Regex::new(
+        query.get("filter").map_or("", String::as_str),
+        pyre::FLAG_IGNORECASE,
+    )
+    .map_err(|_| Fault::internal())?;
+    let mut cache = pyre::Cache::new();
     let aliases = sorted(&shared.state().aliases);
     let mut helpstrings = Vec::new();
     let mut count: i64 = 0;
@@ -300,7 +303,10 @@ pub(crate) async fn help(
             else {
                 continue;
             };
-            if !filter.is_match(&display) {
+            let chars: Vec<char> = display.chars().collect();
+            let mut budget = pyre::DEFAULT_STEP_LIMIT;
+            // Running out of steps (Python has no limit) counts as no match.
+            if !matches!(filter.search(&chars, &mut cache, &mut budget), Ok(Some(_))) {
                 continue;
             }
             // The window logic of `generate_helpstring_result`, kept as written: negative

@@ -29,10 +29,12 @@
 //! What is simplified, and why:
 //! - One listener serves all three services under `/auth/v1`, `/api/v1`, `/stream/v1`; st2's
 //!   prefix-less and `/v1`-less variants are not served (the bridge derives the full paths).
-//! - The alias parser is an independent small one ([`parse_params`]), replaceable with
-//!   [`St2Double::set_parser`]; invalid formats are 400 here, 500 in st2.
-//! - Templates use a Jinja2 subset (see `template.rs`); the default result template is a
-//!   byte-exact hand port. JSON objects keep serde_json's sorted key order, where st2 keeps the
+//! - Commands are parsed by `st2_alias`, the bridge's port of st2's `ActionAliasFormatParser`,
+//!   so a mismatch is st2's 400 and an invalid format st2's 500. `/actionalias/match` and
+//!   `/aliasexecution/match_and_execute` are not served (the bridge matches locally).
+//! - Templates render with minijinja set up as st2 sets up Jinja2 (see `template.rs`); an
+//!   undefined attribute of a loop variable keeps minijinja's message. The default result
+//!   template is a byte-exact hand port. JSON objects keep serde_json's sorted key order, where st2 keeps the
 //!   action's insertion order, so multi-key results may list keys in another order.
 //! - Only the endpoints a ChatOps bridge uses exist; actions exist unless marked missing,
 //!   parameters are not cast against action schemas, `immutable_parameters` are injected as
@@ -44,7 +46,6 @@ mod aliases;
 mod executions;
 mod http;
 mod ids;
-mod parser;
 mod post_result;
 mod python;
 mod state;
@@ -63,16 +64,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use parser::parse_params;
-
 use state::{ApiKey, Shared, Token};
-
-/// Parameters parsed from a command: strings (or `null` for unmatched optional groups).
-pub type Params = serde_json::Map<String, Value>;
-
-/// A replacement parser: `(format, command) -> params`, `Err(message)` becomes a 400 with that
-/// message as faultstring (st2's `ParseException` path).
-pub type ParserFn = Arc<dyn Fn(&str, &str) -> Result<Params, String> + Send + Sync>;
 
 /// How the double starts. Everything here can also be changed later through [`St2Double`].
 #[derive(Debug, Clone)]
@@ -452,16 +444,6 @@ impl St2Double {
     /// The aliases as stored (in insertion order).
     pub fn aliases(&self) -> Vec<Value> {
         self.shared.state().aliases.clone()
-    }
-
-    /// Replaces the alias parser, e.g. with the bridge's own port of st2's parser.
-    pub fn set_parser(&self, parser: ParserFn) {
-        self.shared.state().parser = parser;
-    }
-
-    /// Goes back to the double's own parser ([`parse_params`]).
-    pub fn reset_parser(&self) {
-        self.shared.state().parser = Arc::new(parse_params);
     }
 
     // ----- actions and executions ------------------------------------------------------------

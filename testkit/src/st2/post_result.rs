@@ -2,8 +2,8 @@
 //! `chatops.post_result` workflow announces.
 //!
 //! With an alias `result.format` the message is that template (lenient undefined); without one
-//! it is st2's `templates/default.j2`, ported by hand below because it leans on macros, `six`
-//! and `selectattr`, which the Jinja subset does not have. The port reproduces Jinja2's output
+//! it is st2's `templates/default.j2`, ported by hand below because it leans on Python objects
+//! (`six`, API model attributes) that no Rust Jinja engine has. The port reproduces Jinja2's output
 //! byte for byte (checked against Jinja2 3.1 with st2's `trim_blocks`/`lstrip_blocks`), quirks
 //! included: a multi-line value prints as `key :       ` followed by the trimmed text on the
 //! next line, and `http-request` results start with two stray spaces.

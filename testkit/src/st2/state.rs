@@ -4,14 +4,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use super::{Credential, ParserFn, RecordedExecution, RecordedRequest, RuleState, St2Options};
+use super::{Credential, RecordedExecution, RecordedRequest, RuleState, St2Options};
 
 /// A st2 user.
 #[derive(Debug, Default, Clone)]
@@ -71,7 +71,6 @@ pub(crate) struct State {
     pub faults: Faults,
     pub heartbeat: Duration,
     pub stream_available: bool,
-    pub parser: ParserFn,
 }
 
 impl State {
@@ -110,7 +109,6 @@ impl State {
             faults: Faults::default(),
             heartbeat: options.heartbeat,
             stream_available: true,
-            parser: Arc::new(super::parser::parse_params),
         }
     }
 

@@ -2,11 +2,8 @@
 //! test (each test has a runtime of its own, and the double serves from it), and the aliases
 //! tests give it.
 //!
-//! The double answers `POST /aliasexecution` with its own alias parser
-//! ([`parse_params`](st2_matrix_testkit::st2::parse_params)), which agrees with StackStorm's on
-//! the simple formats used here: literal words, `{{p}}` and `{{p=default}}`. The bridge's own
-//! port of StackStorm's parser would be the exact answer, but this package must not link the
-//! bridge's crate (see `Cargo.toml`), so tests keep to formats both parsers read alike.
+//! The double answers `POST /aliasexecution` with `st2-alias`, the same port of StackStorm's
+//! parser the bridge matches with, so any format reads as StackStorm reads it.
 
 use serde_json::Value as Json;
 use st2_matrix_testkit::st2::{RecordedExecution, St2Double, St2Options};
