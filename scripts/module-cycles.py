@@ -22,8 +22,28 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src"
 PATH = re.compile(r"\bcrate::([a-z_][a-z0-9_]*)")
-# `use crate::{a, b::c}` names several modules at once.
-GROUP = re.compile(r"\bcrate::\{([^}]*)\}", re.S)
+# `use crate::{a, b::{c, d}, e}` names several modules at once; groups nest.
+GROUP_START = re.compile(r"\bcrate::\{")
+
+
+def group_heads(text, at):
+    """The first path segment of each top-level item of the group opening just before `at`."""
+    heads, depth, item = [], 0, ""
+    for ch in text[at:]:
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            if depth == 0:
+                break
+            depth -= 1
+        elif ch == "," and depth == 0:
+            heads.append(item)
+            item = ""
+            continue
+        if depth == 0:
+            item += ch
+    heads.append(item)
+    return [h.strip().split("::")[0].strip() for h in heads if h.strip()]
 
 
 def modules():
@@ -57,10 +77,9 @@ def edges(names):
             targets = []
             for m in PATH.finditer(text):
                 targets.append((m.group(1), m.start()))
-            for m in GROUP.finditer(text):
-                for part in m.group(1).split(","):
-                    head = part.strip().split("::")[0].strip()
-                    targets.append((head, m.start()))
+            for start in GROUP_START.finditer(text):
+                for head in group_heads(text, start.end()):
+                    targets.append((head, start.start()))
             for target, offset in targets:
                 if target in known and target != module:
                     line = text.count("\n", 0, offset) + 1
