@@ -7,25 +7,27 @@
 //!
 //! **Reading.** [`parse`] reads the text with serde-saphyr (a full YAML reader: comments, block
 //! and flow style, quotes, anchors and aliases, merge keys, tags such as `!!str`, CRLF, a BOM,
-//! `---`/`...` markers) into [`File`], where every value keeps the line it was written on. Then
-//! each value is checked the way Synapse checks the file it reads with PyYAML (YAML 1.1), so
-//! the bridge never takes a value Synapse reads differently:
+//! `---`/`...` markers) into a private `File` in which every value keeps the line it was
+//! written on. Each value is then checked the way Synapse checks the file, which it reads with
+//! PyYAML (YAML 1.1), so that the bridge never takes a value Synapse reads differently:
 //! - Text keys (`id`, `url`, the tokens, `sender_localpart`, regexes, protocols) must read as
 //!   text. An unquoted `12345` or `yes` reads as a number or a boolean, which Synapse refuses
-//!   ("Required string field"), so it is refused here naming the key and saying to quote it.
-//!   serde-saphyr's numbers (YAML 1.2) also include a few spellings that YAML 1.1 reads as
-//!   text (`1e5`, `0o17`): those get the same advice, which is harmless. The other way round,
-//!   YAML 1.1 dates and base-60 numbers (`2001-12-14`, `1:20`) read as text here while Synapse
-//!   refuses them with its own error; no token or regex looks like that.
-//! - Boolean keys take only PyYAML's booleans (`true`/`false`, `yes`/`no`, `on`/`off`, each in
-//!   lower, Title or UPPER case); serde-saphyr also takes `y`, `n` and any casing, which
-//!   PyYAML reads as text, so those are refused with "write true or false".
+//!   ("Required string field"), so it is refused here, naming the key and saying to quote it.
+//!   serde-saphyr's numbers (YAML 1.2) include a few spellings that YAML 1.1 reads as text
+//!   (`1e5`, `0o17`): those get the same advice, which is harmless. The other way round, YAML
+//!   1.1 dates and base-60 numbers (`2001-12-14`, `1:20`) are text here while Synapse refuses
+//!   them with its own error; a generated (hexadecimal) token never looks like either.
+//! - Boolean keys (`exclusive`, `rate_limited`, `receive_ephemeral` and the unstable flags)
+//!   take only PyYAML's booleans: `true`/`false`, `yes`/`no`, `on`/`off`, each in lower, Title
+//!   or UPPER case. serde-saphyr also reads `y`, `n` and any casing as booleans, which PyYAML
+//!   reads as text, so those are refused with "write true or false", as is anything else
+//!   (Synapse would take any value as true for some of these keys; a boolean says what is meant).
 //! - A key written twice is refused with its line. PyYAML keeps the last one silently; a
 //!   doubled token is nearly always an editing slip, and saying so costs one line of fixing.
 //!
-//! **Writing.** [`write`] serialises [`Written`], whose fields are in the spec's order, with
-//! serde-saphyr; strings YAML could read as anything else (`'12345'`, `"@st2_.*"`) come out
-//! quoted, so Synapse reads back exactly what was written.
+//! **Writing.** [`write`] serialises a private `Written`, whose fields are in the spec's order,
+//! with serde-saphyr, which quotes every string YAML could read as something else (`"12345"`,
+//! `"@st2_.*"`), so Synapse reads back exactly what was written.
 
 use std::{fmt::Write as _, io::Write as _, path::Path, sync::Arc};
 
@@ -1150,11 +1152,13 @@ mod tests {
         assert!(missing_for_encryption(&path).unwrap().is_empty());
     }
 
+    use proptest::{prelude::any, test_runner::TestCaseError};
+
     proptest::proptest! {
         #[test]
         fn any_text_is_written_so_that_it_reads_back(
             id in "\\PC{0,12}",
-            token in proptest::prelude::any::<String>(),
+            token in any::<String>(),
             regex in "[ -~]{0,16}",
             // YAML's own punctuation, densely.
             punctuation in "[a #:'\"\\\\,\\[\\]{}&*!|>%@`-]{0,10}",
@@ -1168,7 +1172,8 @@ mod tests {
             let path = dir.path().join("registration.yaml");
             write(&registration, &path, false, false).unwrap();
             let text = std::fs::read_to_string(&path).unwrap();
-            let loaded = load(&path).map_err(|e| proptest::test_runner::TestCaseError::fail(format!("{e}\n{text}")))?;
+            let loaded = load(&path)
+                .map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
             proptest::prop_assert_eq!(
                 serde_json::to_value(loaded).unwrap(),
                 serde_json::to_value(registration).unwrap()
@@ -1176,7 +1181,9 @@ mod tests {
         }
 
         #[test]
-        fn any_input_is_read_or_refused_without_panicking(text in "(\\PC|[ \\n\\t:#'\"\\[\\]{}&*!|>-]){0,200}") {
+        fn any_input_is_read_or_refused_without_panicking(
+            text in "(\\PC|[ \\n\\t:#'\"\\[\\]{}&*!|>-]){0,200}",
+        ) {
             let _ = parse(&text);
         }
     }
