@@ -349,3 +349,23 @@ fn deep_nesting_is_rejected_without_overflowing_the_stack() {
     let fine = format!("{}a{}", "(".repeat(99), ")".repeat(99));
     assert_eq!(search(&fine, "a").map(|g| g.len()), Some(100));
 }
+
+#[test]
+fn the_template_flag_refuses_repeats_naming_the_opcode() {
+    let message = |pattern: &str| match Regex::new(pattern, ast::FLAG_TEMPLATE) {
+        Ok(_) => panic!("{pattern:?} should be rejected under re.TEMPLATE"),
+        Err(e) => e.to_string(),
+    };
+    assert_eq!(
+        message("a*"),
+        "internal: unsupported template operator MAX_REPEAT"
+    );
+    assert_eq!(
+        message("(?:ab)*?"),
+        "internal: unsupported template operator MIN_REPEAT"
+    );
+    assert_eq!(
+        message("a*+"),
+        "internal: unsupported template operator POSSESSIVE_REPEAT"
+    );
+}
