@@ -15,7 +15,7 @@
 #
 # Each target's corpus grows in target/fuzz/work/<target> (seeded from fuzz/corpus/<target>);
 # a failing input is saved as target/fuzz/artifacts/<target>/crash-*: replay it with
-#   target/fuzz/x86_64-unknown-linux-gnu/release/<target> <file>
+#   target/fuzz[/alias-only]/x86_64-unknown-linux-gnu/release/<target> <file>
 # and, once fixed, add it to fuzz/corpus/<target>/ so `cargo test -p st2-matrix-fuzz` keeps
 # checking it. pyre_diff needs python3 3.11 (its oracle), as the short run does.
 set -euo pipefail
@@ -40,16 +40,16 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 out=target/fuzz
-bin="$out/x86_64-unknown-linux-gnu/release"
 for t in "${targets[@]}"; do
-  # The st2-alias targets build without the bridge (minutes instead of most of an hour).
-  features=()
+  # The st2-alias targets build without the bridge (minutes instead of most of an hour), in
+  # a build directory of their own so that switching targets never rebuilds the other set.
   case "$t" in
-    alias | pyre_diff) features=(--no-default-features) ;;
-    transactions | webhook | registration) ;;
+    alias | pyre_diff) features=(--no-default-features) build="$out/alias-only" ;;
+    transactions | webhook | registration) features=() build="$out" ;;
     *) echo "unknown target $t (one of: ${all[*]})" >&2; exit 2 ;;
   esac
-  cargo fuzz build --fuzz-dir fuzz/libfuzzer --sanitizer none --target-dir "$out" "${features[@]}" "$t"
+  cargo fuzz build --fuzz-dir fuzz/libfuzzer --sanitizer none --target-dir "$build" "${features[@]}" "$t"
+  bin="$build/x86_64-unknown-linux-gnu/release"
   mkdir -p "$out/work/$t" "$out/artifacts/$t"
   echo "== fuzzing $t: up to $runs inputs${FUZZ_SECONDS:+ or ${FUZZ_SECONDS}s}"
   start=$SECONDS

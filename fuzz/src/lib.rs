@@ -14,6 +14,8 @@
 //! - `registration` (feature `bridge`): registration YAML never panics the loader or the user
 //!   namespace built from it.
 
+#![warn(missing_docs)]
+
 pub mod alias;
 pub mod pyre_diff;
 #[cfg(feature = "bridge")]
