@@ -369,3 +369,13 @@ fn the_template_flag_refuses_repeats_naming_the_opcode() {
         "internal: unsupported template operator POSSESSIVE_REPEAT"
     );
 }
+
+#[test]
+fn error_messages_escape_what_python_repr_escapes() {
+    // U+00A0 (a space separator), U+200B (a format character) and U+E000 (private use) are
+    // not printable for Python; U+10FFFF is unassigned.
+    assert_eq!(
+        error("(?P<a\u{a0}\u{200b}\u{e000}\u{10ffff}é>x)"),
+        "bad character in group name 'a\\xa0\\u200b\\ue000\\U0010ffffé' at position 4"
+    );
+}
