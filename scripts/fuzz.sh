@@ -55,12 +55,12 @@ for t in "${targets[@]}"; do
   start=$SECONDS
   # -timeout: an input slower than 10 s is a hang (pyre's step budget should stop any
   # search well before). -rss_limit_mb: a runaway allocation is a finding too.
+  status=0
   "$bin/$t" -runs="$runs" ${FUZZ_SECONDS:+-max_total_time="$FUZZ_SECONDS"} \
     -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 \
     -artifact_prefix="$out/artifacts/$t/" "${extra[@]}" \
-    "$out/work/$t" "fuzz/corpus/$t" 2>&1 | tee "$out/$t.log" |
-    grep -E '^#[0-9]+ *(pulse|DONE)|^stat::|ERROR|panicked|^==' || true
-  status=${PIPESTATUS[0]}
+    "$out/work/$t" "fuzz/corpus/$t" >"$out/$t.log" 2>&1 || status=$?
+  grep -E '^#[0-9]+ *(pulse|DONE)|^stat::|ERROR|panicked|^[a-z].*(disagree|failed)' "$out/$t.log" || true
   execs=$(grep -oE '^stat::number_of_executed_units: *[0-9]+' "$out/$t.log" | grep -oE '[0-9]+$' || echo '?')
   echo "== $t: $execs inputs in $((SECONDS - start)) s (exit $status)"
   [[ "$status" -eq 0 ]] || exit "$status"

@@ -10,6 +10,7 @@ budget; the fuzzer skips those instead of hanging).
 """
 
 import json
+import os
 import re
 import signal
 import sys
@@ -73,10 +74,14 @@ def one(case):
 
 
 def main():
+    # re.DEBUG (flag 128) prints the parsed pattern with print(): keep the protocol on the
+    # real stdout and throw away anything else printed.
+    protocol = sys.stdout
+    sys.stdout = open(os.devnull, "w")
     hello = {"unicode": unicodedata.unidata_version, "python": list(sys.version_info[:2])}
-    print(json.dumps(hello), flush=True)
+    print(json.dumps(hello), file=protocol, flush=True)
     for line in sys.stdin:
-        print(json.dumps([one(c) for c in json.loads(line)]), flush=True)
+        print(json.dumps([one(c) for c in json.loads(line)]), file=protocol, flush=True)
 
 
 main()
