@@ -12,11 +12,13 @@
 #      builds the bridge binary with production features and sets it aside: the end-to-end
 #      tier drives that file as a separate process, as production runs it;
 #   3. unit tests, parser vectors, property tests and the API tier (bridge in-process against
-#      a homeserver double and a StackStorm double), plus the doubles' own tests;
+#      a homeserver double and a StackStorm double), plus the doubles' own tests, and the
+#      short fuzz run (every fuzz target over its seed corpus and a few thousand generated
+#      inputs, pyre checked against CPython's `re`; the long campaign is scripts/fuzz.sh);
 #   4. the end-to-end tier: that binary against one real Synapse for the whole run, with a
 #      human user driven by matrix-sdk. It is a separate cargo invocation on purpose: building
 #      it together with the bridge would rebuild the bridge with matrix-sdk's ruma features.
-# Needs: cargo (rustc 1.95), python3 >= 3.10 with venv, network access to crates.io and PyPI,
+# Needs: cargo (rustc 1.95), python3 >= 3.10 with venv (3.11 for the pyre fuzz oracle), network access to crates.io and PyPI,
 # and, unless Chromium is already there, apt-get (as root or through sudo) and Debian's mirrors.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -57,7 +59,7 @@ mkdir -p target/under-test
 cp target/debug/st2-matrix target/under-test/st2-matrix
 
 step "unit, parser-vector, property and API tests"
-cargo test --locked -p st2-matrix -p st2-alias -p st2-matrix-testkit
+cargo test --locked -p st2-matrix -p st2-alias -p st2-matrix-testkit -p st2-matrix-fuzz
 
 if ! $quick; then
   step "end-to-end tests against a real Synapse"

@@ -73,12 +73,9 @@ async fn errbot(State(bridge): State<Arc<Bridge>>, headers: HeaderMap, body: Byt
     if let Err(refusal) = authorized(&bridge, &headers) {
         return error(StatusCode::UNAUTHORIZED, refusal);
     }
-    match serde_json::from_slice::<Value>(&body) {
-        Ok(value) => accept(&bridge, value).await,
-        Err(e) => error(
-            StatusCode::BAD_REQUEST,
-            format!("the body is not JSON: {e}"),
-        ),
+    match parse_errbot(&body) {
+        Ok(announcement) => accept(&bridge, announcement).await,
+        Err(message) => error(StatusCode::BAD_REQUEST, message),
     }
 }
 
@@ -87,49 +84,60 @@ async fn hubot(State(bridge): State<Arc<Bridge>>, headers: HeaderMap, body: Byte
     if let Err(refusal) = authorized(&bridge, &headers) {
         return error(StatusCode::UNAUTHORIZED, refusal);
     }
-    let is_form = headers
+    let content_type = headers
         .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    let value = if is_form {
-        let Some(payload) = url::form_urlencoded::parse(&body)
-            .find(|(k, _)| k == "payload")
-            .map(|(_, v)| v.into_owned())
-        else {
-            return error(StatusCode::BAD_REQUEST, "the form has no `payload` field");
-        };
-        serde_json::from_str::<Value>(&payload).map_err(|e| format!("`payload` is not JSON: {e}"))
-    } else {
-        serde_json::from_slice::<Value>(&body).map_err(|e| format!("the body is not JSON: {e}"))
-    };
-    match value {
-        Ok(value) => accept(&bridge, value).await,
+        .and_then(|v| v.to_str().ok());
+    match parse_hubot(content_type, &body) {
+        Ok(announcement) => accept(&bridge, announcement).await,
         Err(message) => error(StatusCode::BAD_REQUEST, message),
     }
 }
 
-async fn accept(bridge: &Bridge, value: Value) -> Response {
+/// The announcement in an err-stackstorm body, or the 400's message. Public for the fuzz
+/// target: the handler adds only authentication and delivery.
+pub fn parse_errbot(body: &[u8]) -> Result<Announcement, String> {
+    let value =
+        serde_json::from_slice::<Value>(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    announcement(value)
+}
+
+/// The announcement in a hubot body (a form with `payload=<json>` when `content_type` says
+/// so, JSON otherwise), or the 400's message. Public for the fuzz target.
+pub fn parse_hubot(content_type: Option<&str>, body: &[u8]) -> Result<Announcement, String> {
+    let is_form = content_type.is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let value = if is_form {
+        let Some(payload) = url::form_urlencoded::parse(body)
+            .find(|(k, _)| k == "payload")
+            .map(|(_, v)| v.into_owned())
+        else {
+            return Err("the form has no `payload` field".to_owned());
+        };
+        serde_json::from_str::<Value>(&payload).map_err(|e| format!("`payload` is not JSON: {e}"))
+    } else {
+        serde_json::from_slice::<Value>(body).map_err(|e| format!("the body is not JSON: {e}"))
+    }?;
+    announcement(value)
+}
+
+/// The field checks both endpoints share: an object with non-blank string `channel` and
+/// `message`, then the lenient [`Announcement`] reading.
+fn announcement(value: Value) -> Result<Announcement, String> {
     if !value.is_object() {
-        return error(StatusCode::BAD_REQUEST, "the body must be a JSON object");
+        return Err("the body must be a JSON object".to_owned());
     }
     for field in ["channel", "message"] {
         match value.get(field) {
             Some(Value::String(s)) if !s.trim().is_empty() => {}
             Some(Value::String(_)) | None | Some(Value::Null) => {
-                return error(StatusCode::BAD_REQUEST, format!("missing field `{field}`"));
+                return Err(format!("missing field `{field}`"));
             }
-            Some(_) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("field `{field}` must be a string"),
-                );
-            }
+            Some(_) => return Err(format!("field `{field}` must be a string")),
         }
     }
-    let announcement: Announcement = match serde_json::from_value(value) {
-        Ok(a) => a,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid body: {e}")),
-    };
+    serde_json::from_value(value).map_err(|e| format!("invalid body: {e}"))
+}
+
+async fn accept(bridge: &Bridge, announcement: Announcement) -> Response {
     match results::deliver(bridge, &announcement, Source::Webhook, Claim::ByContext).await {
         Ok(Delivered::Queued { room_id, messages }) => (
             StatusCode::ACCEPTED,

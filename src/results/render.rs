@@ -144,7 +144,11 @@ pub fn split_markdown(text: &str, max: usize) -> Vec<String> {
                 current.push_str(line);
                 break;
             }
-            if !current.is_empty() && current.len() > open_fence.as_ref().map_or(0, |f| f.len()) {
+            // Flush only when `current` holds more than the fence line reopened by the last
+            // flush (the line plus its newline): flushing that alone again makes no progress,
+            // and the loop would spin forever (found by the webhook fuzz target).
+            let reopened = open_fence.as_ref().map_or(0, |f| f.len() + 1);
+            if !current.is_empty() && current.len() > reopened {
                 flush(&mut chunks, &mut current, &open_fence);
                 continue;
             }
@@ -201,6 +205,17 @@ fn flush(chunks: &mut Vec<String>, current: &mut String, open_fence: &Option<Str
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_fence_line_that_fills_a_chunk_is_split_without_looping_forever() {
+        // The reopened fence line alone leaves no room for the next line: each chunk then
+        // carries one piece of it.
+        let text = "```ab\nxxxxxxxx\n```\n";
+        let chunks = split_markdown(text, 8);
+        assert!(chunks.len() < text.len() * 2, "{chunks:?}");
+        let kept: String = chunks.concat();
+        assert_eq!(kept.matches('x').count(), 8, "{chunks:?}");
+    }
 
     fn announcement(message: &str, extra: Option<Value>) -> Announcement {
         Announcement {

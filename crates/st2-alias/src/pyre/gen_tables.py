@@ -23,6 +23,7 @@ tabs = {
     'CASED': ranges(lambda c: _sre.unicode_iscased(c)),
     'XID_START': ranges(lambda c: chr(c).isidentifier()),
     'XID_CONTINUE': ranges(lambda c: ('a' + chr(c)).isidentifier()),
+    'PRINTABLE': ranges(lambda c: not is_surrogate(c) and chr(c).isprintable()),
 }
 lower = [(c, _sre.unicode_tolower(c)) for c in range(N) if _sre.unicode_tolower(c) != c]
 upper = []
@@ -49,6 +50,7 @@ docs = {
     'CASED': 'Code points for which `_sre.unicode_iscased` is true (they change under simple lower- or upper-casing).',
     'XID_START': 'Code points that may start a Python identifier (`str.isidentifier()` of the single character).',
     'XID_CONTINUE': 'Code points that may continue a Python identifier.',
+    'PRINTABLE': 'Code points that `repr()` shows as they are (`str.isprintable()`); others are escaped.',
 }
 for name, rs in tabs.items():
     o.append('')

@@ -1334,8 +1334,18 @@ pub(crate) fn py_repr(s: &str) -> String {
                 out.push('\\');
                 out.push(c);
             }
-            c if (c as u32) < 0x20 || c as u32 == 0x7F => {
-                out.push_str(&format!("\\x{:02x}", c as u32));
+            // What `unicode_repr` escapes: everything `str.isprintable()` rejects (controls,
+            // format characters, separators other than space, unassigned code points), in its
+            // shortest form (found by the pyre_diff fuzz target: U+00A0 was shown raw).
+            c if !unicode::is_printable(c as u32) => {
+                let code = c as u32;
+                out.push_str(&if code < 0x100 {
+                    format!("\\x{code:02x}")
+                } else if code < 0x10000 {
+                    format!("\\u{code:04x}")
+                } else {
+                    format!("\\U{code:08x}")
+                });
             }
             c => out.push(c),
         }

@@ -596,9 +596,16 @@ impl Compiler<'_> {
         flags: u32,
     ) -> Result<(), Error> {
         if flags & FLAG_TEMPLATE != 0 {
+            // `_compiler` formats the opcode with `%r`, i.e. its name (found by the pyre_diff
+            // fuzz target: the name was missing).
+            let op = match kind {
+                RepeatKind::Greedy => "MAX_REPEAT",
+                RepeatKind::Lazy => "MIN_REPEAT",
+                RepeatKind::Possessive => "POSSESSIVE_REPEAT",
+            };
             return Err(Error::plain(
                 ErrorKind::Syntax,
-                "internal: unsupported template operator",
+                &format!("internal: unsupported template operator {op}"),
             ));
         }
         if let Some(unit) = self.simple(body, flags) {

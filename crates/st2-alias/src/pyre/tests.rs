@@ -349,3 +349,33 @@ fn deep_nesting_is_rejected_without_overflowing_the_stack() {
     let fine = format!("{}a{}", "(".repeat(99), ")".repeat(99));
     assert_eq!(search(&fine, "a").map(|g| g.len()), Some(100));
 }
+
+#[test]
+fn the_template_flag_refuses_repeats_naming_the_opcode() {
+    let message = |pattern: &str| match Regex::new(pattern, ast::FLAG_TEMPLATE) {
+        Ok(_) => panic!("{pattern:?} should be rejected under re.TEMPLATE"),
+        Err(e) => e.to_string(),
+    };
+    assert_eq!(
+        message("a*"),
+        "internal: unsupported template operator MAX_REPEAT"
+    );
+    assert_eq!(
+        message("(?:ab)*?"),
+        "internal: unsupported template operator MIN_REPEAT"
+    );
+    assert_eq!(
+        message("a*+"),
+        "internal: unsupported template operator POSSESSIVE_REPEAT"
+    );
+}
+
+#[test]
+fn error_messages_escape_what_python_repr_escapes() {
+    // U+00A0 (a space separator), U+200B (a format character) and U+E000 (private use) are
+    // not printable for Python; U+10FFFF is unassigned.
+    assert_eq!(
+        error("(?P<a\u{a0}\u{200b}\u{e000}\u{10ffff}é>x)"),
+        "bad character in group name 'a\\xa0\\u200b\\ue000\\U0010ffffé' at position 4"
+    );
+}

@@ -46,6 +46,14 @@ pub(crate) fn is_space(c: u32) -> bool {
     in_ranges(tables::SPACE, c)
 }
 
+/// Whether `repr()` shows `c` as it is (`str.isprintable()`), rather than as an escape.
+pub(crate) fn is_printable(c: u32) -> bool {
+    if c < 0x80 {
+        return (0x20..0x7F).contains(&c);
+    }
+    in_ranges(tables::PRINTABLE, c)
+}
+
 /// ASCII-only `\w` used under the `(?a)` flag.
 pub(crate) fn is_ascii_word(c: u32) -> bool {
     c < 0x80 && (c == u32::from(b'_') || (c as u8).is_ascii_alphanumeric())
