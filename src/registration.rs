@@ -248,16 +248,6 @@ pub fn parse(text: &str) -> Result<Registration, Error> {
     Ok(parse_file(text)?.registration)
 }
 
-/// Parses registration YAML text: [`load`] without the file read (the fuzz target's entry).
-pub fn parse(text: &str) -> Result<Registration, Error> {
-    let parse_error = |message: String| Error::Parse {
-        path: "<registration>".to_owned(),
-        message,
-    };
-    let value = yaml::parse(text).map_err(|e| parse_error(e.to_string()))?;
-    serde_json::from_value(value).map_err(|e| parse_error(e.to_string()))
-}
-
 /// What the registration at `path` lacks for the bot's encryption: the lines to add. Empty
 /// when it has everything.
 pub fn missing_for_encryption(path: &Path) -> Result<Vec<&'static str>, Error> {

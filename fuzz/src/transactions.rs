@@ -19,9 +19,8 @@ use ruma::{
 };
 use serde_json::{Value, json};
 use st2_matrix::{
+    addressing::{Addressing, Classifier, RoomFacts},
     appservice::transactions,
-    commands::Addressing,
-    dispatch::{Classifier, RoomFacts},
     registration::UserNamespace,
 };
 
