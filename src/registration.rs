@@ -25,7 +25,7 @@
 //! - A key written twice is refused with its line. PyYAML keeps the last one silently; a
 //!   doubled token is nearly always an editing slip, and saying so costs one line of fixing.
 //!
-//! **Writing.** [`write`] serialises a private `Written`, whose fields are in the spec's order,
+//! **Writing.** [`write()`] serialises a private `Written`, whose fields are in the spec's order,
 //! with serde-saphyr, which quotes every string YAML could read as something else (`"12345"`,
 //! `"@st2_.*"`), so Synapse reads back exactly what was written.
 

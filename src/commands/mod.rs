@@ -1,12 +1,8 @@
-//! Commands people type in rooms: recognising them, and one closed enum to dispatch.
+//! Commands people type in rooms: one closed enum to dispatch, and the handlers.
 //!
-//! A message is addressed to the bridge when, after stripping a reply fallback, it
-//! - starts with the command prefix followed by a space or the end (`!st2 deploy web`), or
-//!   directly by `help` (`!st2help`, as err-stackstorm users type it);
-//! - starts with a mention of the bot (`StackStorm: deploy web`, `@st2bot:example.org: …`);
-//! - or is any message in a direct chat with the bot.
-//!
-//! What follows is a built-in (`ping`, `help`) or an alias command for StackStorm.
+//! Whether a message is addressed to the bridge at all, and its command text, is
+//! [`crate::addressing`]'s answer; what follows the prefix is a built-in (`ping`, `help`,
+//! `login`…) or an alias command for StackStorm.
 
 pub mod help;
 pub mod login;
@@ -58,7 +54,7 @@ impl Command {
         }
     }
 
-    /// Parses the command text (what [`Addressing::command`] returned).
+    /// Parses the command text (what [`crate::addressing::Addressing::command`] returned).
     pub fn parse(text: &str) -> Result<Command, String> {
         let text = text.trim();
         let (first, rest) = text.split_once(char::is_whitespace).unwrap_or((text, ""));
