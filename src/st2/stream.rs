@@ -192,6 +192,9 @@ pub async fn run(
     let idle = config.heartbeat.get() * 2;
     let event_name = format!("st2.announcement__{}", config.route);
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
+    // Whether the last attempt to open the stream failed: only the first failure of a run is
+    // logged at warn (the backoff counts the wait after a lost connection too).
+    let mut failing = false;
     loop {
         let attempt = tokio::select! {
             () = stop.cancelled() => return,
@@ -200,6 +203,7 @@ pub async fn run(
         match attempt {
             Ok(response) => {
                 backoff.reset();
+                failing = false;
                 status.update(|s| {
                     s.connected = true;
                     s.since = Some(now_ms());
@@ -226,9 +230,10 @@ pub async fn run(
                 });
             }
             Err(e) => {
-                if backoff.failures() == 0 {
+                if !failing {
                     tracing::warn!(error.message = %e, "cannot open the StackStorm stream; retrying with backoff");
                 }
+                failing = true;
                 status.update(|s| {
                     if s.connected || s.since.is_none() {
                         s.since = Some(now_ms());

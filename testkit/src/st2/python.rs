@@ -69,33 +69,10 @@ pub(crate) fn py_float(f: f64) -> String {
     }
 }
 
-/// `repr(str)`: single quotes unless the text has a `'` and no `"`.
+/// `repr(str)`: the alias crate's, which escapes what CPython's does (its pyre engine quotes
+/// names in error messages the same way).
 pub(crate) fn py_str_repr(s: &str) -> String {
-    let quote = if s.contains('\'') && !s.contains('"') {
-        '"'
-    } else {
-        '\''
-    };
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push(quote);
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c == quote => {
-                out.push('\\');
-                out.push(c);
-            }
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\x{:02x}", c as u32));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push(quote);
-    out
+    st2_alias::pyre::py_repr(s)
 }
 
 /// Python truthiness of a JSON value.

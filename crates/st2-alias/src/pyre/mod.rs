@@ -24,6 +24,7 @@ pub(crate) mod vm;
 pub use ast::{
     FLAG_ASCII, FLAG_DOTALL, FLAG_IGNORECASE, FLAG_MULTILINE, FLAG_UNICODE, FLAG_VERBOSE,
 };
+pub use parser::py_repr;
 pub use tables::UNICODE_VERSION;
 pub use vm::Cache;
 

@@ -1315,8 +1315,9 @@ fn py_int(s: &str) -> Option<i128> {
     Some(if negative { -value } else { value })
 }
 
-/// A close approximation of Python's `repr()` of a `str`, for error messages.
-pub(crate) fn py_repr(s: &str) -> String {
+/// Python's `repr()` of a `str`, for error messages (and for anything else that must quote
+/// text as Python does, such as the StackStorm test double).
+pub fn py_repr(s: &str) -> String {
     let quote = if s.contains('\'') && !s.contains('"') {
         '"'
     } else {
