@@ -76,8 +76,12 @@ async fn a_permanent_failure_is_marked_failed_and_the_queue_moves_on() {
     )
     .await
     .unwrap();
-    let stats = st2_matrix::store::outbox::stats(&store).await.unwrap();
-    assert_eq!((stats.pending, stats.failed), (0, 1));
+    // The homeserver records the send before the outbox marks the row delivered: wait for both.
+    poll::wait_until(WAIT, "one failed, none pending", || async {
+        let stats = st2_matrix::store::outbox::stats(&store).await.unwrap();
+        ((stats.pending, stats.failed) == (0, 1)).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
