@@ -99,6 +99,21 @@ pub fn strip_reply_fallback(body: &str) -> &str {
     rest.strip_prefix('\n').unwrap_or(rest)
 }
 
+/// The event types of a poll vote: MSC3381's unstable name (what Element sends today) and the
+/// stable one.
+pub const POLL_RESPONSE_TYPES: [&str; 2] = ["org.matrix.msc3381.poll.response", "m.poll.response"];
+
+/// The answer a reaction gives to one of the bot's yes/no prompts: ✅ (or ✔) is yes, ❌ (or ✖)
+/// is no; any other key is not an answer. Variation selectors are ignored (clients differ).
+pub fn reaction_answer(key: &str) -> Option<bool> {
+    let key: String = key.chars().filter(|c| *c != '\u{fe0f}').collect();
+    match key.as_str() {
+        "✅" | "✔" | "☑" => Some(true),
+        "❌" | "✖" | "❎" => Some(false),
+        _ => None,
+    }
+}
+
 /// What classification needs to know about rooms, from memory (never the network).
 pub trait RoomFacts {
     /// The room already got the encryption notice (its encrypted events need nothing more).
@@ -170,6 +185,16 @@ impl Classifier {
             // With encryption on, each encrypted message is decrypted by the worker (it may be
             // a command) and `m.room.encryption` is recorded; with it off, the room gets the
             // notice once and nothing more is stored.
+            // Possible answers to the bot's prompts; whether the target is a prompt is looked up
+            // by the worker (the database, not memory, knows the prompts' event ids).
+            AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::Reaction(
+                MessageLikeEvent::Original(reaction),
+            )) => reaction_answer(&reaction.content.relates_to.key).map(|_| Kind::Response),
+            AnyTimelineEvent::MessageLike(event)
+                if POLL_RESPONSE_TYPES.contains(&event.event_type().to_string().as_str()) =>
+            {
+                Some(Kind::Response)
+            }
             AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomEncrypted(_))
             | AnyTimelineEvent::State(AnyStateEvent::RoomEncryption(_)) => (rooms.decrypts()
                 || !rooms.encryption_noticed(event.room_id()))

@@ -18,9 +18,12 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument as _;
 
 use crate::{
-    commands, membership, retry,
+    commands, membership, prompts, retry,
     state::AppState,
-    store::inbox::{self, Kind},
+    store::{
+        self,
+        inbox::{self, Kind},
+    },
 };
 
 /// Attempts at an event whose handling keeps failing transiently before it is given up.
@@ -130,9 +133,9 @@ async fn process(
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
     let event = serde_json::from_str::<Raw<AnyTimelineEvent>>(&row.event)
-        .and_then(|raw| raw.deserialize())
+        .and_then(|raw| raw.deserialize().map(|event| (raw, event)))
         .with_context(|| format!("stored event {} does not parse", row.event_id));
-    let event = match event {
+    let (raw, event) = match event {
         Ok(event) => event,
         Err(e) => {
             // It parsed when it was stored; if it no longer does, retrying cannot help.
@@ -163,6 +166,7 @@ async fn process(
                     MessageLikeEvent::Original(message),
                 )),
             ) => commands::handle(bridge, &row, &message).await,
+            (Kind::Response, event) => on_response(bridge, &row, &raw, &event).await,
             (kind, _) => {
                 tracing::error!(
                     kind = kind.as_str(),
@@ -174,6 +178,35 @@ async fn process(
     }
     .instrument(span)
     .await
+}
+
+/// A possible answer to one of the bot's prompts: the feature whose prompt it answers acts on
+/// it (and finishes the row); anything else is finished and forgotten.
+async fn on_response(
+    bridge: &AppState,
+    row: &inbox::Row,
+    raw: &Raw<AnyTimelineEvent>,
+    event: &AnyTimelineEvent,
+) -> anyhow::Result<()> {
+    let found = match prompts::parse(raw, event) {
+        Some(response) => {
+            store::prompts::by_event(&bridge.store, response.room_id.as_str(), &response.target)
+                .await?
+                .map(|prompt| (prompt, response))
+        }
+        None => None,
+    };
+    let Some((prompt, response)) = found else {
+        return Ok(inbox::finish_alone(&bridge.store, row.seq).await?);
+    };
+    match prompt.kind {
+        store::prompts::Kind::Inquiry => {
+            crate::inquiries::on_answer(bridge, row, &prompt, &response).await
+        }
+        store::prompts::Kind::Approval => {
+            crate::approvals::on_answer(bridge, row, &prompt, &response).await
+        }
+    }
 }
 
 /// An encrypted event. `m.room.encryption`: the room is recorded as encrypted. A message is
@@ -244,6 +277,7 @@ async fn process_decrypted(
                 MessageLikeEvent::Original(message),
             )),
         ) => commands::handle(bridge, row, &message).await,
+        (Some(Kind::Response), event) => on_response(bridge, row, &raw, &event).await,
         _ => Ok(inbox::finish_alone(&bridge.store, row.seq).await?),
     }
 }

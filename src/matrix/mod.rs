@@ -5,6 +5,7 @@
 
 pub mod html;
 pub mod outbox;
+pub mod poll;
 pub mod render;
 
 use std::{

@@ -14,6 +14,10 @@
 //!   (rows stay plaintext content with their event type): a retry encrypts again under the
 //!   same transaction id, which the homeserver deduplicates like any re-send. A message for an
 //!   encrypted room that cannot be encrypted is retried or failed, never sent in the clear.
+//! - An event may relate to another queued one (a reaction to the bot's question, an edit of
+//!   it, a poll's end): it names the target by send transaction id, and its
+//!   `m.relates_to.event_id` is filled in when it is sent. Same room, queued after it, so the
+//!   room's order guarantees the target went first; a target that failed fails it too.
 
 use std::{
     collections::HashMap,
@@ -151,6 +155,30 @@ impl Outbox {
         enqueue_json(conn, room, &json).await
     }
 
+    /// Queues an event of any message-like `event_type` inside the caller's transaction and
+    /// returns its send transaction id. With `relates_to_txn` (an event queued earlier for the
+    /// same room), `content`'s `m.relates_to.event_id` is set to that event's id at send time.
+    pub async fn queue_event_in(
+        &self,
+        conn: &mut SqliteConnection,
+        room: &RoomId,
+        event_type: &str,
+        content: &serde_json::Value,
+        relates_to_txn: Option<&str>,
+    ) -> Result<String, sqlx::Error> {
+        let json = serde_json::to_string(content).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        let txn_id = new_txn_id();
+        let msg = store::outbox::NewMessage {
+            room_id: room.as_str(),
+            txn_id: &txn_id,
+            event_type,
+            content: &json,
+            relates_to_txn,
+        };
+        store::outbox::enqueue(conn, &msg).await?;
+        Ok(txn_id)
+    }
+
     /// Tells the sender there is something new to send.
     pub fn wake(&self) {
         self.wake.notify_one();
@@ -169,6 +197,7 @@ async fn enqueue_json(
         txn_id: &txn_id,
         event_type: "m.room.message",
         content: json,
+        relates_to_txn: None,
     };
     store::outbox::enqueue(conn, &msg).await
 }
@@ -354,11 +383,15 @@ impl Sender {
         const MARK_EVERY: usize = 64;
         let mut attempts = 0;
         let mut sent: Vec<(i64, String)> = Vec::new();
+        // Event ids sent in this pass and not yet recorded, for events relating to them.
+        let mut sent_now: HashMap<String, String> = HashMap::new();
         for row in queue {
             attempts += 1;
             let seq = row.seq;
-            match self.deliver(row).await? {
+            let txn_id = row.txn_id.clone();
+            match self.deliver(row, &sent_now).await? {
                 Attempt::Sent(event_id) => {
+                    sent_now.insert(txn_id, event_id.clone());
                     sent.push((seq, event_id));
                     if sent.len() >= MARK_EVERY {
                         store::outbox::mark_sent_many(
@@ -378,12 +411,67 @@ impl Sender {
         Ok(attempts)
     }
 
-    async fn deliver(&self, row: Row) -> Result<Attempt, sqlx::Error> {
+    /// `row`'s content with `m.relates_to.event_id` set to the event id of the event it
+    /// relates to. `Ok(None)`: that event is not sent yet (try again later). `Err`: it never
+    /// will be, so neither will this one.
+    async fn resolve_relation(
+        &self,
+        row: &Row,
+        target: &str,
+        sent_now: &HashMap<String, String>,
+    ) -> Result<Result<Option<String>, String>, sqlx::Error> {
+        let event_id = match sent_now.get(target) {
+            Some(event_id) => event_id.clone(),
+            None => {
+                let mut conn = self.outbox.store.pool().acquire().await?;
+                match store::outbox::sent_event(&mut conn, target).await? {
+                    store::outbox::Sent::Event(event_id) => event_id,
+                    store::outbox::Sent::Pending => return Ok(Ok(None)),
+                    store::outbox::Sent::Gone => {
+                        return Ok(Err(format!(
+                            "the event it relates to (transaction {target}) was not sent"
+                        )));
+                    }
+                }
+            }
+        };
+        let mut content: serde_json::Value = match serde_json::from_str(&row.content) {
+            Ok(content) => content,
+            Err(e) => return Ok(Err(format!("invalid content: {e}"))),
+        };
+        content["m.relates_to"]["event_id"] = serde_json::Value::String(event_id);
+        Ok(Ok(Some(content.to_string())))
+    }
+
+    async fn deliver(
+        &self,
+        mut row: Row,
+        sent_now: &HashMap<String, String>,
+    ) -> Result<Attempt, sqlx::Error> {
         let store = &self.outbox.store;
         let room = match RoomId::parse(&row.room_id) {
             Ok(room) => room,
             Err(e) => return self.fail(&row, &format!("invalid room id: {e}")).await,
         };
+        if let Some(target) = row.relates_to_txn.clone() {
+            match self.resolve_relation(&row, &target, sent_now).await? {
+                Ok(Some(content)) => row.content = content,
+                Ok(None) => {
+                    // Its target is queued before it in the same room, so this only happens
+                    // when the target is waiting for a retry: wait with it.
+                    let next = now_ms() + 500;
+                    store::outbox::mark_retry(
+                        store,
+                        row.seq,
+                        next,
+                        "waiting for the event it relates to",
+                    )
+                    .await?;
+                    return Ok(Attempt::Retry);
+                }
+                Err(why) => return self.fail(&row, &why).await,
+            }
+        }
         let content = match serde_json::value::RawValue::from_string(row.content.clone()) {
             Ok(raw) => Raw::from_json(raw),
             Err(e) => return self.fail(&row, &format!("invalid content: {e}")).await,

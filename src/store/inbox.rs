@@ -20,6 +20,10 @@ pub enum Kind {
     Removed,
     /// Evidence that a room is encrypted (an encrypted message or `m.room.encryption`).
     Encrypted,
+    /// A possible answer to one of the bot's prompts: a ✅/❌ reaction or a poll vote.
+    Response,
+    /// A command someone approved, to run now as its sender (the event is the command's).
+    Approved,
 }
 
 impl Kind {
@@ -30,6 +34,8 @@ impl Kind {
             Kind::Invite => "invite",
             Kind::Removed => "removed",
             Kind::Encrypted => "encrypted",
+            Kind::Response => "response",
+            Kind::Approved => "approved",
         }
     }
 
@@ -39,6 +45,8 @@ impl Kind {
             "invite" => Kind::Invite,
             "removed" => Kind::Removed,
             "encrypted" => Kind::Encrypted,
+            "response" => Kind::Response,
+            "approved" => Kind::Approved,
             _ => return None,
         })
     }

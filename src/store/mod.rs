@@ -10,6 +10,7 @@ pub mod executions;
 pub mod identities;
 pub mod inbox;
 pub mod outbox;
+pub mod prompts;
 pub mod rooms;
 pub mod settings;
 pub mod tokens;

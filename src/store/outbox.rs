@@ -16,6 +16,9 @@ pub struct NewMessage<'a> {
     pub event_type: &'a str,
     /// Event content JSON.
     pub content: &'a str,
+    /// The send transaction id of the queued event this one relates to: its event id is put
+    /// into `m.relates_to.event_id` when this one is sent.
+    pub relates_to_txn: Option<&'a str>,
 }
 
 /// A queued message.
@@ -37,6 +40,8 @@ pub struct Row {
     pub next_attempt_at: i64,
     /// When it was queued (unix ms).
     pub created_at: i64,
+    /// See [`NewMessage::relates_to_txn`].
+    pub relates_to_txn: Option<String>,
 }
 
 /// Queues a message; returns its sequence number.
@@ -46,13 +51,14 @@ pub async fn enqueue(
 ) -> Result<i64, sqlx::Error> {
     let now = now_ms();
     sqlx::query_scalar(
-        "INSERT INTO outbox (room_id, txn_id, event_type, content, next_attempt_at, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?) RETURNING seq",
+        "INSERT INTO outbox (room_id, txn_id, event_type, content, relates_to_txn, next_attempt_at, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING seq",
     )
     .bind(msg.room_id)
     .bind(msg.txn_id)
     .bind(msg.event_type)
     .bind(msg.content)
+    .bind(msg.relates_to_txn)
     .bind(now)
     .bind(now)
     .fetch_one(conn)
@@ -62,8 +68,8 @@ pub async fn enqueue(
 /// The oldest `limit` pending messages, in queue order.
 pub async fn pending(store: &Store, limit: i64) -> Result<Vec<Row>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT seq, room_id, txn_id, event_type, content, attempts, next_attempt_at, created_at \
-         FROM outbox WHERE state = 'pending' ORDER BY seq LIMIT ?",
+        "SELECT seq, room_id, txn_id, event_type, content, attempts, next_attempt_at, created_at, \
+         relates_to_txn FROM outbox WHERE state = 'pending' ORDER BY seq LIMIT ?",
     )
     .bind(limit)
     .fetch_all(store.pool())
@@ -75,6 +81,31 @@ pub async fn next_due(store: &Store) -> Result<Option<i64>, sqlx::Error> {
     sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'")
         .fetch_one(store.pool())
         .await
+}
+
+/// What became of a queued event, looked up by its send transaction id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sent {
+    /// Sent; its event id.
+    Event(String),
+    /// Still queued.
+    Pending,
+    /// Given up on (or no longer known: finished rows are purged after a while).
+    Gone,
+}
+
+/// What became of the event queued with `txn_id`.
+pub async fn sent_event(conn: &mut SqliteConnection, txn_id: &str) -> Result<Sent, sqlx::Error> {
+    let row: Option<(String, Option<String>)> =
+        sqlx::query_as("SELECT state, event_id FROM outbox WHERE txn_id = ?")
+            .bind(txn_id)
+            .fetch_optional(conn)
+            .await?;
+    Ok(match row {
+        Some((state, _)) if state == "pending" => Sent::Pending,
+        Some((_, Some(event_id))) => Sent::Event(event_id),
+        _ => Sent::Gone,
+    })
 }
 
 /// Records several successful sends in one transaction.
@@ -148,6 +179,7 @@ mod tests {
             txn_id: txn,
             event_type: "m.room.message",
             content: "{}",
+            relates_to_txn: None,
         };
         enqueue(&mut store.pool().acquire().await.unwrap(), &msg)
             .await
@@ -196,6 +228,7 @@ mod tests {
             txn_id: "same",
             event_type: "m.room.message",
             content: "{}",
+            relates_to_txn: None,
         };
         assert!(
             enqueue(&mut store.pool().acquire().await.unwrap(), &msg)

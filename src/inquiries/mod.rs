@@ -1,0 +1,18 @@
+//! (being written) inquiries: answers to prompts of kind inquirie.
+
+use crate::{
+    prompts::Response,
+    state::AppState,
+    store::{inbox, prompts::Prompt},
+};
+
+/// Acts on `response` to `prompt` and finishes `row`.
+pub async fn on_answer(
+    bridge: &AppState,
+    row: &inbox::Row,
+    prompt: &Prompt,
+    response: &Response,
+) -> anyhow::Result<()> {
+    let _ = (prompt, response);
+    Ok(inbox::finish_alone(&bridge.store, row.seq).await?)
+}
