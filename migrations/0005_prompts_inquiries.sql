@@ -40,3 +40,11 @@ CREATE TABLE inquiries (
     closed_at   INTEGER
 ) WITHOUT ROWID;
 CREATE INDEX inquiries_open ON inquiries (room_id) WHERE state = 'open';
+
+-- People told once that they may not answer a prompt (their reaction is ignored after that).
+CREATE TABLE prompt_refusals (
+    kind      TEXT NOT NULL,
+    target_id TEXT NOT NULL,
+    user_id   TEXT NOT NULL,
+    PRIMARY KEY (kind, target_id, user_id)
+) WITHOUT ROWID;

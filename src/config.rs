@@ -66,9 +66,44 @@ pub struct Config {
     /// End-to-end encryption: the bot's device, reading and answering in encrypted rooms.
     #[serde(default)]
     pub encryption: EncryptionConfig,
+    /// StackStorm inquiries (`core.ask`) asked in rooms and answered there.
+    #[serde(default)]
+    pub inquiries: InquiriesConfig,
     /// Directory of the config file; relative paths in the config are resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
+}
+
+/// `[inquiries]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InquiriesConfig {
+    /// Whether the bridge posts inquiries at all.
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+    /// How often pending inquiries are listed, besides the stream's prompt notice: the
+    /// backstop for anything the stream missed.
+    #[serde(default = "defaults::inquiry_poll")]
+    pub poll_interval: HumanDuration,
+    /// Where an inquiry goes that belongs to no command from a room and whose `route` is not a
+    /// room the bot is in (room id or alias). Unset: the admin room.
+    #[serde(default)]
+    pub default_room: Option<String>,
+    /// Whether a person with no linked StackStorm account may answer with the bridge's own
+    /// credential (then StackStorm's `users` and RBAC see the bridge, not them).
+    #[serde(default)]
+    pub allow_bridge_credential: bool,
+}
+
+impl Default for InquiriesConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            poll_interval: defaults::inquiry_poll(),
+            default_room: None,
+            allow_bridge_credential: false,
+        }
+    }
 }
 
 /// `[homeserver]`
@@ -507,6 +542,9 @@ mod defaults {
     pub fn crypto_store() -> PathBuf {
         "crypto-store".into()
     }
+    pub fn inquiry_poll() -> HumanDuration {
+        HumanDuration(Duration::from_secs(30))
+    }
     pub fn key_wait() -> HumanDuration {
         HumanDuration(Duration::from_secs(30))
     }
@@ -744,6 +782,19 @@ impl Config {
             return Err(format!(
                 "key `bridge.rooms.admin_room`: {room:?} is not a room id (!…) or alias (#…:server)"
             ));
+        }
+        if let Some(room) = &self.inquiries.default_room
+            && ruma::RoomOrAliasId::parse(room).is_err()
+        {
+            return Err(format!(
+                "key `inquiries.default_room`: {room:?} is not a room id (!…) or alias (#…:server)"
+            ));
+        }
+        let poll = self.inquiries.poll_interval.get();
+        if poll < Duration::from_secs(1) || poll > Duration::from_secs(86_400) {
+            return Err(
+                "key `inquiries.poll_interval` must be between 1s and 24h (e.g. \"30s\")".into(),
+            );
         }
         if let Some(url) = &self.web.public_url
             && !matches!(url.scheme(), "http" | "https")

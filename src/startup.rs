@@ -258,10 +258,29 @@ impl App {
             workers.spawn(crate::st2::stream::run(
                 st2.clone(),
                 st2_config.clone(),
+                crate::st2::stream::Subscription::announcements(&st2_config.route),
                 bridge.stream.clone(),
                 events,
                 stop.clone(),
             ));
+            if bridge.config.inquiries.enabled {
+                // A connection of its own: StackStorm's `action_refs` filter would also drop
+                // the announcements.
+                let (events, received) = tokio::sync::mpsc::channel(64);
+                workers.spawn(crate::st2::stream::run(
+                    st2.clone(),
+                    st2_config.clone(),
+                    crate::st2::stream::Subscription::inquiries(),
+                    Arc::new(crate::st2::stream::StreamStatus::default()),
+                    events,
+                    stop.clone(),
+                ));
+                workers.spawn(crate::inquiries::watch::run(
+                    bridge.clone(),
+                    received,
+                    stop.clone(),
+                ));
+            }
             workers.spawn(results::stream::consume(
                 bridge.core.clone(),
                 received,

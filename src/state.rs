@@ -12,12 +12,16 @@ use std::{
 
 use tokio::sync::Notify;
 
+use ruma::events::room::message::RoomMessageEventContent;
+
 use crate::{
     access::Access,
     addressing::{Addressing, Classifier},
     aliases::AliasCache,
     bridge::Bridge,
+    matrix::render::{self, Origin},
     st2::stream::StreamStatus,
+    store::inbox,
 };
 
 /// The handlers' state: the core and the features' state.
@@ -54,4 +58,23 @@ impl AppState {
     pub fn packs_for(&self, room: &ruma::RoomId) -> crate::permissions::PackFilter {
         self.access.packs_for(&self.core, room)
     }
+}
+
+/// Queues `content` as a reply to `origin` and marks the inbox row done, in one transaction.
+pub async fn reply_and_finish(
+    bridge: &AppState,
+    row: &inbox::Row,
+    origin: &Origin,
+    content: RoomMessageEventContent,
+) -> anyhow::Result<()> {
+    let content = render::reply(content, origin);
+    let mut tx = bridge.store.begin().await?;
+    bridge
+        .outbox
+        .queue_in(&mut tx, &origin.room_id, &content)
+        .await?;
+    inbox::finish(&mut tx, row.seq).await?;
+    tx.commit().await?;
+    bridge.outbox.wake();
+    Ok(())
 }

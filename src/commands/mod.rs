@@ -36,6 +36,8 @@ pub enum Command {
     Logout,
     /// `whoami`: which StackStorm user commands run as.
     Whoami,
+    /// `respond [inquiry id] key=value …`: answers a StackStorm inquiry.
+    Respond(String),
     /// Anything else: an action-alias command for StackStorm.
     Run(String),
 }
@@ -50,6 +52,7 @@ impl Command {
             Command::Login => "login",
             Command::Logout => "logout",
             Command::Whoami => "whoami",
+            Command::Respond(_) => "respond",
             Command::Run(_) => "run",
         }
     }
@@ -65,6 +68,7 @@ impl Command {
             w if w.eq_ignore_ascii_case("login") && rest.trim().is_empty() => Command::Login,
             w if w.eq_ignore_ascii_case("logout") && rest.trim().is_empty() => Command::Logout,
             w if w.eq_ignore_ascii_case("whoami") && rest.trim().is_empty() => Command::Whoami,
+            w if w.eq_ignore_ascii_case("respond") => Command::Respond(rest.trim().to_owned()),
             _ => Command::Run(text.to_owned()),
         })
     }
@@ -74,7 +78,7 @@ impl Command {
         match self {
             Command::Ping | Command::Empty => Level::None,
             Command::Help(_) | Command::Login | Command::Logout | Command::Whoami => Level::Help,
-            Command::Run(_) => Level::Run,
+            Command::Run(_) | Command::Respond(_) => Level::Run,
         }
     }
 
@@ -82,6 +86,7 @@ impl Command {
     fn what(&self) -> &'static str {
         match self {
             Command::Run(_) => "Running commands",
+            Command::Respond(_) => "Answering StackStorm's questions",
             Command::Help(_) => "Reading the command list",
             _ => "This",
         }
@@ -169,42 +174,14 @@ pub async fn handle(
         Command::Logout => login::logout(bridge, &origin).await?,
         Command::Whoami => login::whoami(bridge, &origin).await?,
         Command::Run(text) => return run::run(bridge, row, &origin, &text).await,
+        Command::Respond(args) => {
+            return crate::inquiries::respond(bridge, row, message, &origin, &args).await;
+        }
     };
     reply_and_finish(bridge, row, &origin, content).await
 }
 
-/// Queues `content` as a reply to `origin` and marks the inbox row done, in one transaction.
-pub async fn reply_and_finish(
-    bridge: &AppState,
-    row: &inbox::Row,
-    origin: &Origin,
-    content: RoomMessageEventContent,
-) -> anyhow::Result<()> {
-    let content = render::reply(content, origin);
-    let mut tx = bridge.store.begin().await?;
-    bridge
-        .outbox
-        .queue_in(&mut tx, &origin.room_id, &content)
-        .await?;
-    inbox::finish(&mut tx, row.seq).await?;
-    tx.commit().await?;
-    bridge.outbox.wake();
-    Ok(())
-}
-
-/// `text` on one line, shortened, for quoting a command back inside backticks.
-pub fn one_line(text: &str) -> String {
-    let line: String = text
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .replace('`', "'");
-    if line.chars().count() > 120 {
-        format!("{}…", line.chars().take(119).collect::<String>())
-    } else {
-        line
-    }
-}
+pub use crate::{matrix::render::one_line, state::reply_and_finish};
 
 #[cfg(test)]
 mod tests {
@@ -224,6 +201,10 @@ mod tests {
             Ok(Command::Help(help::HelpArgs::default()))
         );
         assert!(Command::parse("help --page x").is_err());
+        assert_eq!(
+            Command::parse("respond 5f00 continue=true"),
+            Ok(Command::Respond("5f00 continue=true".into()))
+        );
         assert_eq!(
             Command::parse("run date on web1"),
             Ok(Command::Run("run date on web1".into()))

@@ -156,6 +156,20 @@ pub fn reply(mut content: RoomMessageEventContent, origin: &Origin) -> RoomMessa
     content
 }
 
+/// `text` on one line, shortened, for quoting a command back inside backticks.
+pub fn one_line(text: &str) -> String {
+    let line: String = text
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace('`', "'");
+    if line.chars().count() > 120 {
+        format!("{}…", line.chars().take(119).collect::<String>())
+    } else {
+        line
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

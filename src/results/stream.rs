@@ -41,6 +41,8 @@ pub async fn consume(
             // A permit is stored when the recovery task is busy: exactly one more pass.
             Some(StreamEvent::Connected) => recover.notify_one(),
             Some(StreamEvent::Announcement(data)) => handle(&bridge, &data, &stop).await,
+            // Not subscribed to on this connection (the inquiry watcher's).
+            Some(StreamEvent::Execution(_)) => {}
         }
     }
 }

@@ -17,7 +17,7 @@ use url::Url;
 
 use crate::{config::StackStormConfig, crypto::SecretBox, secret::Secret, store::Store};
 use auth::BotAuth;
-use types::{AliasExecutionRequest, AliasExecutionResult, Execution, OneOrMany};
+use types::{AliasExecutionRequest, AliasExecutionResult, Execution, Inquiry, OneOrMany};
 
 /// Aliases per page: StackStorm's `max_page_size` for non-admins.
 const PAGE_SIZE: usize = 100;
@@ -241,14 +241,22 @@ impl St2Client {
         &self.inner.http
     }
 
-    /// Opens the announcement stream for the route (`GET …/stream?events=st2.announcement__<route>`),
+    /// Opens the stream for `subscription` (`GET …/stream?events=…[&action_refs=…]`),
     /// credentials in headers. A 401 with renewable credentials renews once and retries.
-    pub async fn open_stream(&self) -> Result<Response, Error> {
+    pub async fn open_stream(
+        &self,
+        subscription: &stream::Subscription,
+    ) -> Result<Response, Error> {
         let mut url = self.inner.stream.clone();
         let path = format!("{}/stream", url.path().trim_end_matches('/'));
         url.set_path(&path);
-        url.query_pairs_mut()
-            .append_pair("events", &format!("st2.announcement__{}", self.inner.route));
+        {
+            let mut query = url.query_pairs_mut();
+            query.append_pair("events", &subscription.events.join(","));
+            if !subscription.action_refs.is_empty() {
+                query.append_pair("action_refs", &subscription.action_refs.join(","));
+            }
+        }
         let mut retried = false;
         loop {
             let credential = self.inner.auth.credential(&self.inner.http).await?;
@@ -432,6 +440,54 @@ impl St2Client {
             .json()
             .await
             .map_err(|e| Error::Protocol(format!("execution: {e}")))
+    }
+
+    /// The pending inquiries, at most `limit` (StackStorm's inquiry list has no offset).
+    pub async fn inquiries(&self, limit: usize) -> Result<Vec<Inquiry>, Error> {
+        let mut url = self.api_url("inquiries");
+        url.query_pairs_mut()
+            .append_pair("limit", &limit.to_string());
+        let response = self.send(Method::GET, url, None, None).await?;
+        response
+            .json()
+            .await
+            .map_err(|e| Error::Protocol(format!("inquiry list: {e}")))
+    }
+
+    /// One inquiry. StackStorm answers 400 when it is no longer pending (timed out, already
+    /// answered) and 404 when it does not exist.
+    pub async fn inquiry(&self, id: &str) -> Result<Inquiry, Error> {
+        let response = self
+            .send(
+                Method::GET,
+                self.api_url(&format!("inquiries/{id}")),
+                None,
+                None,
+            )
+            .await?;
+        response
+            .json()
+            .await
+            .map_err(|e| Error::Protocol(format!("inquiry: {e}")))
+    }
+
+    /// Responds to an inquiry with `credential` (the answering person's, so StackStorm's
+    /// `users`, roles and RBAC apply to them), or the bridge's own with `None`.
+    pub async fn respond_inquiry(
+        &self,
+        id: &str,
+        response: &Value,
+        credential: Option<&Credential>,
+    ) -> Result<(), Error> {
+        let body = serde_json::json!({"id": id, "response": response});
+        self.send(
+            Method::PUT,
+            self.api_url(&format!("inquiries/{id}")),
+            Some(&body),
+            credential,
+        )
+        .await?;
+        Ok(())
     }
 
     /// A rule by reference, or `None` when it does not exist.

@@ -161,14 +161,45 @@ impl SseParser {
     }
 }
 
-/// What the stream reader reports to its consumer ([`crate::results`]).
+/// Which events one stream connection asks StackStorm for (its `events=` and `action_refs=`
+/// filters, applied by StackStorm's stream listener).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// Event names, e.g. `st2.announcement__chatops`.
+    pub events: Vec<String>,
+    /// Only executions of these actions. StackStorm applies it to every event, announcements
+    /// included (they carry no action), so it needs a connection of its own.
+    pub action_refs: Vec<String>,
+}
+
+impl Subscription {
+    /// The chatops announcements for `route`: results to deliver.
+    pub fn announcements(route: &str) -> Self {
+        Self {
+            events: vec![format!("st2.announcement__{route}")],
+            action_refs: Vec::new(),
+        }
+    }
+
+    /// Updates of `core.ask` executions: an inquiry appears when one goes `pending`.
+    pub fn inquiries() -> Self {
+        Self {
+            events: vec!["st2.execution__update".to_owned()],
+            action_refs: vec!["core.ask".to_owned()],
+        }
+    }
+}
+
+/// What the stream reader reports to its consumer ([`crate::results`], the inquiry watcher).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamEvent {
-    /// The stream is up again: anything announced while it was down is lost, so the consumer
-    /// recovers results from StackStorm's API.
+    /// The stream is up again: anything sent while it was down is lost, so the consumer
+    /// catches up from StackStorm's API.
     Connected,
     /// An announcement for the bridge's route: the event's `data` (JSON with a `payload`).
     Announcement(String),
+    /// An execution was created or changed: the event's `data` (the execution as JSON).
+    Execution(String),
 }
 
 /// Why a connection ended.
@@ -185,12 +216,13 @@ enum Ended {
 pub async fn run(
     st2: St2Client,
     config: StackStormConfig,
+    subscription: Subscription,
     status: Arc<StreamStatus>,
     events: mpsc::Sender<StreamEvent>,
     stop: CancellationToken,
 ) {
     let idle = config.heartbeat.get() * 2;
-    let event_name = format!("st2.announcement__{}", config.route);
+    let event_name = subscription.events.join(",");
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
     // Whether the last attempt to open the stream failed: only the first failure of a run is
     // logged at warn (the backoff counts the wait after a lost connection too).
@@ -198,7 +230,7 @@ pub async fn run(
     loop {
         let attempt = tokio::select! {
             () = stop.cancelled() => return,
-            attempt = st2.open_stream() => attempt,
+            attempt = st2.open_stream(&subscription) => attempt,
         };
         match attempt {
             Ok(response) => {
@@ -213,7 +245,7 @@ pub async fn run(
                 if events.send(StreamEvent::Connected).await.is_err() {
                     return;
                 }
-                let ended = read(response, idle, &event_name, &events, &stop).await;
+                let ended = read(response, idle, &subscription, &events, &stop).await;
                 metrics::gauge!("st2_matrix_stream_connected").set(0.0);
                 let why = match ended {
                     Ended::Stopping => return,
@@ -250,11 +282,11 @@ pub async fn run(
     }
 }
 
-/// Reads one connection until it ends, sending the route's announcements on.
+/// Reads one connection until it ends, sending the subscribed events on.
 async fn read(
     response: reqwest::Response,
     idle: Duration,
-    event_name: &str,
+    subscription: &Subscription,
     events: &mpsc::Sender<StreamEvent>,
     stop: &CancellationToken,
 ) -> Ended {
@@ -276,12 +308,17 @@ async fn read(
             Err(e) => return Ended::Failed(e.to_string()),
         };
         for event in parsed {
-            if event.name != event_name {
+            if !subscription.events.contains(&event.name) {
                 continue;
             }
+            let event = if event.name.starts_with("st2.announcement__") {
+                StreamEvent::Announcement(event.data)
+            } else {
+                StreamEvent::Execution(event.data)
+            };
             let sent = tokio::select! {
                 () = stop.cancelled() => return Ended::Stopping,
-                sent = events.send(StreamEvent::Announcement(event.data)) => sent,
+                sent = events.send(event) => sent,
             };
             if sent.is_err() {
                 return Ended::Stopping;

@@ -61,6 +61,12 @@ pub struct Execution {
     /// Context (alias reference, user, …).
     #[serde(default)]
     pub context: Option<Map<String, Value>>,
+    /// The parent execution's id (a workflow's task, an inquiry's workflow).
+    #[serde(default)]
+    pub parent: Option<String>,
+    /// The runner, e.g. `{"name": "inquirer"}`.
+    #[serde(default)]
+    pub runner: Option<Map<String, Value>>,
 }
 
 impl Execution {
@@ -71,6 +77,29 @@ impl Execution {
             Some("succeeded" | "failed" | "timeout" | "canceled" | "abandoned")
         )
     }
+}
+
+/// A pending inquiry (`GET /api/v1/inquiries`): a `core.ask`-like execution waiting for a
+/// person's response. Its id is the execution's.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+pub struct Inquiry {
+    /// The inquiry (and execution) id.
+    pub id: String,
+    /// Where the workflow's author wants it asked (free text; often a room or channel).
+    #[serde(default)]
+    pub route: String,
+    /// Minutes it stays answerable (only enforced when StackStorm purges inquiries).
+    #[serde(default)]
+    pub ttl: Option<i64>,
+    /// StackStorm users allowed to answer (empty: anyone).
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// StackStorm roles allowed to answer (empty: any; ignored without RBAC).
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// The JSON schema of the expected response.
+    #[serde(default)]
+    pub schema: Value,
 }
 
 /// Either one value or a list of them (alias execution answers a list for `match_multiple`).

@@ -9,6 +9,7 @@ pub mod dms;
 pub mod executions;
 pub mod identities;
 pub mod inbox;
+pub mod inquiries;
 pub mod outbox;
 pub mod prompts;
 pub mod rooms;

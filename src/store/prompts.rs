@@ -131,6 +131,26 @@ pub async fn for_target(
     rows.into_iter().map(Prompt::try_from).collect()
 }
 
+/// Records that `user_id` was told they may not answer `kind`/`target_id`; `true` the first
+/// time (tell them), `false` after (stay quiet: one refusal per person and prompt).
+pub async fn refuse_once(
+    store: &Store,
+    kind: Kind,
+    target_id: &str,
+    user_id: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO prompt_refusals (kind, target_id, user_id) VALUES (?, ?, ?) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(kind.as_str())
+    .bind(target_id)
+    .bind(user_id)
+    .execute(store.pool())
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,6 +194,22 @@ mod tests {
         assert_eq!(
             outbox::sent_event(&mut conn, "t1").await.unwrap(),
             outbox::Sent::Event("$q".into())
+        );
+        drop(conn);
+        assert!(
+            refuse_once(&store, Kind::Inquiry, "inq1", "@m:x")
+                .await
+                .unwrap()
+        );
+        assert!(
+            !refuse_once(&store, Kind::Inquiry, "inq1", "@m:x")
+                .await
+                .unwrap()
+        );
+        assert!(
+            refuse_once(&store, Kind::Approval, "inq1", "@m:x")
+                .await
+                .unwrap()
         );
     }
 }
