@@ -165,6 +165,8 @@ impl SseParser {
 /// filters, applied by StackStorm's stream listener).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscription {
+    /// What the connection is for, in logs and the metrics' `stream` label.
+    pub name: &'static str,
     /// Event names, e.g. `st2.announcement__chatops`.
     pub events: Vec<String>,
     /// Only executions of these actions. StackStorm applies it to every event, announcements
@@ -176,6 +178,7 @@ impl Subscription {
     /// The chatops announcements for `route`: results to deliver.
     pub fn announcements(route: &str) -> Self {
         Self {
+            name: "announcements",
             events: vec![format!("st2.announcement__{route}")],
             action_refs: Vec::new(),
         }
@@ -184,6 +187,7 @@ impl Subscription {
     /// Updates of `core.ask` executions: an inquiry appears when one goes `pending`.
     pub fn inquiries() -> Self {
         Self {
+            name: "inquiries",
             events: vec!["st2.execution__update".to_owned()],
             action_refs: vec!["core.ask".to_owned()],
         }
@@ -240,20 +244,22 @@ pub async fn run(
                     s.connected = true;
                     s.since = Some(now_ms());
                 });
-                metrics::gauge!("st2_matrix_stream_connected").set(1.0);
-                tracing::info!(events = %event_name, "StackStorm stream connected");
+                metrics::gauge!("st2_matrix_stream_connected", "stream" => subscription.name)
+                    .set(1.0);
+                tracing::info!(stream = subscription.name, events = %event_name, "StackStorm stream connected");
                 if events.send(StreamEvent::Connected).await.is_err() {
                     return;
                 }
                 let ended = read(response, idle, &subscription, &events, &stop).await;
-                metrics::gauge!("st2_matrix_stream_connected").set(0.0);
+                metrics::gauge!("st2_matrix_stream_connected", "stream" => subscription.name)
+                    .set(0.0);
                 let why = match ended {
                     Ended::Stopping => return,
                     Ended::Idle => format!("no data for {idle:?} (heartbeats missing)"),
                     Ended::Closed => "StackStorm closed the stream".to_owned(),
                     Ended::Failed(e) => e,
                 };
-                tracing::warn!(reason = %why, "StackStorm stream lost; reconnecting");
+                tracing::warn!(stream = subscription.name, reason = %why, "StackStorm stream lost; reconnecting");
                 status.update(|s| {
                     s.connected = false;
                     s.since = Some(now_ms());
@@ -263,7 +269,7 @@ pub async fn run(
             }
             Err(e) => {
                 if !failing {
-                    tracing::warn!(error.message = %e, "cannot open the StackStorm stream; retrying with backoff");
+                    tracing::warn!(stream = subscription.name, error.message = %e, "cannot open the StackStorm stream; retrying with backoff");
                 }
                 failing = true;
                 status.update(|s| {
@@ -275,7 +281,8 @@ pub async fn run(
                 });
             }
         }
-        metrics::counter!("st2_matrix_stream_reconnects_total").increment(1);
+        metrics::counter!("st2_matrix_stream_reconnects_total", "stream" => subscription.name)
+            .increment(1);
         if !backoff.wait(&stop).await {
             return;
         }
