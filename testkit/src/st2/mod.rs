@@ -46,6 +46,7 @@ mod aliases;
 mod executions;
 mod http;
 mod ids;
+mod inquiry_schema;
 mod post_result;
 mod python;
 mod state;
