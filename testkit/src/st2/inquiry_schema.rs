@@ -83,7 +83,9 @@ impl Py {
             Py::Float(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
             Py::Str(s) => Value::String(s.clone()),
             Py::List(a) => Value::Array(a.iter().map(Py::to_value).collect()),
-            Py::Dict(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), v.to_value())).collect()),
+            Py::Dict(m) => {
+                Value::Object(m.iter().map(|(k, v)| (k.clone(), v.to_value())).collect())
+            }
         }
     }
 
@@ -218,7 +220,9 @@ impl<'de> Deserialize<'de> for Py {
 fn equal(a: &Py, b: &Py) -> bool {
     match (a, b) {
         (Py::Str(x), Py::Str(y)) => x == y,
-        (Py::List(x), Py::List(y)) => x.len() == y.len() && x.iter().zip(y).all(|(i, j)| equal(i, j)),
+        (Py::List(x), Py::List(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(i, j)| equal(i, j))
+        }
         (Py::Dict(x), Py::Dict(y)) => {
             x.len() == y.len() && x.iter().all(|(k, v)| b.get(k).is_some_and(|w| equal(v, w)))
         }
@@ -294,7 +298,13 @@ fn pp_format(v: &Py, out: &mut String, indent: isize, allowance: isize, level: u
                         out.push_str(",\n");
                         out.push_str(&" ".repeat(indent as usize));
                     }
-                    pp_format(ent, out, indent, if last { allowance } else { 1 }, level + 1);
+                    pp_format(
+                        ent,
+                        out,
+                        indent,
+                        if last { allowance } else { 1 },
+                        level + 1,
+                    );
                 }
                 out.push(']');
                 return;
@@ -478,7 +488,9 @@ impl VError {
         };
         match schema.get("type") {
             Some(Py::Str(t)) => is_type(instance, t),
-            Some(Py::List(ts)) => ts.iter().any(|t| t.as_str().is_some_and(|t| is_type(instance, t))),
+            Some(Py::List(ts)) => ts
+                .iter()
+                .any(|t| t.as_str().is_some_and(|t| is_type(instance, t))),
             _ => false,
         }
     }
@@ -490,8 +502,7 @@ impl VError {
             return self.message.clone();
         };
         let indices: Vec<&Idx> = self.schema_path.iter().collect();
-        let schema_path =
-            format_as_index(schema_word, &indices[..indices.len().saturating_sub(1)]);
+        let schema_path = format_as_index(schema_word, &indices[..indices.len().saturating_sub(1)]);
         let path: Vec<&Idx> = self.path.iter().collect();
         let instance_path = format_as_index(instance_word, &path);
         format!(
@@ -611,7 +622,9 @@ fn re_search(pattern: &str, text: &str) -> Option<bool> {
     let chars: Vec<char> = text.chars().collect();
     let mut cache = st2_alias::pyre::Cache::new();
     let mut budget = st2_alias::pyre::DEFAULT_STEP_LIMIT;
-    re.search(&chars, &mut cache, &mut budget).ok().map(|m| m.is_some())
+    re.search(&chars, &mut cache, &mut budget)
+        .ok()
+        .map(|m| m.is_some())
 }
 
 fn len_of(v: &Py) -> usize {
@@ -634,16 +647,32 @@ fn length_error(kind: &str, v: &Py, instance: &Py, keyword: &str) -> Vec<VError>
     let n = len_of(instance) as f64;
     let message = match keyword {
         "minLength" | "minItems" if n < limit => {
-            if limit == 1.0 { "should be non-empty" } else { "is too short" }
+            if limit == 1.0 {
+                "should be non-empty"
+            } else {
+                "is too short"
+            }
         }
         "maxLength" | "maxItems" if n > limit => {
-            if limit == 0.0 { "is expected to be empty" } else { "is too long" }
+            if limit == 0.0 {
+                "is expected to be empty"
+            } else {
+                "is too long"
+            }
         }
         "minProperties" if n < limit => {
-            if limit == 1.0 { "should be non-empty" } else { "does not have enough properties" }
+            if limit == 1.0 {
+                "should be non-empty"
+            } else {
+                "does not have enough properties"
+            }
         }
         "maxProperties" if n > limit => {
-            if limit == 0.0 { "is expected to be empty" } else { "has too many properties" }
+            if limit == 0.0 {
+                "is expected to be empty"
+            } else {
+                "has too many properties"
+            }
         }
         _ => return Vec::new(),
     };
@@ -658,7 +687,11 @@ fn keyword(k: &str, v: &Py, instance: &Py, schema: &Py, ctx: Ctx) -> Vec<VError>
         },
         "format" if ctx.meta => match (instance, v.as_str()) {
             (Py::Str(p), Some("regex")) if st2_alias::pyre::Regex::new(p, 0).is_err() => {
-                vec![VError::new(format!("{} is not a {}", instance.repr(), v.repr()))]
+                vec![VError::new(format!(
+                    "{} is not a {}",
+                    instance.repr(),
+                    v.repr()
+                ))]
             }
             _ => Vec::new(),
         },
@@ -667,15 +700,26 @@ fn keyword(k: &str, v: &Py, instance: &Py, schema: &Py, ctx: Ctx) -> Vec<VError>
                 Py::List(ts) => ts.iter().collect(),
                 other => vec![other],
             };
-            if types.iter().any(|t| t.as_str().is_some_and(|t| is_type(instance, t))) {
+            if types
+                .iter()
+                .any(|t| t.as_str().is_some_and(|t| is_type(instance, t)))
+            {
                 return Vec::new();
             }
             let reprs: Vec<String> = types.iter().map(|t| t.repr()).collect();
-            vec![VError::new(format!("{} is not of type {}", instance.repr(), reprs.join(", ")))]
+            vec![VError::new(format!(
+                "{} is not of type {}",
+                instance.repr(),
+                reprs.join(", ")
+            ))]
         }
         "enum" => match v {
             Py::List(options) if options.iter().all(|o| !equal(o, instance)) => {
-                vec![VError::new(format!("{} is not one of {}", instance.repr(), v.repr()))]
+                vec![VError::new(format!(
+                    "{} is not one of {}",
+                    instance.repr(),
+                    v.repr()
+                ))]
             }
             _ => Vec::new(),
         },
@@ -694,10 +738,12 @@ fn keyword(k: &str, v: &Py, instance: &Py, schema: &Py, ctx: Ctx) -> Vec<VError>
                         ctx,
                     ));
                 } else if !ctx.meta && sub.get("required").is_some_and(Py::truthy) {
-                    let mut e = VError::new(format!("{} is a required property", py_str_repr(name)));
+                    let mut e =
+                        VError::new(format!("{} is a required property", py_str_repr(name)));
                     e.set = Some(("required".into(), instance.clone(), schema.clone()));
                     e.path.push_front(Idx::Key(name.clone()));
-                    e.schema_path.extend([Idx::Key(name.clone()), Idx::Key("required".into())]);
+                    e.schema_path
+                        .extend([Idx::Key(name.clone()), Idx::Key("required".into())]);
                     out.push(e);
                 }
             }
@@ -741,7 +787,15 @@ fn keyword(k: &str, v: &Py, instance: &Py, schema: &Py, ctx: Ctx) -> Vec<VError>
             if matches!(v, Py::Dict(_)) {
                 return extras
                     .iter()
-                    .flat_map(|k| descend(instance.get(k).unwrap_or(&Py::None), v, Some(Idx::Key((*k).clone())), None, ctx))
+                    .flat_map(|k| {
+                        descend(
+                            instance.get(k).unwrap_or(&Py::None),
+                            v,
+                            Some(Idx::Key((*k).clone())),
+                            None,
+                            ctx,
+                        )
+                    })
                     .collect();
             }
             if v.truthy() || extras.is_empty() {
@@ -778,7 +832,9 @@ fn keyword(k: &str, v: &Py, instance: &Py, schema: &Py, ctx: Ctx) -> Vec<VError>
                 match dependency {
                     Py::List(each) => {
                         for d in each {
-                            let missing = d.as_str().is_none_or(|d| !present.iter().any(|(k, _)| k == d));
+                            let missing = d
+                                .as_str()
+                                .is_none_or(|d| !present.iter().any(|(k, _)| k == d));
                             if missing {
                                 out.push(VError::new(format!(
                                     "{} is a dependency of {}",
@@ -788,7 +844,13 @@ fn keyword(k: &str, v: &Py, instance: &Py, schema: &Py, ctx: Ctx) -> Vec<VError>
                             }
                         }
                     }
-                    other => out.extend(descend(instance, other, None, Some(Idx::Key(property.clone())), ctx)),
+                    other => out.extend(descend(
+                        instance,
+                        other,
+                        None,
+                        Some(Idx::Key(property.clone())),
+                        ctx,
+                    )),
                 }
             }
             out
@@ -807,7 +869,9 @@ fn keyword(k: &str, v: &Py, instance: &Py, schema: &Py, ctx: Ctx) -> Vec<VError>
                     .iter()
                     .zip(schemas)
                     .enumerate()
-                    .flat_map(|(i, (item, s))| descend(item, s, Some(Idx::Pos(i)), Some(Idx::Pos(i)), ctx))
+                    .flat_map(|(i, (item, s))| {
+                        descend(item, s, Some(Idx::Pos(i)), Some(Idx::Pos(i)), ctx)
+                    })
                     .collect(),
                 _ => Vec::new(),
             }
@@ -824,7 +888,11 @@ fn keyword(k: &str, v: &Py, instance: &Py, schema: &Py, ctx: Ctx) -> Vec<VError>
             }
             let minimum = k == "minimum";
             let exclusive = schema
-                .get(if minimum { "exclusiveMinimum" } else { "exclusiveMaximum" })
+                .get(if minimum {
+                    "exclusiveMinimum"
+                } else {
+                    "exclusiveMaximum"
+                })
                 .is_some_and(Py::truthy);
             let (failed, cmp) = match (minimum, exclusive) {
                 (true, true) => (x <= limit, "less than or equal to"),
@@ -836,7 +904,11 @@ fn keyword(k: &str, v: &Py, instance: &Py, schema: &Py, ctx: Ctx) -> Vec<VError>
                 return Vec::new();
             }
             let which = if minimum { "minimum" } else { "maximum" };
-            vec![VError::new(format!("{} is {cmp} the {which} of {}", instance.repr(), v.repr()))]
+            vec![VError::new(format!(
+                "{} is {cmp} the {which} of {}",
+                instance.repr(),
+                v.repr()
+            ))]
         }
         "multipleOf" => {
             let (Some(x), Some(d)) = (instance.as_f64(), v.as_f64()) else {
@@ -851,14 +923,22 @@ fn keyword(k: &str, v: &Py, instance: &Py, schema: &Py, ctx: Ctx) -> Vec<VError>
                 _ => x % d != 0.0,
             };
             if failed {
-                vec![VError::new(format!("{} is not a multiple of {}", instance.repr(), v.repr()))]
+                vec![VError::new(format!(
+                    "{} is not a multiple of {}",
+                    instance.repr(),
+                    v.repr()
+                ))]
             } else {
                 Vec::new()
             }
         }
         "pattern" => match (instance, v) {
             (Py::Str(s), Py::Str(p)) if re_search(p, s) == Some(false) => {
-                vec![VError::new(format!("{} does not match {}", instance.repr(), v.repr()))]
+                vec![VError::new(format!(
+                    "{} does not match {}",
+                    instance.repr(),
+                    v.repr()
+                ))]
             }
             _ => Vec::new(),
         },
@@ -869,7 +949,10 @@ fn keyword(k: &str, v: &Py, instance: &Py, schema: &Py, ctx: Ctx) -> Vec<VError>
                     .enumerate()
                     .any(|(i, a)| items[i + 1..].iter().any(|b| equal(a, b)));
                 if dup {
-                    vec![VError::new(format!("{} has non-unique elements", instance.repr()))]
+                    vec![VError::new(format!(
+                        "{} has non-unique elements",
+                        instance.repr()
+                    ))]
                 } else {
                     Vec::new()
                 }
@@ -909,8 +992,10 @@ fn keyword(k: &str, v: &Py, instance: &Py, schema: &Py, ctx: Ctx) -> Vec<VError>
                     out.push(e);
                 }
                 Some(first) if k == "oneOf" => {
-                    let mut more: Vec<&Py> =
-                        subs[first + 1..].iter().filter(|s| is_valid(instance, s, ctx)).collect();
+                    let mut more: Vec<&Py> = subs[first + 1..]
+                        .iter()
+                        .filter(|s| is_valid(instance, s, ctx))
+                        .collect();
                     if !more.is_empty() {
                         more.push(&subs[first]);
                         let reprs: Vec<String> = more.iter().map(|s| s.repr()).collect();
@@ -984,12 +1069,11 @@ fn allow_default_none(schema: &Py) -> Py {
             match (&any_of, &one_of, prop.get("type").cloned()) {
                 (Some(a), _, _) if !nullable(a) => push_null_schema(prop, "anyOf"),
                 (None, Some(o), _) if !nullable(o) => push_null_schema(prop, "oneOf"),
-                (None, None, Some(Py::List(mut l))) => {
-                    if !nullable(&Py::List(l.clone())) {
-                        l.push(Py::Str("null".into()));
-                        prop.set("type", Py::List(l));
-                    }
+                (None, None, Some(Py::List(mut l))) if !nullable(&Py::List(l.clone())) => {
+                    l.push(Py::Str("null".into()));
+                    prop.set("type", Py::List(l));
                 }
+                (None, None, Some(Py::List(_))) => {}
                 (None, None, t) => {
                     let t = t.unwrap_or(Py::Str("string".into()));
                     prop.set("type", Py::List(vec![t, Py::Str("null".into())]));
@@ -998,13 +1082,16 @@ fn allow_default_none(schema: &Py) -> Py {
             }
         }
         let attribute_type = prop.get("type").cloned();
-        if type_is(attribute_type.as_ref(), "array") {
-            if let Some(items) = prop.get("items").filter(|i| i.get("properties").is_some_and(Py::truthy)) {
-                let items = allow_default_none(items);
-                prop.set("items", items);
-            }
+        let items = prop
+            .get("items")
+            .filter(|i| i.get("properties").is_some_and(Py::truthy));
+        if let Some(items) = items.filter(|_| type_is(attribute_type.as_ref(), "array")) {
+            let items = allow_default_none(items);
+            prop.set("items", items);
         }
-        if type_is(attribute_type.as_ref(), "object") && prop.get("properties").is_some_and(Py::truthy) {
+        if type_is(attribute_type.as_ref(), "object")
+            && prop.get("properties").is_some_and(Py::truthy)
+        {
             *prop = allow_default_none(prop);
         }
     }
@@ -1028,21 +1115,21 @@ fn defaults_object(instance: &mut Py, schema: &Py) {
     let dependencies = schema.get("dependencies");
     for (name, prop) in props {
         let mut has_default = prop.get("default").is_some();
-        if has_default {
-            if let Some(Py::List(required)) = dependencies.and_then(|d| d.get(name)) {
-                for req in required.iter().filter_map(Py::as_str) {
-                    let dep_has_default = props
-                        .iter()
-                        .find(|(k, _)| k == req)
-                        .is_some_and(|(_, p)| p.get("default").is_some());
-                    if dep_has_default {
-                        continue;
-                    }
-                    if instance.get(req).is_none() {
-                        has_default = false;
-                        break;
-                    }
-                }
+        let required = match dependencies.and_then(|d| d.get(name)) {
+            Some(Py::List(required)) if has_default => required.as_slice(),
+            _ => &[],
+        };
+        for req in required.iter().filter_map(Py::as_str) {
+            let dep_has_default = props
+                .iter()
+                .find(|(k, _)| k == req)
+                .is_some_and(|(_, p)| p.get("default").is_some());
+            if dep_has_default {
+                continue;
+            }
+            if instance.get(req).is_none() {
+                has_default = false;
+                break;
             }
         }
         if has_default && matches!(instance.get(name), None | Some(Py::None)) {
@@ -1068,7 +1155,9 @@ fn defaults_array(instance: &mut Py, schema: &Py) {
         return;
     };
     let schemas: Vec<Py> = match schema.get("items") {
-        Some(Py::Dict(d)) if !d.is_empty() => vec![schema.get("items").cloned().unwrap_or(Py::None); values.len()],
+        Some(Py::Dict(d)) if !d.is_empty() => {
+            vec![schema.get("items").cloned().unwrap_or(Py::None); values.len()]
+        }
         Some(Py::List(l)) => l.clone(),
         _ => return,
     };
@@ -1116,7 +1205,10 @@ fn meta_schema() -> Py {
 /// as a `SchemaError` (`metaschema[...]`, `On schema[...]`).
 fn check_schema(schema: &Py) -> Result<(), String> {
     let meta = meta_schema();
-    let ctx = Ctx { root: &meta, meta: true };
+    let ctx = Ctx {
+        root: &meta,
+        meta: true,
+    };
     match iter_errors(schema, &meta, ctx).into_iter().next() {
         None => Ok(()),
         Some(e) => Err(e.render_as("metaschema", "schema")),
@@ -1134,7 +1226,10 @@ pub(crate) fn validate(schema: &Py, response: &Py) -> Result<(), String> {
         defaults_object(&mut instance, &schema);
     }
     check_schema(&schema)?;
-    let ctx = Ctx { root: &schema, meta: false };
+    let ctx = Ctx {
+        root: &schema,
+        meta: false,
+    };
     match best_match(iter_errors(&instance, &schema, ctx)) {
         None => Ok(()),
         Some(e) => Err(e.render_as("schema", "instance")),
@@ -1163,7 +1258,9 @@ mod tests {
                 .map(|e| format!("Response for inquiry \"X\" did not pass schema validation. {e}"));
             let expected = case.get("error").and_then(Py::as_str).map(str::to_owned);
             if got != expected {
-                failures.push(format!("{name}:\n  got:      {got:?}\n  expected: {expected:?}"));
+                failures.push(format!(
+                    "{name}:\n  got:      {got:?}\n  expected: {expected:?}"
+                ));
             }
         }
         assert!(failures.is_empty(), "{}", failures.join("\n"));
