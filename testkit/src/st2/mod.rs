@@ -26,6 +26,15 @@
 //! 86 400 s, page size 100, route `matrix` with an enabled `st2_matrix.notify_matrix` rule, RBAC on
 //! (only users marked admin may list with `limit=-1`), web UI = the double's own URL.
 //!
+//! Humans in the loop (`inquiries.rs`): [`St2Double::add_ask_alias`] serves a workflow
+//! ([`ASK_ACTION`]) that pauses on a `core.ask` child configured by
+//! [`St2Double::set_ask_options`]; `/api/v1/inquiries` lists, shows and answers it with
+//! st2's checks and texts (the schema check in `inquiry_schema.rs`), and the answer resumes
+//! the workflow to its announced end. [`St2Double::start_ask_workflow`],
+//! [`St2Double::timeout_inquiry`] and [`St2Double::answer_inquiry`] play what happens
+//! outside chat. The stream filters by `events`, `action_refs` and `execution_ids` as st2's
+//! listener does (`stream.rs`).
+//!
 //! What is simplified, and why:
 //! - One listener serves all three services under `/auth/v1`, `/api/v1`, `/stream/v1`; st2's
 //!   prefix-less and `/v1`-less variants are not served (the bridge derives the full paths).
