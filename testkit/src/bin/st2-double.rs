@@ -5,7 +5,8 @@
 //! st2-double [--bind ADDR] [--api-key KEY] [--finish-after SECS]
 //! ```
 //!
-//! It serves StackStorm's 24 real example aliases (`fixtures/st2-aliases-real.json`), accepts
+//! It serves StackStorm's 24 real example aliases (`fixtures/st2-aliases-real.json`) and the
+//! double's asking workflow (`ask [question]`, which waits for an inquiry answer), accepts
 //! `KEY` as an API key of the user `chatops_bot`, and finishes every execution it started
 //! after `SECS` seconds (default 2) with a made-up successful result, so the bridge's result
 //! reaches the room as it would from a real StackStorm. Nothing is ever really run.
@@ -82,6 +83,7 @@ async fn main() -> ExitCode {
     };
     let st2 = St2Double::start_on(listener, St2Options::default());
     st2.load_fixture_aliases();
+    st2.add_ask_alias();
     let api_key = match args.api_key {
         Some(key) => {
             st2.add_api_key_value(BOT_USER, &key);
@@ -112,7 +114,10 @@ async fn main() -> ExitCode {
             let due = now
                 .duration_since(execution.started_at)
                 .is_ok_and(|age| age >= args.finish_after);
-            if due && finished.insert(execution.id.clone()) {
+            // The asking workflow and its inquiry move on when the inquiry is answered.
+            let runner = execution.execution["runner"]["name"].as_str();
+            let asks = matches!(runner, Some("orquesta" | "inquirer"));
+            if due && !asks && finished.insert(execution.id.clone()) {
                 let outcome =
                     st2.finish_execution(&execution.id, "succeeded", made_up_result(&execution));
                 eprintln!(

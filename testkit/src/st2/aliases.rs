@@ -108,7 +108,7 @@ fn sorted(aliases: &[Value]) -> Vec<Value> {
 }
 
 /// st2's `validate_limit_query_param`: `Some(n)` = page size, `None` = everything.
-fn validate_limit(limit: i64, admin: bool, max: i64) -> Result<Option<usize>, Fault> {
+pub(crate) fn validate_limit(limit: i64, admin: bool, max: i64) -> Result<Option<usize>, Fault> {
     match limit {
         -1 if admin => Ok(None),
         -1 => Err(Fault::forbidden(

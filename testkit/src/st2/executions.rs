@@ -241,7 +241,10 @@ pub(crate) async fn create(
         execution: execution.clone(),
         started_at: now,
     });
-    shared.publish("st2.execution__create".into(), &execution);
+    shared.publish_execution("st2.execution__create", &execution);
+    if action_ref == super::inquiries::ASK_ACTION {
+        super::inquiries::start_later(shared.clone(), id.clone());
+    }
 
     let mut body = Map::new();
     body.insert("execution".into(), execution.clone());
@@ -420,7 +423,7 @@ pub(crate) fn finish(shared: &Shared, id: &str, status: &str, result: Value) -> 
         });
         (execution, request, alias, rule)
     };
-    shared.publish("st2.execution__update".into(), &execution);
+    shared.publish_execution("st2.execution__update", &execution);
 
     let mut outcome = FinishOutcome {
         execution: execution.clone(),

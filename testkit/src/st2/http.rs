@@ -17,7 +17,8 @@ use serde_json::{Value, json};
 
 use super::state::{Shared, Token};
 use super::{
-    Credential, CredentialKind, CredentialPlace, RecordedRequest, aliases, executions, ids, stream,
+    Credential, CredentialKind, CredentialPlace, RecordedRequest, aliases, executions, ids,
+    inquiries, stream,
 };
 
 /// A StackStorm error response: a status and `{"faultstring": …}`.
@@ -93,6 +94,11 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/actionalias/{ref_or_id}", get(aliases::get_one))
         .route("/api/v1/aliasexecution", post(executions::create))
         .route("/api/v1/executions/{id}", get(executions::get_one))
+        .route("/api/v1/inquiries", get(inquiries::list))
+        .route(
+            "/api/v1/inquiries/{id}",
+            get(inquiries::get_one).put(inquiries::put),
+        )
         .route("/api/v1/rules/{ref_or_id}", get(executions::get_rule))
         .route("/api/v1/user", get(current_user))
         .route("/stream/v1/stream", get(stream::stream))

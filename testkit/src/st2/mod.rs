@@ -26,6 +26,15 @@
 //! 86 400 s, page size 100, route `matrix` with an enabled `st2_matrix.notify_matrix` rule, RBAC on
 //! (only users marked admin may list with `limit=-1`), web UI = the double's own URL.
 //!
+//! Humans in the loop (`inquiries.rs`): [`St2Double::add_ask_alias`] serves a workflow
+//! ([`ASK_ACTION`]) that pauses on a `core.ask` child configured by
+//! [`St2Double::set_ask_options`]; `/api/v1/inquiries` lists, shows and answers it with
+//! st2's checks and texts (the schema check in `inquiry_schema.rs`), and the answer resumes
+//! the workflow to its announced end. [`St2Double::start_ask_workflow`],
+//! [`St2Double::timeout_inquiry`] and [`St2Double::answer_inquiry`] play what happens
+//! outside chat. The stream filters by `events`, `action_refs` and `execution_ids` as st2's
+//! listener does (`stream.rs`).
+//!
 //! What is simplified, and why:
 //! - One listener serves all three services under `/auth/v1`, `/api/v1`, `/stream/v1`; st2's
 //!   prefix-less and `/v1`-less variants are not served (the bridge derives the full paths).
@@ -46,6 +55,8 @@ mod aliases;
 mod executions;
 mod http;
 mod ids;
+mod inquiries;
+mod inquiry_schema;
 mod post_result;
 mod python;
 mod state;
@@ -65,6 +76,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use state::{ApiKey, Shared, Token};
+
+pub use inquiries::ASK_ACTION;
 
 /// How the double starts. Everything here can also be changed later through [`St2Double`].
 #[derive(Debug, Clone)]
@@ -210,6 +223,108 @@ pub struct FinishOutcome {
     /// Why nothing was announced (missing route, absent/disabled rule, disabled output,
     /// template failure).
     pub skipped: Option<String>,
+}
+
+/// The `core.ask` task input of the asking workflow ([`ASK_ACTION`]): st2's inquirer
+/// defaults unless set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AskOptions {
+    /// The response schema as JSON text (text, so that its key order, which st2's
+    /// validation messages print, survives); `None`: the inquirer's default, one required
+    /// boolean `continue`.
+    pub schema: Option<String>,
+    /// Users allowed to answer; empty: anyone.
+    pub users: Vec<String>,
+    /// Roles allowed to answer (shown, never enforced: st2 ignores them with RBAC off).
+    pub roles: Vec<String>,
+    /// Free routing hint for notification rules (`""`); e.g. a room id or alias.
+    pub route: String,
+    /// Minutes before st2's garbage collector times the inquiry out (1440).
+    pub ttl: i64,
+}
+
+impl Default for AskOptions {
+    fn default() -> Self {
+        AskOptions {
+            schema: None,
+            users: Vec::new(),
+            roles: Vec::new(),
+            route: String::new(),
+            ttl: 1440,
+        }
+    }
+}
+
+impl AskOptions {
+    /// Sets the schema from a JSON value (keys in serde_json's sorted order).
+    pub fn schema(mut self, schema: &Value) -> Self {
+        self.schema = Some(schema.to_string());
+        self
+    }
+
+    /// Sets the schema from JSON text, keeping its key order.
+    pub fn schema_json(mut self, text: &str) -> Self {
+        self.schema = Some(text.to_owned());
+        self
+    }
+
+    /// Restricts answers to these st2 users.
+    pub fn users(mut self, users: &[&str]) -> Self {
+        self.users = users.iter().map(|u| (*u).to_owned()).collect();
+        self
+    }
+
+    /// Sets the route.
+    pub fn route(mut self, route: &str) -> Self {
+        self.route = route.to_owned();
+        self
+    }
+
+    /// Sets the TTL in minutes.
+    pub fn ttl(mut self, minutes: i64) -> Self {
+        self.ttl = minutes;
+        self
+    }
+}
+
+/// Where an inquiry answer came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerVia {
+    /// `PUT /api/v1/inquiries/{id}` (the bridge).
+    Api,
+    /// [`St2Double::answer_inquiry`]: the web UI or the CLI of someone else.
+    Elsewhere,
+}
+
+/// An inquiry answer st2 accepted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InquiryAnswer {
+    /// The inquiry (the `core.ask` execution) id.
+    pub inquiry_id: String,
+    /// The st2 user who answered (the owner of the token or API key used).
+    pub user: String,
+    /// The response as sent (st2 stores it without the schema's defaults).
+    pub response: Value,
+    /// Through the API or elsewhere.
+    pub via: AnswerVia,
+}
+
+/// Why st2 refused an answer given through [`St2Double::answer_inquiry`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InquiryRefusal {
+    /// The HTTP status the API would answer (400, 403, 404).
+    pub status: u16,
+    /// The faultstring.
+    pub faultstring: String,
+}
+
+/// What [`St2Double::start_ask_workflow`] started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartedAsk {
+    /// The workflow execution, now `paused`.
+    pub workflow_id: String,
+    /// The pending `core.ask` child: the inquiry id.
+    pub inquiry_id: String,
 }
 
 struct Running {
@@ -483,9 +598,16 @@ impl St2Double {
             .cloned()
     }
 
-    /// The most recent execution.
+    /// The most recent top-level execution (workflow children such as `core.ask` are
+    /// skipped: they are never what a command started).
     pub fn last_execution(&self) -> Option<RecordedExecution> {
-        self.shared.state().executions.last().cloned()
+        self.shared
+            .state()
+            .executions
+            .iter()
+            .rev()
+            .find(|e| e.execution.get("parent").is_none())
+            .cloned()
     }
 
     /// Finishes an execution: sets `status`, `result`, `end_timestamp`, `elapsed_seconds`,
@@ -495,6 +617,87 @@ impl St2Double {
     /// result output, or its template fails. Panics on an unknown id (a test bug).
     pub fn finish_execution(&self, id: &str, status: &str, result: Value) -> FinishOutcome {
         executions::finish(&self.shared, id, status, result)
+    }
+
+    // ----- inquiries -------------------------------------------------------------------------
+
+    /// The alias that runs the asking workflow [`ASK_ACTION`] (see `inquiries.rs` for the
+    /// workflow): `examples.orquesta_ask_chatops`, format `ask {{question=Continue?}}`.
+    pub fn ask_alias() -> Value {
+        serde_json::json!({
+            "name": "orquesta_ask_chatops", "pack": "examples", "action_ref": ASK_ACTION,
+            "description": "Ask a question in chat and wait for the answer (core.ask).",
+            "enabled": true, "formats": ["ask {{question=Continue?}}"],
+        })
+    }
+
+    /// Adds [`St2Double::ask_alias`].
+    pub fn add_ask_alias(&self) {
+        self.add_alias(Self::ask_alias());
+    }
+
+    /// The `core.ask` input of asking workflows started from chat from now on.
+    pub fn set_ask_options(&self, options: AskOptions) {
+        self.shared.state().ask = options;
+    }
+
+    /// Starts the asking workflow as if from a rule or the web UI: no alias, no chatops
+    /// context, no notify (so no result announcement). Returns once the workflow is `paused`
+    /// and its `core.ask` child `pending`, every status change published on the stream.
+    pub fn start_ask_workflow(&self, user: &str, options: AskOptions) -> StartedAsk {
+        let workflow_id = inquiries::create_unchatted(&self.shared, user);
+        let inquiry_id = inquiries::run_until_pending(&self.shared, &workflow_id, &options);
+        StartedAsk {
+            workflow_id,
+            inquiry_id,
+        }
+    }
+
+    /// Ids of the pending inquiries, oldest first (what `GET /api/v1/inquiries` lists).
+    pub fn pending_inquiries(&self) -> Vec<String> {
+        self.shared
+            .state()
+            .executions
+            .iter()
+            .filter(|e| {
+                e.execution["status"] == "pending"
+                    && e.execution.pointer("/runner/name") == Some(&Value::from("inquirer"))
+            })
+            .map(|e| e.id.clone())
+            .collect()
+    }
+
+    /// Times a pending inquiry out as st2's garbage collector does past the TTL: the child
+    /// `timed_out`, the workflow resumed and `failed` (announced if it came from chat).
+    /// Panics unless the inquiry is pending.
+    pub fn timeout_inquiry(&self, inquiry_id: &str) -> FinishOutcome {
+        inquiries::time_out(&self.shared, inquiry_id)
+    }
+
+    /// Answers an inquiry elsewhere (web UI, CLI) as `user`, with the API's checks: `Err`
+    /// carries the status and faultstring the API would answer. On success the workflow runs
+    /// to its end; the outcome is the workflow's.
+    pub fn answer_inquiry(
+        &self,
+        inquiry_id: &str,
+        user: &str,
+        response: Value,
+    ) -> Result<FinishOutcome, InquiryRefusal> {
+        inquiries::answer_elsewhere(&self.shared, inquiry_id, user, &response)
+    }
+
+    /// Answers st2 accepted, oldest first, with the st2 user and the way they came.
+    pub fn inquiry_answers(&self) -> Vec<InquiryAnswer> {
+        self.shared.state().inquiry_answers.clone()
+    }
+
+    /// Every `PUT /api/v1/inquiries/{id}` received, refused ones included (`status`,
+    /// `body`, and in `user` the st2 user of the credential).
+    pub fn inquiry_puts(&self) -> Vec<RecordedRequest> {
+        self.requests_to("/api/v1/inquiries/")
+            .into_iter()
+            .filter(|r| r.method == "PUT")
+            .collect()
     }
 
     /// Publishes any payload as `st2.announcement__<route>` (what `chatops.post_message`

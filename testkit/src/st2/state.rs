@@ -11,7 +11,11 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use super::{Credential, RecordedExecution, RecordedRequest, RuleState, St2Options};
+use super::inquiry_schema::Py;
+use super::{
+    AskOptions, Credential, InquiryAnswer, RecordedExecution, RecordedRequest, RuleState,
+    St2Options,
+};
 
 /// A st2 user.
 #[derive(Debug, Default, Clone)]
@@ -43,6 +47,13 @@ pub(crate) struct BusEvent {
     pub name: String,
     /// The `data:` line: compact JSON.
     pub data: String,
+    /// What st2stream's `action_refs` filter reads: `action.ref` of an execution, `None`
+    /// for announcements (so any `action_refs` filter drops them).
+    pub action_ref: Option<String>,
+    /// What the `execution_ids` filter reads: an execution's id, `None` for announcements.
+    pub execution_id: Option<String>,
+    /// An execution's status, for `end_event`/`end_execution_id`.
+    pub status: Option<String>,
 }
 
 /// What the fault switches say about the next API/auth request.
@@ -71,6 +82,12 @@ pub(crate) struct State {
     pub faults: Faults,
     pub heartbeat: Duration,
     pub stream_available: bool,
+    /// The `core.ask` input of [`super::inquiries::ASK_ACTION`] run from chat.
+    pub ask: AskOptions,
+    /// Each inquiry's schema with its key order, for st2's error text.
+    pub inquiry_schemas: HashMap<String, Py>,
+    /// Inquiries answered, oldest first.
+    pub inquiry_answers: Vec<InquiryAnswer>,
 }
 
 impl State {
@@ -88,6 +105,8 @@ impl State {
             ("core.http", "http-request"),
             ("core.noop", "noop"),
             ("core.echo", "local-shell-cmd"),
+            ("core.ask", "inquirer"),
+            (super::inquiries::ASK_ACTION, "orquesta"),
         ]
         .into_iter()
         .map(|(a, r)| (a.to_owned(), r.to_owned()))
@@ -109,6 +128,9 @@ impl State {
             faults: Faults::default(),
             heartbeat: options.heartbeat,
             stream_available: true,
+            ask: AskOptions::default(),
+            inquiry_schemas: HashMap::new(),
+            inquiry_answers: Vec::new(),
         }
     }
 
@@ -182,8 +204,30 @@ impl Shared {
         let event = BusEvent {
             name,
             data: data.to_string(),
+            action_ref: None,
+            execution_id: None,
+            status: None,
         };
         // No receivers is not an error: like st2, an event nobody listens to is simply lost.
+        self.events.send(event).unwrap_or(0)
+    }
+
+    /// Publishes an execution event (`st2.execution__create`/`__update`) with the execution
+    /// as `ActionExecutionAPI.from_model` makes it (falsy top-level fields dropped).
+    pub(crate) fn publish_execution(&self, name: &str, execution: &Value) -> usize {
+        let text = |k: &str| {
+            execution
+                .pointer(k)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let event = BusEvent {
+            name: name.to_owned(),
+            data: super::inquiries::api_view(execution).to_string(),
+            action_ref: text("/action/ref"),
+            execution_id: text("/id"),
+            status: text("/status"),
+        };
         self.events.send(event).unwrap_or(0)
     }
 

@@ -4,6 +4,15 @@
 //! interval, and events as `event: <name>\ndata: <compact JSON>\n\n`. No `id:`/`retry:`, so
 //! nothing can be resumed: events published while a client is away are gone. A cut ends the
 //! body with an error, which drops the TCP connection mid-stream as a crashed st2stream would.
+//!
+//! Filters as st2's `stream/listener.py` applies them (st2 c2eaf56): `events`, `action_refs`
+//! and `execution_ids` are comma-separated lists (the router's `split(",")`, no trimming; an
+//! empty value is a list of one empty string, which matches nothing). No `events` means the
+//! default whitelist below. An event passes if its name `fnmatch`es one of `events`, then,
+//! when `action_refs` is given, if its `action.ref` is in it, then, when `execution_ids` is
+//! given, if its id is in it; announcements have neither, so either filter drops them. With
+//! `end_event` and `end_execution_id`, the stream ends after the event of that name for that
+//! execution in a completed status (whether or not the filters let it through).
 
 use std::collections::HashMap;
 use std::io;
@@ -47,6 +56,9 @@ struct Conn {
     cut: CancellationToken,
     heartbeat: Duration,
     patterns: Vec<String>,
+    action_refs: Option<Vec<String>>,
+    execution_ids: Option<Vec<String>>,
+    end: Option<(String, String)>,
     greeted: bool,
     done: bool,
     _subscriber: Subscriber,
@@ -67,9 +79,18 @@ pub(crate) async fn stream(
         // A zero interval would spin; a millisecond is the smallest useful heartbeat.
         state.heartbeat.max(Duration::from_millis(1))
     };
-    let patterns: Vec<String> = match query.get("events").filter(|e| !e.is_empty()) {
-        Some(events) => events.split(',').map(|e| e.trim().to_owned()).collect(),
-        None => DEFAULT_EVENTS.iter().map(|e| (*e).to_owned()).collect(),
+    let list = |name: &str| -> Option<Vec<String>> {
+        query
+            .get(name)
+            .map(|v| v.split(',').map(str::to_owned).collect())
+    };
+    let patterns =
+        list("events").unwrap_or_else(|| DEFAULT_EVENTS.iter().map(|e| (*e).to_owned()).collect());
+    let end = match (query.get("end_event"), query.get("end_execution_id")) {
+        (Some(event), Some(id)) if !event.is_empty() && !id.is_empty() => {
+            Some((event.clone(), id.clone()))
+        }
+        _ => None,
     };
     // Subscribe before answering, so nothing published after the client sees the first
     // byte can be missed.
@@ -80,6 +101,9 @@ pub(crate) async fn stream(
         cut: shared.stream_cut_token(),
         heartbeat,
         patterns,
+        action_refs: list("action_refs"),
+        execution_ids: list("execution_ids"),
+        end,
         greeted: false,
         done: false,
         _subscriber: Subscriber(shared.clone()),
@@ -113,14 +137,50 @@ async fn next_chunk(mut conn: Conn) -> Option<(Result<Bytes, io::Error>, Conn)> 
             }
             received = tokio::time::timeout(conn.heartbeat, conn.rx.recv()) => match received {
                 Err(_idle) => return Some((Ok(Bytes::from_static(b"\n")), conn)),
-                Ok(Ok(event)) if conn.patterns.iter().any(|p| fnmatch(p, &event.name)) => {
-                    let frame = format!("event: {}\ndata: {}\n\n", event.name, event.data);
-                    return Some((Ok(Bytes::from(frame)), conn));
+                Ok(Ok(event)) => {
+                    if conn.is_end(&event) {
+                        conn.done = true;
+                    }
+                    if conn.passes(&event) {
+                        let frame = format!("event: {}\ndata: {}\n\n", event.name, event.data);
+                        return Some((Ok(Bytes::from(frame)), conn));
+                    }
+                    if conn.done {
+                        return None;
+                    }
                 }
-                Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => continue,
+                Ok(Err(RecvError::Lagged(_))) => continue,
                 Ok(Err(RecvError::Closed)) => return None,
             },
         }
+    }
+}
+
+/// st2's `LIVEACTION_COMPLETED_STATES`.
+const COMPLETED: [&str; 5] = ["succeeded", "failed", "timed_out", "canceled", "abandoned"];
+
+impl Conn {
+    /// `_should_include_event`, then the `action_refs` and `execution_ids` filters.
+    fn passes(&self, event: &BusEvent) -> bool {
+        let listed = |filter: &Option<Vec<String>>, value: &Option<String>| match filter {
+            None => true,
+            Some(list) => value.as_ref().is_some_and(|v| list.contains(v)),
+        };
+        self.patterns.iter().any(|p| fnmatch(p, &event.name))
+            && listed(&self.action_refs, &event.action_ref)
+            && listed(&self.execution_ids, &event.execution_id)
+    }
+
+    /// Whether this is the event `end_event`/`end_execution_id` wait for.
+    fn is_end(&self, event: &BusEvent) -> bool {
+        self.end.as_ref().is_some_and(|(name, id)| {
+            event.name == *name
+                && event.execution_id.as_deref() == Some(id.as_str())
+                && event
+                    .status
+                    .as_deref()
+                    .is_some_and(|s| COMPLETED.contains(&s))
+        })
     }
 }
 
