@@ -25,8 +25,8 @@ use crate::{
 const LIST_LIMIT: usize = 100;
 
 /// How long an open question must be missing from StackStorm's list before it is closed as
-/// "answered elsewhere": an answer sent from a room is recorded just after StackStorm takes
-/// it, and the listing must not close it first.
+/// "answered elsewhere" (at most; a shorter `poll_interval` shortens it): an answer sent from a
+/// room is recorded just after StackStorm takes it, and the listing must not close it first.
 const MISSING_GRACE: Duration = Duration::from_secs(10);
 
 /// The fields of a stream execution update that matter here.
@@ -129,7 +129,7 @@ async fn sweep(bridge: &AppState, missing: &mut HashMap<String, Instant>) {
             continue;
         }
         let since = *missing.entry(id.clone()).or_insert_with(Instant::now);
-        if since.elapsed() < MISSING_GRACE {
+        if since.elapsed() < MISSING_GRACE.min(bridge.config.inquiries.poll_interval.get()) {
             continue;
         }
         let closed = match st2.inquiry(&id).await {

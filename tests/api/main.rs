@@ -4,6 +4,7 @@ mod admin;
 mod commands;
 mod encryption;
 mod helpers;
+mod inquiries;
 mod membership;
 mod ops;
 mod outbox;
