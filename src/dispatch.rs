@@ -35,6 +35,11 @@ const MAX_ATTEMPTS: u32 = 6;
 /// encrypted message waits for its room key holds its slot for up to `[encryption] key_wait`.
 const MAX_ACTIVE_ROOMS: usize = 128;
 
+/// How long after a prompt is queued a reaction to an unknown event may still be an answer to
+/// it (its event id not recorded yet): longer than the outbox takes to send and record a
+/// message under load, shorter than the worker's retries last.
+const PROMPT_RECORDING_WAIT_MS: i64 = 60_000;
+
 /// What the transaction handler calls: classification with the bridge's current state.
 pub fn classify(bridge: &AppState, event: &AnyTimelineEvent) -> Option<Kind> {
     if let AnyTimelineEvent::State(AnyStateEvent::RoomPowerLevels(_)) = event {
@@ -197,6 +202,15 @@ async fn on_response(
         None => None,
     };
     let Some((prompt, response)) = found else {
+        // A quick click can beat the outbox recording the prompt's event id (sends are marked
+        // in batches): while a recent prompt of the room is unrecorded, try again shortly
+        // (the worker's retry) instead of dropping what may be an answer.
+        let recent = crate::store::now_ms() - PROMPT_RECORDING_WAIT_MS;
+        if store::prompts::unrecorded_since(&bridge.store, &row.room_id, recent).await? {
+            anyhow::bail!(
+                "the reaction's target may be a prompt whose event id is not recorded yet"
+            );
+        }
         return Ok(inbox::finish_alone(&bridge.store, row.seq).await?);
     };
     match prompt.kind {

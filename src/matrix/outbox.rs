@@ -389,6 +389,12 @@ impl Sender {
             attempts += 1;
             let seq = row.seq;
             let txn_id = row.txn_id.clone();
+            if row.relates_to_txn.is_some() && !sent.is_empty() {
+                // The event it relates to (a prompt people answer) is recorded before anything
+                // relating to it goes out: a person's answer looks it up by event id.
+                store::outbox::mark_sent_many(&self.outbox.store, &std::mem::take(&mut sent))
+                    .await?;
+            }
             match self.deliver(row, &sent_now).await? {
                 Attempt::Sent(event_id) => {
                     sent_now.insert(txn_id, event_id.clone());

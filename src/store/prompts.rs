@@ -114,6 +114,23 @@ pub async fn by_event(
     row.map(Prompt::try_from).transpose()
 }
 
+/// Whether `room_id` has a prompt queued since `since` (unix ms) whose event id is not recorded
+/// yet: it is being sent, or sent and not yet marked (the outbox records sends in batches).
+pub async fn unrecorded_since(
+    store: &Store,
+    room_id: &str,
+    since: i64,
+) -> Result<bool, sqlx::Error> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM prompts WHERE room_id = ? AND event_id IS NULL AND created_at >= ?",
+    )
+    .bind(room_id)
+    .bind(since)
+    .fetch_one(store.pool())
+    .await?;
+    Ok(n > 0)
+}
+
 /// The prompts asking about `kind`/`target_id` (usually one).
 pub async fn for_target(
     conn: &mut SqliteConnection,

@@ -175,7 +175,11 @@ async fn a_workflows_question_is_asked_in_the_commands_thread_and_a_check_mark_a
         })
     })
     .await;
-    assert!(body(&result).contains("proceeded : True"), "{}", body(&result));
+    assert!(
+        body(&result).contains("proceeded : True"),
+        "{}",
+        body(&result)
+    );
 }
 
 #[tokio::test]

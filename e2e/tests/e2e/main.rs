@@ -19,6 +19,8 @@ mod commands;
 mod encryption;
 /// `!st2help`: the commands a room can run.
 mod help;
+/// StackStorm inquiries asked in rooms and answered there.
+mod inquiries;
 /// Who may invite the bot.
 mod invites;
 /// People's own StackStorm identity: login page, linked commands, logout.
@@ -56,12 +58,13 @@ macro_rules! tests {
 
 /// The tests that send to-device messages (room keys: they talk in encrypted rooms), which
 /// take turns, as Synapse loses some to-device messages sent at the same moment (see
-/// `harness::main`): every encryption test, the admin tests (the admin room is encrypted) and
-/// the whisper test (whispers go to an encrypted direct chat).
+/// `harness::main`): every encryption test, the admin tests (the admin room is encrypted), the
+/// whisper test (whispers go to an encrypted direct chat) and the encrypted inquiry.
 const TAKING_TURNS: &[&str] = &[
     "encryption::",
     "admin::",
     "results::whispered_results_arrive_in_one_direct_chat_with_the_user",
+    "inquiries::question_in_an_encrypted_room_is_answered_by_an_encrypted_reaction",
 ];
 
 fn main() -> ExitCode {
@@ -79,6 +82,8 @@ fn main() -> ExitCode {
         login::login_in_a_browser_links_the_account_until_logout_and_no_secret_is_logged,
         encryption::login_in_an_encrypted_direct_chat_sends_the_link_and_links_the_account,
         login::login_with_an_api_key_in_a_browser_runs_commands_with_that_key,
+        inquiries::workflow_question_in_the_commands_thread_is_answered_by_a_check_mark_with_that_persons_account,
+        inquiries::inquiry_created_while_the_stream_was_down_is_asked_once,
         ping::invited_bot_joins_and_answers_ping_with_a_reply,
         encryption::bridge_restarted_or_killed_after_a_key_arrived_keeps_answering_with_the_same_device,
         threads::ping_in_a_thread_is_answered_in_that_thread,
@@ -95,6 +100,9 @@ fn main() -> ExitCode {
         encryption::ping_in_an_encrypted_room_is_answered_with_an_encrypted_reply,
         commands::command_in_a_thread_runs_for_its_sender_and_is_acknowledged_in_that_thread,
         commands::command_after_the_bots_display_name_runs,
+        inquiries::reaction_from_someone_who_may_not_run_commands_is_refused_once,
+        inquiries::choice_question_is_a_poll_and_a_vote_answers_it,
+        inquiries::several_fields_are_answered_with_respond_after_a_schema_error,
         encryption::command_in_an_encrypted_room_gets_its_ack_and_result_encrypted_in_its_thread,
         commands::ambiguous_command_lists_the_commands_it_matches_and_runs_none,
         commands::unmatched_command_is_answered_with_a_hint_to_help,
@@ -102,6 +110,7 @@ fn main() -> ExitCode {
         aliases::all_250_aliases_are_fetched_and_the_last_one_runs,
         aliases::alias_with_an_invalid_format_does_not_stop_the_others,
         encryption::after_a_member_leaves_the_bot_encrypts_with_a_new_room_key,
+        inquiries::question_in_an_encrypted_room_is_answered_by_an_encrypted_reaction,
         outages::command_while_stackstorm_is_down_is_answered_that_it_was_not_run,
         outages::help_after_a_restart_while_stackstorm_is_down_answers_from_the_stored_aliases,
         encryption::bridge_log_holds_no_room_key_or_secret_of_an_encrypted_conversation,
