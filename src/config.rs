@@ -69,9 +69,33 @@ pub struct Config {
     /// StackStorm inquiries (`core.ask`) asked in rooms and answered there.
     #[serde(default)]
     pub inquiries: InquiriesConfig,
+    /// Executions watched from the room: the ack edited as they move.
+    #[serde(default)]
+    pub live: LiveConfig,
     /// Directory of the config file; relative paths in the config are resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
+}
+
+/// `[live]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveConfig {
+    /// Whether acks are edited as executions move (and commands get ✅/❌ at the end).
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+    /// At most one edit per execution this often (the end is edited at once).
+    #[serde(default = "defaults::live_edit_interval")]
+    pub edit_interval: HumanDuration,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            edit_interval: defaults::live_edit_interval(),
+        }
+    }
 }
 
 /// `[inquiries]`
@@ -542,6 +566,9 @@ mod defaults {
     pub fn crypto_store() -> PathBuf {
         "crypto-store".into()
     }
+    pub fn live_edit_interval() -> HumanDuration {
+        HumanDuration(Duration::from_secs(3))
+    }
     pub fn inquiry_poll() -> HumanDuration {
         HumanDuration(Duration::from_secs(30))
     }
@@ -789,6 +816,12 @@ impl Config {
             return Err(format!(
                 "key `inquiries.default_room`: {room:?} is not a room id (!…) or alias (#…:server)"
             ));
+        }
+        let edits = self.live.edit_interval.get();
+        if edits < Duration::from_millis(100) || edits > Duration::from_secs(3600) {
+            return Err(
+                "key `live.edit_interval` must be between 100ms and 1h (e.g. \"3s\")".into(),
+            );
         }
         let poll = self.inquiries.poll_interval.get();
         if poll < Duration::from_secs(1) || poll > Duration::from_secs(86_400) {

@@ -170,7 +170,12 @@ impl App {
             started_at: Instant::now(),
             config,
         });
+        let live = Arc::new(crate::live::Live::new(core.config.live.edit_interval.get()));
+        live.load(&core)
+            .await
+            .context("loading the executions whose end was not seen yet")?;
         let bridge = Arc::new(AppState {
+            live,
             core,
             classifier,
             addressing,
@@ -263,23 +268,18 @@ impl App {
                 events,
                 stop.clone(),
             ));
-            if bridge.config.inquiries.enabled {
-                // A connection of its own: StackStorm's `action_refs` filter would also drop
-                // the announcements.
-                let (events, received) = tokio::sync::mpsc::channel(64);
+            if bridge.config.inquiries.enabled || bridge.config.live.enabled {
+                // A connection of its own: its filter differs from the announcements'.
+                let (events, received) = tokio::sync::mpsc::channel(256);
                 workers.spawn(crate::st2::stream::run(
                     st2.clone(),
                     st2_config.clone(),
-                    crate::st2::stream::Subscription::inquiries(),
+                    crate::st2::stream::Subscription::executions(),
                     Arc::new(crate::st2::stream::StreamStatus::default()),
                     events,
                     stop.clone(),
                 ));
-                workers.spawn(crate::inquiries::watch::run(
-                    bridge.clone(),
-                    received,
-                    stop.clone(),
-                ));
+                workers.spawn(crate::watch::run(bridge.clone(), received, stop.clone()));
             }
             workers.spawn(results::stream::consume(
                 bridge.core.clone(),

@@ -39,6 +39,8 @@ pub struct AppState {
     pub aliases: Arc<AliasCache>,
     /// Permission levels: rooms' own settings and power levels.
     pub access: Access,
+    /// The live status of executions started from rooms.
+    pub live: Arc<crate::live::Live>,
     /// The StackStorm stream's state (written by its reader).
     pub stream: Arc<StreamStatus>,
     /// What the start-up check found about the notify rule (`enabled`, `disabled`, `missing`).

@@ -158,16 +158,22 @@ pub async fn run(
         if alias.ack_enabled {
             let ack = ack_text(alias, result, st2, &matched.alias_ref);
             let content = render::in_thread(render::notice_markdown(&ack), origin);
-            bridge
+            let content = serde_json::to_value(&content)?;
+            // Its transaction id is kept: the ack is edited in place as the execution moves.
+            let txn = bridge
                 .outbox
-                .queue_in(&mut tx, &origin.room_id, &content)
+                .queue_event_in(&mut tx, &origin.room_id, "m.room.message", &content, None)
                 .await?;
+            executions::set_ack(&mut tx, &result.execution.id, &ack, &txn).await?;
         }
         tracing::info!(execution_id = %result.execution.id, alias = %matched.alias_ref, "execution started");
     }
     inbox::finish(&mut tx, row.seq).await?;
     tx.commit().await?;
     bridge.outbox.wake();
+    for result in &results {
+        bridge.live.follow(&result.execution.id);
+    }
     Ok(())
 }
 

@@ -1,21 +1,16 @@
 //! Finding inquiries: the stream's `core.ask` updates for promptness, a listing after every
 //! stream (re)connection and every `[inquiries] poll_interval` so that none is missed while the
 //! stream was down, and the same listing to close questions StackStorm closed (timed out,
-//! answered elsewhere).
+//! answered elsewhere). The loop that calls these is [`crate::watch`].
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::Arc,
     time::{Duration, Instant},
 };
 
-use serde::Deserialize;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
-
 use super::Closed;
 use crate::{
-    st2::{self, stream::StreamEvent},
+    st2::{self, types::Execution},
     state::AppState,
     store::inquiries as stored,
 };
@@ -29,55 +24,15 @@ const LIST_LIMIT: usize = 100;
 /// room is recorded just after StackStorm takes it, and the listing must not close it first.
 const MISSING_GRACE: Duration = Duration::from_secs(10);
 
-/// The fields of a stream execution update that matter here.
-#[derive(Debug, Deserialize)]
-struct Update {
-    id: String,
-    #[serde(default)]
-    status: Option<String>,
-    #[serde(default)]
-    runner: Option<serde_json::Map<String, serde_json::Value>>,
-}
-
-/// Watches for inquiries until `stop` (see the module doc). `events` is the inquiry stream's
-/// reader ([`crate::st2::stream::Subscription::inquiries`]).
-pub async fn run(
-    bridge: Arc<AppState>,
-    mut events: mpsc::Receiver<StreamEvent>,
-    stop: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(bridge.config.inquiries.poll_interval.get());
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut missing: HashMap<String, Instant> = HashMap::new();
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = tick.tick() => sweep(&bridge, &mut missing).await,
-            event = events.recv() => match event {
-                None => return,
-                Some(StreamEvent::Connected) => sweep(&bridge, &mut missing).await,
-                Some(StreamEvent::Execution(data)) => on_update(&bridge, &data).await,
-                Some(StreamEvent::Announcement(_)) => {}
-            },
-        }
-    }
-}
-
-/// A `core.ask` execution changed: a `pending` one is an inquiry to ask.
-async fn on_update(bridge: &AppState, data: &str) {
-    let update: Update = match serde_json::from_str(data) {
-        Ok(update) => update,
-        Err(e) => {
-            tracing::warn!(error.message = %e, "an execution update from the stream does not parse; ignoring it");
-            return;
-        }
-    };
+/// An execution changed: a `pending` inquirer (`core.ask`) is an inquiry to ask.
+pub async fn on_update(bridge: &AppState, update: &Execution) {
     let inquirer = update
         .runner
         .as_ref()
         .and_then(|r| r.get("name"))
         .and_then(|n| n.as_str())
-        .is_none_or(|name| name == "inquirer");
+        == Some("inquirer")
+        || update.action_ref() == Some("core.ask");
     if update.status.as_deref() != Some("pending") || !inquirer {
         return;
     }
@@ -97,7 +52,9 @@ async fn on_update(bridge: &AppState, data: &str) {
 }
 
 /// Lists the pending inquiries: asks the new ones, closes the open ones StackStorm closed.
-async fn sweep(bridge: &AppState, missing: &mut HashMap<String, Instant>) {
+/// `missing` remembers since when open questions were missing from the list (the caller keeps
+/// it between sweeps).
+pub async fn sweep(bridge: &AppState, missing: &mut HashMap<String, Instant>) {
     let Some(st2) = &bridge.st2 else { return };
     let pending = match st2.inquiries(LIST_LIMIT).await {
         Ok(pending) => pending,

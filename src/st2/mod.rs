@@ -442,6 +442,91 @@ impl St2Client {
             .map_err(|e| Error::Protocol(format!("execution: {e}")))
     }
 
+    /// One execution, read with `credential` (a person's, so RBAC applies) or the bridge's.
+    pub async fn execution_as(
+        &self,
+        id: &str,
+        credential: Option<&Credential>,
+    ) -> Result<Execution, Error> {
+        let response = self
+            .send(
+                Method::GET,
+                self.api_url(&format!("executions/{id}")),
+                None,
+                credential,
+            )
+            .await?;
+        response
+            .json()
+            .await
+            .map_err(|e| Error::Protocol(format!("execution: {e}")))
+    }
+
+    /// An execution's output so far (`GET /executions/{id}/output`, stdout and stderr).
+    pub async fn execution_output(
+        &self,
+        id: &str,
+        credential: Option<&Credential>,
+    ) -> Result<String, Error> {
+        let mut url = self.api_url(&format!("executions/{id}/output"));
+        url.query_pairs_mut().append_pair("output_type", "all");
+        let response = self.send(Method::GET, url, None, credential).await?;
+        response
+            .text()
+            .await
+            .map_err(|e| Error::Protocol(format!("execution output: {e}")))
+    }
+
+    /// Asks StackStorm to cancel an execution (`DELETE /executions/{id}`). StackStorm answers
+    /// 200 even when it cannot (a finished execution): then `Err(BadRequest)` carries its
+    /// `faultstring`.
+    pub async fn cancel_execution(
+        &self,
+        id: &str,
+        credential: Option<&Credential>,
+    ) -> Result<Execution, Error> {
+        let response = self
+            .send(
+                Method::DELETE,
+                self.api_url(&format!("executions/{id}")),
+                None,
+                credential,
+            )
+            .await?;
+        let body: Value = response
+            .json()
+            .await
+            .map_err(|e| Error::Protocol(format!("cancel: {e}")))?;
+        if let Some(fault) = body.get("faultstring").and_then(Value::as_str) {
+            return Err(Error::BadRequest {
+                faultstring: fault.to_owned(),
+                request_id: None,
+            });
+        }
+        serde_json::from_value(body).map_err(|e| Error::Protocol(format!("cancel: {e}")))
+    }
+
+    /// Starts an action (`POST /executions`), e.g. a re-run with changed parameters; `notify`
+    /// routes its result to the room like an alias execution's.
+    pub async fn create_execution(
+        &self,
+        body: &Value,
+        credential: Option<&Credential>,
+    ) -> Result<Execution, Error> {
+        let response = self
+            .send(
+                Method::POST,
+                self.api_url("executions"),
+                Some(body),
+                credential,
+            )
+            .await?;
+        response
+            .json()
+            .await
+            .map_err(|e| Error::Protocol(format!("execution: {e}")))
+    }
+
     /// The pending inquiries, at most `limit` (StackStorm's inquiry list has no offset).
     pub async fn inquiries(&self, limit: usize) -> Result<Vec<Inquiry>, Error> {
         let mut url = self.api_url("inquiries");

@@ -184,12 +184,17 @@ impl Subscription {
         }
     }
 
-    /// Updates of `core.ask` executions: an inquiry appears when one goes `pending`.
-    pub fn inquiries() -> Self {
+    /// Every execution's creation and change: the live status of executions started from
+    /// rooms (their workflows' tasks included, so no `action_refs` filter) and inquiries (a
+    /// `core.ask` going `pending`).
+    pub fn executions() -> Self {
         Self {
-            name: "inquiries",
-            events: vec!["st2.execution__update".to_owned()],
-            action_refs: vec!["core.ask".to_owned()],
+            name: "executions",
+            events: vec![
+                "st2.execution__create".to_owned(),
+                "st2.execution__update".to_owned(),
+            ],
+            action_refs: Vec::new(),
         }
     }
 }

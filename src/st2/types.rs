@@ -67,6 +67,25 @@ pub struct Execution {
     /// The runner, e.g. `{"name": "inquirer"}`.
     #[serde(default)]
     pub runner: Option<Map<String, Value>>,
+    /// The parameters it ran with.
+    #[serde(default)]
+    pub parameters: Option<Map<String, Value>>,
+    /// Seconds it took, once finished.
+    #[serde(default)]
+    pub elapsed_seconds: Option<f64>,
+}
+
+impl Execution {
+    /// The action's reference (`pack.name`), when StackStorm sent it.
+    pub fn action_ref(&self) -> Option<&str> {
+        self.action.as_ref()?.get("ref")?.as_str()
+    }
+
+    /// Who started it: the context's `user` (for chatops, the bridge's or the person's
+    /// StackStorm user).
+    pub fn started_by(&self) -> Option<&str> {
+        self.context.as_ref()?.get("user")?.as_str()
+    }
 }
 
 impl Execution {

@@ -51,6 +51,129 @@ pub async fn get(store: &Store, execution_id: &str) -> Result<Option<Execution>,
     .await
 }
 
+/// Records the ack of an execution (in the transaction that queues it): its text and send
+/// transaction id, so it can be edited as the execution moves.
+pub async fn set_ack(
+    conn: &mut SqliteConnection,
+    execution_id: &str,
+    ack_text: &str,
+    ack_txn: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE executions SET ack_text = ?, ack_txn = ? WHERE execution_id = ?")
+        .bind(ack_text)
+        .bind(ack_txn)
+        .bind(execution_id)
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+/// What live status needs of an execution: where its command and ack are.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct Live {
+    /// StackStorm's execution id.
+    pub execution_id: String,
+    /// The room.
+    pub room_id: String,
+    /// The command's event (the ✅/❌ goes on it).
+    pub event_id: String,
+    /// The ack's text, when it was acknowledged.
+    pub ack_text: Option<String>,
+    /// The ack's send transaction id.
+    pub ack_txn: Option<String>,
+    /// The ack's event id, once sent.
+    pub ack_event_id: Option<String>,
+    /// The last status seen.
+    pub status: Option<String>,
+    /// When it was seen to end.
+    pub ended_at: Option<i64>,
+}
+
+/// The live-status view of an execution the bridge started.
+pub async fn live(store: &Store, execution_id: &str) -> Result<Option<Live>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT execution_id, room_id, event_id, ack_text, ack_txn, ack_event_id, status, ended_at \
+         FROM executions WHERE execution_id = ?",
+    )
+    .bind(execution_id)
+    .fetch_optional(store.pool())
+    .await
+}
+
+/// Ids of the executions not seen to end, started since `since` (unix ms): what the live
+/// status follows after a restart.
+pub async fn not_ended_since(store: &Store, since: i64) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT execution_id FROM executions WHERE ended_at IS NULL AND created_at >= ?",
+    )
+    .bind(since)
+    .fetch_all(store.pool())
+    .await
+}
+
+/// Records the last status seen; with `ended`, that the execution ended (once: `false` when
+/// it was recorded as ended before, so the end is announced once).
+pub async fn set_status(
+    conn: &mut SqliteConnection,
+    execution_id: &str,
+    status: &str,
+    ended: bool,
+) -> Result<bool, sqlx::Error> {
+    let changed = if ended {
+        sqlx::query(
+            "UPDATE executions SET status = ?, ended_at = ? WHERE execution_id = ? AND ended_at IS NULL",
+        )
+        .bind(status)
+        .bind(now_ms())
+        .bind(execution_id)
+        .execute(conn)
+        .await?
+    } else {
+        sqlx::query("UPDATE executions SET status = ? WHERE execution_id = ? AND ended_at IS NULL")
+            .bind(status)
+            .bind(execution_id)
+            .execute(conn)
+            .await?
+    };
+    Ok(changed.rows_affected() == 1)
+}
+
+/// The latest `limit` executions started from `room_id`, newest first.
+pub async fn recent_in_room(
+    store: &Store,
+    room_id: &str,
+    limit: i64,
+) -> Result<Vec<Execution>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT execution_id, room_id, event_id, thread_root, sender, alias_ref, created_at \
+         FROM executions WHERE room_id = ? ORDER BY created_at DESC, execution_id DESC LIMIT ?",
+    )
+    .bind(room_id)
+    .bind(limit)
+    .fetch_all(store.pool())
+    .await
+}
+
+/// The newest execution of `room_id` that a thread or reply points at: started by the command
+/// `event_id`, or whose thread is rooted at it, or whose ack it is.
+pub async fn for_event(
+    store: &Store,
+    room_id: &str,
+    event_id: &str,
+) -> Result<Option<Execution>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT execution_id, room_id, event_id, thread_root, sender, alias_ref, created_at \
+         FROM executions WHERE room_id = ? AND (event_id = ? OR thread_root = ? OR ack_event_id = ?) \
+         ORDER BY created_at DESC, execution_id DESC LIMIT 1",
+    )
+    .bind(room_id)
+    .bind(event_id)
+    .bind(event_id)
+    .bind(event_id)
+    .fetch_optional(store.pool())
+    .await
+}
+
 /// Marks that the result was queued; returns false if it already was (so it is posted once).
 pub async fn mark_result(
     conn: &mut SqliteConnection,

@@ -64,6 +64,13 @@ pub struct Options {
     /// starts, so the bot shares its room keys with them from its first message (e.g. the
     /// admins of the admin room the bridge creates and writes to at once).
     pub devices: &'static [&'static str],
+    /// `[live] enabled`: acks edited as executions move and ✅/❌ on commands. Off unless a
+    /// test is about it, so the other tests see only the messages they are about.
+    pub live: bool,
+    /// `[inquiries] enabled`, listing every second. Off unless a test is about them: the
+    /// listing is a StackStorm request of its own, which tests counting requests or failing
+    /// the next one do not expect.
+    pub inquiries: bool,
 }
 
 /// The device id [`Options::devices`] gives `user`: `@alice:x` → `ALICEDEV`.
@@ -137,7 +144,20 @@ impl TestApp {
         } else {
             ""
         };
-        let extra = format!("{}\n{st2_config}{encryption}", options.extra_config);
+        let live = if options.live {
+            ""
+        } else {
+            "[live]\nenabled = false\n"
+        };
+        let inquiries = if options.inquiries {
+            "[inquiries]\npoll_interval = \"1s\"\n"
+        } else {
+            "[inquiries]\nenabled = false\n"
+        };
+        let extra = format!(
+            "{}\n{st2_config}{encryption}{live}{inquiries}",
+            options.extra_config
+        );
         let (config, registration, listener) = prepare(dir.path(), &extra).await;
         let hs = HomeserverDouble::start(&registration.as_token, BOT).await;
         let mut humans = Vec::new();

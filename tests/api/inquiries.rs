@@ -15,8 +15,8 @@ const BOB: &str = "@bob:example.org";
 fn api_key() -> Options {
     Options {
         st2: Some(St2Auth::ApiKey),
-        // Quick listings, so closings found by listing show up within a test.
-        extra_config: "[inquiries]\npoll_interval = \"1s\"\n",
+        // Listing every second, so closings found by listing show up within a test.
+        inquiries: true,
         ..Options::default()
     }
 }
@@ -185,7 +185,7 @@ async fn a_workflows_question_is_asked_in_the_commands_thread_and_a_check_mark_a
 #[tokio::test]
 async fn a_reaction_from_someone_who_may_not_run_commands_is_refused_once_and_ignored() {
     let options = Options {
-        extra_config: "[inquiries]\npoll_interval = \"1s\"\n[permissions]\ndefault = \"help\"\n[[permissions.rules]]\nrule = \"@alice:example.org\"\nlevel = \"run\"\n",
+        extra_config: "[permissions]\ndefault = \"help\"\n[[permissions.rules]]\nrule = \"@alice:example.org\"\nlevel = \"run\"\n",
         ..api_key()
     };
     let app = TestApp::spawn_with_double(options, Some(asking(AskOptions::default()).await)).await;
