@@ -5,6 +5,7 @@
 //! fails `cargo test`, not production.
 
 pub mod aliases;
+pub mod approvals;
 pub mod dms;
 pub mod executions;
 pub mod identities;
