@@ -4,6 +4,7 @@
 //! [`crate::addressing`]'s answer; what follows the prefix is a built-in (`ping`, `help`,
 //! `login`…) or an alias command for StackStorm.
 
+pub mod approve;
 pub mod help;
 pub mod login;
 pub mod ping;
@@ -36,6 +37,8 @@ pub enum Command {
     Logout,
     /// `whoami`: which StackStorm user commands run as.
     Whoami,
+    /// `approve <id>` / `reject <id> [reason]`: answer a request for approval.
+    Approve(approve::Answer),
     /// Anything else: an action-alias command for StackStorm.
     Run(String),
 }
@@ -50,6 +53,7 @@ impl Command {
             Command::Login => "login",
             Command::Logout => "logout",
             Command::Whoami => "whoami",
+            Command::Approve(answer) => answer.name(),
             Command::Run(_) => "run",
         }
     }
@@ -65,7 +69,10 @@ impl Command {
             w if w.eq_ignore_ascii_case("login") && rest.trim().is_empty() => Command::Login,
             w if w.eq_ignore_ascii_case("logout") && rest.trim().is_empty() => Command::Logout,
             w if w.eq_ignore_ascii_case("whoami") && rest.trim().is_empty() => Command::Whoami,
-            _ => Command::Run(text.to_owned()),
+            w => match approve::Answer::parse(w, rest) {
+                Some(answer) => Command::Approve(answer?),
+                None => Command::Run(text.to_owned()),
+            },
         })
     }
 
@@ -74,7 +81,7 @@ impl Command {
         match self {
             Command::Ping | Command::Empty => Level::None,
             Command::Help(_) | Command::Login | Command::Logout | Command::Whoami => Level::Help,
-            Command::Run(_) => Level::Run,
+            Command::Run(_) | Command::Approve(_) => Level::Run,
         }
     }
 
@@ -82,6 +89,7 @@ impl Command {
     fn what(&self) -> &'static str {
         match self {
             Command::Run(_) => "Running commands",
+            Command::Approve(_) => "Answering requests for approval",
             Command::Help(_) => "Reading the command list",
             _ => "This",
         }
@@ -108,6 +116,25 @@ pub async fn handle(
     row: &inbox::Row,
     message: &OriginalMessageLikeEvent<RoomMessageEventContent>,
 ) -> anyhow::Result<()> {
+    handle_as(bridge, row, message, false).await
+}
+
+/// Runs a command that was approved (an inbox row of kind `approved`): like [`handle`],
+/// permissions checked again, but without asking for approval a second time.
+pub async fn handle_approved(
+    bridge: &AppState,
+    row: &inbox::Row,
+    message: &OriginalMessageLikeEvent<RoomMessageEventContent>,
+) -> anyhow::Result<()> {
+    handle_as(bridge, row, message, true).await
+}
+
+async fn handle_as(
+    bridge: &AppState,
+    row: &inbox::Row,
+    message: &OriginalMessageLikeEvent<RoomMessageEventContent>,
+    approved: bool,
+) -> anyhow::Result<()> {
     let origin = origin(message);
     let direct = bridge.is_direct(&origin.room_id);
     let text = bridge
@@ -126,7 +153,7 @@ pub async fn handle(
         );
         return reply_and_finish(bridge, row, &origin, render::notice_markdown(&text)).await;
     }
-    if bridge.is_admin_room(&origin.room_id) {
+    if bridge.is_admin_room(&origin.room_id) && !approved {
         let content = crate::admin::handle(bridge, &origin, message.content.body()).await;
         return reply_and_finish(bridge, row, &origin, content).await;
     }
@@ -168,7 +195,15 @@ pub async fn handle(
         Command::Login => login::login(bridge, &origin, direct).await?,
         Command::Logout => login::logout(bridge, &origin).await?,
         Command::Whoami => login::whoami(bridge, &origin).await?,
-        Command::Run(text) => return run::run(bridge, row, &origin, &text).await,
+        Command::Approve(answer) => return approve::answer(bridge, row, &origin, &answer).await,
+        Command::Run(text) if approved => {
+            let approval = crate::approvals::for_approved_row(bridge, row).await?;
+            let Some(approval) = approval else {
+                anyhow::bail!("approved row {} has no approval", row.event_id);
+            };
+            return run::run(bridge, row, &origin, &text, Some(&approval), message).await;
+        }
+        Command::Run(text) => return run::run(bridge, row, &origin, &text, None, message).await,
     };
     reply_and_finish(bridge, row, &origin, content).await
 }
@@ -224,6 +259,28 @@ mod tests {
             Ok(Command::Help(help::HelpArgs::default()))
         );
         assert!(Command::parse("help --page x").is_err());
+        assert_eq!(
+            Command::parse("approve ABC234"),
+            Ok(Command::Approve(approve::Answer {
+                approve: true,
+                id: "ABC234".into(),
+                reason: None
+            }))
+        );
+        assert_eq!(
+            Command::parse("reject abc234 not during the freeze"),
+            Ok(Command::Approve(approve::Answer {
+                approve: false,
+                id: "abc234".into(),
+                reason: Some("not during the freeze".into())
+            }))
+        );
+        assert!(Command::parse("approve").is_err());
+        assert_eq!(
+            Command::parse("approve change 1234"),
+            Ok(Command::Run("approve change 1234".into())),
+            "an alias that starts with approve still runs"
+        );
         assert_eq!(
             Command::parse("run date on web1"),
             Ok(Command::Run("run date on web1".into()))
