@@ -511,6 +511,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn decided_approvals_are_purged_and_pending_ones_kept() {
+        let store = Store::in_memory().await.unwrap();
+        let mut conn = store.pool().acquire().await.unwrap();
+        create(&mut conn, &approval("aaaaaa", "$a", i64::MAX))
+            .await
+            .unwrap();
+        create(&mut conn, &approval("bbbbbb", "$b", i64::MAX))
+            .await
+            .unwrap();
+        add_vote(&mut conn, "bbbbbb", "@bob:x").await.unwrap();
+        decide(&mut conn, "bbbbbb", State::Approved, Some("@bob:x"), None)
+            .await
+            .unwrap();
+        drop(conn);
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        store.purge(std::time::Duration::ZERO).await.unwrap();
+        let mut conn = store.pool().acquire().await.unwrap();
+        assert!(get(&mut conn, "aaaaaa").await.unwrap().is_some());
+        assert!(get(&mut conn, "bbbbbb").await.unwrap().is_none());
+        assert!(votes(&mut conn, "bbbbbb").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
     async fn room_rules_are_added_listed_and_removed() {
         let store = Store::in_memory().await.unwrap();
         let id = add_room_rule(
