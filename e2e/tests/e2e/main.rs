@@ -13,6 +13,8 @@ mod harness;
 mod admin;
 /// StackStorm's alias list: long lists, broken aliases.
 mod aliases;
+/// Commands that wait for a second person's approval before they run.
+mod approvals;
 /// StackStorm commands: matched, run for their sender, acknowledged in place.
 mod commands;
 /// End-to-end encrypted rooms and direct chats.
@@ -88,6 +90,10 @@ fn main() -> ExitCode {
         transactions::missing_hs_token_is_refused_with_401,
         admin::admin_room_is_created_for_the_admin_and_mistakes_are_answered_with_the_usage,
         restart::command_sent_while_the_bridge_is_down_is_answered_once_after_restart,
+        approvals::approval_granted_by_a_second_person_runs_the_command_as_its_requester,
+        approvals::approval_rejected_by_an_approver_never_runs,
+        approvals::approval_nobody_gives_expires_and_the_command_never_runs,
+        approvals::approval_given_after_a_restart_runs_the_command_once,
         invites::invite_from_a_user_outside_invite_allow_is_declined,
         admin::admin_rules_refuse_then_allow_then_narrow_help_then_deny,
         logs::bridge_log_never_contains_the_appservice_tokens,
