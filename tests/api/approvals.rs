@@ -491,3 +491,60 @@ async fn approvers_may_be_a_power_level_and_rooms_get_rules_from_the_admin_room(
     say(&app, ALICE, "!st2 deploy blog").await;
     wait_for_message(&app, "started blog").await;
 }
+
+#[tokio::test]
+async fn an_approved_command_runs_with_the_requesters_own_stackstorm_account() {
+    let app = app(ONE_APPROVER).await;
+    let st2 = app.st2.as_ref().unwrap();
+    st2.add_user("alice", "alice-password");
+    st2.add_user("bob", "bob-password");
+    let alice_key = st2.add_api_key("alice");
+    let bob_key = st2.add_api_key("bob");
+    for (user, key) in [(ALICE, alice_key), (BOB, bob_key)] {
+        st2_matrix::identity::link_api_key(
+            &app.bridge.core,
+            &ruma::UserId::parse(user).unwrap(),
+            &st2_matrix::secret::Secret::new(key),
+        )
+        .await
+        .unwrap();
+    }
+    let request = request(&app, "shop").await;
+    react(&app, BOB, &request.event_id, "✅").await;
+    wait_for_message(&app, "started shop").await;
+    let execution = st2.last_execution().unwrap();
+    assert_eq!(
+        (execution.request["user"].as_str(), execution.user.as_str()),
+        (Some(ALICE), "alice"),
+        "Alice's command, with Alice's StackStorm credential, not Bob's"
+    );
+}
+
+#[tokio::test]
+async fn an_approved_command_that_now_matches_another_alias_is_not_run() {
+    let app = app(ONE_APPROVER).await;
+    let request = request(&app, "shop").await;
+    // StackStorm's aliases change while the request waits.
+    let st2 = app.st2.as_ref().unwrap();
+    st2.set_aliases(vec![
+        alias("rollout", "web", "deploy {{app}}"),
+        alias("ops", "uptime", "uptime"),
+    ]);
+    st2_matrix::aliases::refresh_once(
+        &app.bridge.aliases,
+        &app.bridge.store,
+        app.bridge.st2.as_ref().unwrap(),
+        &app.bridge.config.bridge.packs,
+    )
+    .await
+    .unwrap();
+    react(&app, BOB, &request.event_id, "✅").await;
+    let refused = wait_for_message(&app, "was approved as `deploy.web`").await;
+    assert!(
+        body(&refused).contains("now matches `rollout.web`")
+            && body(&refused).contains("was not run"),
+        "{}",
+        body(&refused)
+    );
+    assert_no_execution(&app).await;
+}
