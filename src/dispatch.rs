@@ -26,6 +26,10 @@ use crate::{
     },
 };
 
+/// How long after a prompt is queued an answer to an unknown event of its room is retried, in
+/// case it answers that prompt before its event id was recorded.
+const PROMPT_ID_GRACE_MS: i64 = 60_000;
+
 /// Attempts at an event whose handling keeps failing transiently before it is given up.
 const MAX_ATTEMPTS: u32 = 6;
 
@@ -196,9 +200,23 @@ async fn on_response(
 ) -> anyhow::Result<()> {
     let found = match prompts::parse(raw, event) {
         Some(response) => {
-            store::prompts::by_event(&bridge.store, response.room_id.as_str(), &response.target)
-                .await?
-                .map(|prompt| (prompt, response))
+            let room = response.room_id.as_str();
+            match store::prompts::by_event(&bridge.store, room, &response.target).await? {
+                Some(prompt) => Some((prompt, response)),
+                // Someone may answer a prompt before the outbox has recorded its event id
+                // (it records sends in batches): retried (the worker's backoff) while a
+                // recent prompt of the room waits for its id, instead of dropping the answer.
+                None if store::prompts::awaiting_event_id(
+                    &bridge.store,
+                    room,
+                    store::now_ms() - PROMPT_ID_GRACE_MS,
+                )
+                .await? =>
+                {
+                    anyhow::bail!("an answer to a prompt whose event id is not recorded yet")
+                }
+                None => None,
+            }
         }
         None => None,
     };

@@ -114,6 +114,23 @@ pub async fn by_event(
     row.map(Prompt::try_from).transpose()
 }
 
+/// Whether `room_id` has a prompt recorded since `since_ms` (unix ms) whose event id is not
+/// known yet: queued, or sent with its event id not recorded yet (the outbox records sends
+/// in batches). An answer arriving then may be to it, and is worth a retry.
+pub async fn awaiting_event_id(
+    store: &Store,
+    room_id: &str,
+    since_ms: i64,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM prompts WHERE room_id = ? AND event_id IS NULL AND created_at >= ?)",
+    )
+    .bind(room_id)
+    .bind(since_ms)
+    .fetch_one(store.pool())
+    .await
+}
+
 /// The prompts asking about `kind`/`target_id` (usually one).
 pub async fn for_target(
     conn: &mut SqliteConnection,
@@ -153,9 +170,17 @@ mod tests {
             .unwrap();
         drop(conn);
         assert_eq!(by_event(&store, "!r", "$q").await.unwrap(), None);
+        assert!(awaiting_event_id(&store, "!r", 0).await.unwrap());
+        assert!(
+            !awaiting_event_id(&store, "!r", now_ms() + 1000)
+                .await
+                .unwrap()
+        );
+        assert!(!awaiting_event_id(&store, "!other", 0).await.unwrap());
         outbox::mark_sent_many(&store, &[(seq, "$q".to_owned())])
             .await
             .unwrap();
+        assert!(!awaiting_event_id(&store, "!r", 0).await.unwrap());
         let prompt = by_event(&store, "!r", "$q").await.unwrap().unwrap();
         assert_eq!(
             (
