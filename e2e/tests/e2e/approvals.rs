@@ -46,6 +46,11 @@ struct Setup {
 }
 
 async fn setup(ctx: &Ctx, timeout: &str) -> anyhow::Result<Setup> {
+    setup_room(ctx, timeout, false).await
+}
+
+/// As [`setup`], in an end-to-end encrypted room when `encrypted`.
+async fn setup_room(ctx: &Ctx, timeout: &str, encrypted: bool) -> anyhow::Result<Setup> {
     let st2 = stackstorm::double(St2Options::default(), vec![ops_deploy()]).await;
     let alice = ctx.user("alice").await?;
     let bob = ctx.user("bob").await?;
@@ -54,7 +59,11 @@ async fn setup(ctx: &Ctx, timeout: &str) -> anyhow::Result<Setup> {
     require_approval(&mut bridge, &alice, &bob, timeout);
     bridge.start().await?;
     let bot = bridge.bot_user_id();
-    let room = alice.create_room_with(&bot).await?;
+    let room = if encrypted {
+        alice.create_encrypted_room_with(&bot).await?
+    } else {
+        alice.create_room_with(&bot).await?
+    };
     alice.invite(&room, bob.user_id()).await?;
     bob.join(&room).await?;
     alice
@@ -348,5 +357,49 @@ pub async fn approval_given_after_a_restart_runs_the_command_once(ctx: Ctx) -> a
         !bridge.log().contains("command interrupted by a restart"),
         "the approved command was not caught mid-flight"
     );
+    Ok(())
+}
+
+/// In an end-to-end encrypted room: the request comes encrypted, bob's encrypted ✅ is read by
+/// the bot's device, and the command runs once as alice.
+pub async fn approval_in_an_encrypted_room_is_given_by_an_encrypted_reaction(
+    ctx: Ctx,
+) -> anyhow::Result<()> {
+    // Arrange
+    let Setup {
+        st2,
+        bridge: _bridge,
+        alice,
+        bob,
+        room,
+        bot,
+    } = setup_room(&ctx, "30m", true).await?;
+    let command = alice.send_text(&room, "!st2 deploy web").await?;
+    let (request, _, request_event) = request_of(&bob, &room, &bot, &command).await;
+    assert!(
+        bob.encryption_of(&room, &request_event).is_some(),
+        "the request arrived encrypted: {request_event}"
+    );
+
+    // Act
+    react(&bob, &room, &request, "✅").await?;
+
+    // Assert
+    notice_with(
+        &alice,
+        &room,
+        &bot,
+        &format!("Approved by {}", bob.user_id()),
+    )
+    .await;
+    wait_until("the approved command to run", PROMPTLY, || async {
+        (st2.executions().len() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(
+        st2.executions()[0].request["user"],
+        alice.user_id().as_str()
+    );
+    assert_count_stays("executions", 1, SETTLE, || async { st2.executions().len() }).await;
     Ok(())
 }

@@ -58,12 +58,13 @@ macro_rules! tests {
 
 /// The tests that send to-device messages (room keys: they talk in encrypted rooms), which
 /// take turns, as Synapse loses some to-device messages sent at the same moment (see
-/// `harness::main`): every encryption test, the admin tests (the admin room is encrypted) and
-/// the whisper test (whispers go to an encrypted direct chat).
+/// `harness::main`): every encryption test, the admin tests (the admin room is encrypted), the
+/// whisper test (whispers go to an encrypted direct chat) and the approval in an encrypted room.
 const TAKING_TURNS: &[&str] = &[
     "encryption::",
     "admin::",
     "results::whispered_results_arrive_in_one_direct_chat_with_the_user",
+    "approvals::approval_in_an_encrypted_room_is_given_by_an_encrypted_reaction",
 ];
 
 fn main() -> ExitCode {
@@ -94,6 +95,7 @@ fn main() -> ExitCode {
         approvals::approval_rejected_by_an_approver_never_runs,
         approvals::approval_nobody_gives_expires_and_the_command_never_runs,
         approvals::approval_given_after_a_restart_runs_the_command_once,
+        approvals::approval_in_an_encrypted_room_is_given_by_an_encrypted_reaction,
         invites::invite_from_a_user_outside_invite_allow_is_declined,
         admin::admin_rules_refuse_then_allow_then_narrow_help_then_deny,
         logs::bridge_log_never_contains_the_appservice_tokens,
