@@ -17,7 +17,7 @@ use crate::{
     bridge::Bridge,
     config::Config,
     matrix::MatrixClient,
-    permissions::{Level, PackFilter, RoomPower, Rule, evaluate},
+    permissions::{Level, PackFilter, RoomPower, Rule, any_rule_matches, evaluate},
     room_settings::RoomSettings,
 };
 
@@ -97,6 +97,27 @@ impl Access {
             None
         };
         evaluate(&grants, user, power, bridge.config.permissions.default)
+    }
+
+    /// Whether `user` matches any of `rules` in `room` (e.g. an approval's approvers), with
+    /// the power levels and the evaluation room rules use ([`any_rule_matches`]).
+    pub async fn matches_any(
+        &self,
+        bridge: &Bridge,
+        room: &RoomId,
+        user: &UserId,
+        rules: &[Rule],
+    ) -> bool {
+        let needs_power = rules.iter().any(|r| matches!(r, Rule::PowerAtLeast(_)));
+        let power = if needs_power {
+            self.power
+                .get(&bridge.matrix, room)
+                .await
+                .map(|p| p.of(user))
+        } else {
+            None
+        };
+        any_rule_matches(rules, user, power)
     }
 
     /// The packs `room` may use.

@@ -72,6 +72,9 @@ pub struct Config {
     /// Executions watched from the room: the ack edited as they move.
     #[serde(default)]
     pub live: LiveConfig,
+    /// `[[approvals]]`: commands that wait for other people's approval before they run.
+    #[serde(default)]
+    pub approvals: Vec<ApprovalRule>,
     /// Directory of the config file; relative paths in the config are resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -248,6 +251,50 @@ impl Default for PermissionsConfig {
             default: defaults::default_level(),
             rules: Vec::new(),
         }
+    }
+}
+
+/// `[[approvals]]`: the aliases whose commands run only once other people approved them.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalRule {
+    /// Alias refs (`pack.name`) covered, globs allowed (`deploy.*`).
+    pub aliases: Vec<crate::permissions::AliasGlob>,
+    /// Who may approve: rules as in `[permissions]` (user ids, globs, `*:server`, `power>=N`).
+    pub approvers: Vec<crate::permissions::Rule>,
+    /// Distinct approvers needed (the requester never counts).
+    #[serde(default = "defaults::approvals_required")]
+    pub required: u32,
+    /// How long a request waits before it expires (and the command does not run).
+    #[serde(default = "defaults::approval_timeout")]
+    pub timeout: HumanDuration,
+}
+
+impl ApprovalRule {
+    /// What is wrong with the rule, if anything (`key` names it in the message).
+    pub fn check(&self, key: &str) -> Result<(), String> {
+        if self.aliases.is_empty() {
+            return Err(format!(
+                "{key}.aliases is empty, so the rule covers no command; list alias refs such as \"deploy.*\""
+            ));
+        }
+        if self.approvers.is_empty() {
+            return Err(format!(
+                "{key}.approvers is empty, so nobody could approve; list rules such as \"power>=50\""
+            ));
+        }
+        if self.required == 0 {
+            return Err(format!(
+                "{key}.required must be at least 1 (to run these commands without approval, remove the rule)"
+            ));
+        }
+        let timeout = self.timeout.get();
+        if timeout < Duration::from_secs(1) || timeout > Duration::from_secs(30 * 86_400) {
+            return Err(format!(
+                "{key}.timeout must be between 1s and 30d (e.g. \"30m\")"
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -590,6 +637,12 @@ mod defaults {
     pub fn notify_rule_recheck() -> HumanDuration {
         HumanDuration(Duration::from_secs(600))
     }
+    pub fn approvals_required() -> u32 {
+        1
+    }
+    pub fn approval_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(30 * 60))
+    }
 }
 
 impl Default for DatabaseConfig {
@@ -847,6 +900,9 @@ impl Config {
             if self.encryption.device_displayname.trim().is_empty() {
                 return Err("key `encryption.device_displayname` must not be empty".into());
             }
+        }
+        for (i, rule) in self.approvals.iter().enumerate() {
+            rule.check(&format!("key `approvals[{i}]`"))?;
         }
         if self.bridge.help_page_size == 0 {
             return Err("key `bridge.help_page_size` must be at least 1".into());
@@ -1203,6 +1259,66 @@ mod tests {
         assert!(rule("*").matches(&bob));
         assert!("@not valid".parse::<UserRule>().is_err());
         assert!("".parse::<UserRule>().is_err());
+    }
+
+    #[test]
+    fn approval_rules_parse_with_defaults() {
+        let text = format!(
+            "{MINIMAL}\n[[approvals]]\naliases = [\"deploy.*\"]\napprovers = [\"power>=50\", \"@carol:example.org\"]\n\
+             [[approvals]]\naliases = [\"ops.restart\"]\napprovers = [\"*:example.org\"]\nrequired = 2\ntimeout = \"2h\"\n"
+        );
+        let config = parse(&text, &[]).unwrap();
+        let [first, second] = &config.approvals[..] else {
+            panic!("two rules expected")
+        };
+        assert!(first.aliases[0].matches("deploy.web"));
+        assert_eq!(first.approvers.len(), 2);
+        assert_eq!(
+            (first.required, first.timeout.get()),
+            (1, Duration::from_secs(1800))
+        );
+        assert_eq!(
+            (second.required, second.timeout.get()),
+            (2, Duration::from_secs(7200))
+        );
+        assert!(parse(MINIMAL, &[]).unwrap().approvals.is_empty());
+    }
+
+    #[test]
+    fn bad_approval_rules_are_refused_with_what_to_write() {
+        let err = |rule: &str| {
+            parse(&format!("{MINIMAL}\n[[approvals]]\n{rule}\n"), &[])
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err("aliases = [\"deploy web\"]\napprovers = [\"power>=50\"]");
+        assert!(
+            e.contains("approvals") && e.contains("deploy web") && e.contains("pack.name"),
+            "{e}"
+        );
+        let e = err("aliases = [\"deploy.*\"]\napprovers = [\"power>=lots\"]");
+        assert!(e.contains("power>=N"), "{e}");
+        let e = err("aliases = [\"deploy.*\"]\napprovers = [\"@not valid\"]");
+        assert!(e.contains("@not valid"), "{e}");
+        let e = err("aliases = [\"deploy.*\"]\napprovers = [\"power>=50\"]\nrequired = 0");
+        assert!(
+            e.contains("approvals[0]`.required must be at least 1"),
+            "{e}"
+        );
+        let e = err(
+            "aliases = [\"deploy.*\"]\napprovers = [\"power>=50\"]\ntimeout = \"30 fortnights\"",
+        );
+        assert!(e.contains("timeout") && e.contains("unknown unit"), "{e}");
+        let e = err("aliases = [\"deploy.*\"]\napprovers = [\"power>=50\"]\ntimeout = \"0s\"");
+        assert!(e.contains("between 1s and 30d"), "{e}");
+        let e = err("aliases = []\napprovers = [\"power>=50\"]");
+        assert!(e.contains("covers no command"), "{e}");
+        let e = err("aliases = [\"deploy.*\"]\napprovers = []");
+        assert!(e.contains("nobody could approve"), "{e}");
+        let e = err("aliases = [\"deploy.*\"]");
+        assert!(e.contains("approvers"), "{e}");
+        let e = err("aliases = [\"deploy.*\"]\napprovers = [\"power>=50\"]\napprover = 1");
+        assert!(e.contains("approver"), "{e}");
     }
 
     #[test]

@@ -172,6 +172,12 @@ async fn process(
                 )),
             ) => commands::handle(bridge, &row, &message).await,
             (Kind::Response, event) => on_response(bridge, &row, &raw, &event).await,
+            (
+                Kind::Approved,
+                AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomMessage(
+                    MessageLikeEvent::Original(message),
+                )),
+            ) => commands::handle_approved(bridge, &row, &message).await,
             (kind, _) => {
                 tracing::error!(
                     kind = kind.as_str(),

@@ -13,6 +13,8 @@
 //! - [`dispatch`]: which events need work, and the per-room inbox worker.
 //! - [`commands`], [`membership`]: what the bridge does with them (ping, help, run, login;
 //!   invites, removals, the encryption notice).
+//! - [`approvals`]: commands that wait for other people's approval (asked, answered by
+//!   reaction or `approve`/`reject`, expired), run once approved.
 //! - [`admin`]: the admin room's commands; [`permissions`] and [`room_settings`]: who may do
 //!   what where, and each room's packs.
 //! - [`aliases`]: the per-room alias cache, kept on disk, over the `st2-alias` crate

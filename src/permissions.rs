@@ -410,6 +410,73 @@ impl fmt::Display for PackFilter {
     }
 }
 
+/// A glob over alias refs (`pack.name`), as approval rules name the commands they cover:
+/// `deploy.*`, `*.restart_*`, `ops.deploy`. `*` and `?` are the wildcards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AliasGlob(String);
+
+impl AliasGlob {
+    /// Whether the alias `alias_ref` (`pack.name`) is covered.
+    pub fn matches(&self, alias_ref: &str) -> bool {
+        glob_match(&self.0, alias_ref)
+    }
+}
+
+impl FromStr for AliasGlob {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err("an empty alias pattern matches nothing; write e.g. \"deploy.*\"".into());
+        }
+        // Alias refs are `pack.name` with pack and name made of these; anything else (a space,
+        // a regex) is a mistake that would silently match nothing, so it is refused.
+        if let Some(bad) = s
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '*' | '?')))
+        {
+            return Err(format!(
+                "{s:?} is not an alias pattern: {bad:?} cannot appear in one; write pack.name \
+                 with * and ? as wildcards, e.g. \"deploy.*\""
+            ));
+        }
+        if !s.contains(['.', '*']) {
+            return Err(format!(
+                "{s:?} is not an alias pattern: aliases are named pack.name; write \"{s}.*\" for \
+                 every alias of the pack {s}"
+            ));
+        }
+        Ok(AliasGlob(s.to_owned()))
+    }
+}
+
+impl fmt::Display for AliasGlob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for AliasGlob {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(de::Error::custom)
+    }
+}
+
+/// Whether `user` (with `power` in the room) is matched by any of `rules`: the rules are
+/// evaluated as grants by [`evaluate`], the code room rules go through, so `power>=N`,
+/// globs and servers mean exactly what they mean in `[permissions]`.
+pub fn any_rule_matches(rules: &[Rule], user: &UserId, power: Option<Power>) -> bool {
+    let grants: Vec<Grant> = rules
+        .iter()
+        .map(|rule| Grant {
+            rule: rule.clone(),
+            level: Level::Run,
+        })
+        .collect();
+    evaluate(&grants, user, power, Level::None) == Level::Run
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -562,5 +629,54 @@ mod tests {
         ])));
         assert_eq!(room.of(&user("@creator:x")), Power::Value(100));
         assert_eq!(room.of(&user("@other:x")), Power::Value(0));
+    }
+
+    #[test]
+    fn alias_globs_match_refs_and_refuse_what_cannot_be_one() {
+        let glob: AliasGlob = "deploy.*".parse().unwrap();
+        assert!(glob.matches("deploy.web") && !glob.matches("ops.deploy"));
+        assert!(
+            "*.restart_?"
+                .parse::<AliasGlob>()
+                .unwrap()
+                .matches("ops.restart_a")
+        );
+        assert!(
+            "ops.deploy"
+                .parse::<AliasGlob>()
+                .unwrap()
+                .matches("ops.deploy")
+        );
+        assert!("".parse::<AliasGlob>().unwrap_err().contains("empty"));
+        assert!(
+            "deploy web"
+                .parse::<AliasGlob>()
+                .unwrap_err()
+                .contains("' '")
+        );
+        assert!(
+            "deploy"
+                .parse::<AliasGlob>()
+                .unwrap_err()
+                .contains("deploy.*")
+        );
+        assert!("^deploy\\..*$".parse::<AliasGlob>().is_err());
+    }
+
+    #[test]
+    fn approver_rules_match_as_room_rules_do() {
+        let rules: Vec<Rule> = vec!["power>=50".parse().unwrap(), "@carol:x".parse().unwrap()];
+        let bob = UserId::parse("@bob:x").unwrap();
+        let carol = UserId::parse("@carol:x").unwrap();
+        assert!(any_rule_matches(&rules, &bob, Some(Power::Value(50))));
+        assert!(any_rule_matches(&rules, &bob, Some(Power::Infinite)));
+        assert!(!any_rule_matches(&rules, &bob, Some(Power::Value(49))));
+        assert!(
+            !any_rule_matches(&rules, &bob, None),
+            "unknown power never matches"
+        );
+        assert!(any_rule_matches(&rules, &carol, None));
+        assert!(any_rule_matches(&["*:x".parse().unwrap()], &bob, None));
+        assert!(!any_rule_matches(&[], &bob, Some(Power::Infinite)));
     }
 }

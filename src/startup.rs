@@ -180,6 +180,7 @@ impl App {
             classifier,
             addressing,
             inbox_wake: Arc::new(Notify::new()),
+            approvals_wake: Arc::new(Notify::new()),
             aliases,
             access: Access {
                 settings: room_settings,
@@ -225,6 +226,7 @@ impl App {
         });
 
         workers.spawn(dispatch::run_inbox(bridge.clone(), stop.clone()));
+        workers.spawn(crate::approvals::run_expiry(bridge.clone(), stop.clone()));
         let policy = Policy {
             give_up_after: bridge.config.outbox.give_up_after.get(),
             max_backoff: bridge.config.outbox.max_backoff.get(),

@@ -35,6 +35,8 @@ pub struct AppState {
     pub addressing: Addressing,
     /// Wakes the inbox worker when a transaction stored new work.
     pub inbox_wake: Arc<Notify>,
+    /// Wakes the approvals' expiry task when a new request was stored.
+    pub approvals_wake: Arc<Notify>,
     /// The aliases each room may use.
     pub aliases: Arc<AliasCache>,
     /// Permission levels: rooms' own settings and power levels.

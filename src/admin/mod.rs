@@ -93,6 +93,42 @@ pub enum RoomsCommand {
         /// The rule, as shown by `rooms show`.
         rule: String,
     },
+    /// A room's own approval rules: commands of matching aliases wait for approvers before
+    /// they run. They are tried before the config's [[approvals]]; the first that matches
+    /// decides. Without a subcommand: list them.
+    Approvals {
+        /// Room id or alias.
+        room: String,
+        /// What to do (default: list).
+        #[command(subcommand)]
+        action: Option<ApprovalsAction>,
+    },
+}
+
+/// `rooms approvals <room> …`
+#[derive(Debug, Subcommand, PartialEq, Eq)]
+pub enum ApprovalsAction {
+    /// List the room's approval rules, and the config's.
+    List,
+    /// Add a rule, e.g. `add deploy.*,ops.restart power>=50 --required 2 --timeout 1h`.
+    Add {
+        /// Alias refs (pack.name), comma-separated, globs allowed: `deploy.*`.
+        aliases: String,
+        /// Who may approve, comma-separated: user ids, globs (@ops-*:example.org), *:server,
+        /// power>=N.
+        approvers: String,
+        /// Distinct approvers needed (the requester never counts).
+        #[arg(long, default_value_t = 1)]
+        required: u32,
+        /// How long a request waits before it expires: 30s, 10m, 1h, 2d.
+        #[arg(long, default_value = "30m")]
+        timeout: String,
+    },
+    /// Remove a rule by its number (as `rooms approvals <room>` lists them).
+    Remove {
+        /// The rule's number.
+        number: i64,
+    },
 }
 
 /// `aliases …`
@@ -271,6 +307,35 @@ mod tests {
                 room: "!abc:example.org".into(),
                 rule: "@bob:example.org".into(),
                 level: "help".into()
+            })
+        );
+        assert_eq!(
+            parse(
+                "rooms approvals !r:x add deploy.*,ops.restart power>=50 --required 2 --timeout 1h"
+            )
+            .unwrap(),
+            AdminCommand::Rooms(RoomsCommand::Approvals {
+                room: "!r:x".into(),
+                action: Some(ApprovalsAction::Add {
+                    aliases: "deploy.*,ops.restart".into(),
+                    approvers: "power>=50".into(),
+                    required: 2,
+                    timeout: "1h".into()
+                })
+            })
+        );
+        assert_eq!(
+            parse("rooms approvals !r:x").unwrap(),
+            AdminCommand::Rooms(RoomsCommand::Approvals {
+                room: "!r:x".into(),
+                action: None
+            })
+        );
+        assert_eq!(
+            parse("rooms approvals !r:x remove 3").unwrap(),
+            AdminCommand::Rooms(RoomsCommand::Approvals {
+                room: "!r:x".into(),
+                action: Some(ApprovalsAction::Remove { number: 3 })
             })
         );
         assert_eq!(

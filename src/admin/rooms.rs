@@ -1,7 +1,8 @@
 //! `rooms …`: where the bot is, and each room's packs and permission rules.
 
-use super::{CommandError, Reply, RoomsCommand, room_arg};
+use super::{ApprovalsAction, CommandError, Reply, RoomsCommand, room_arg};
 use crate::{
+    config::HumanDuration,
     permissions::PackFilter,
     permissions::{Grant, Level, Rule},
     state::AppState,
@@ -26,6 +27,7 @@ pub async fn run(bridge: &AppState, command: RoomsCommand) -> Result<Reply, Comm
         }
         RoomsCommand::Deny { room, rule } => grant(bridge, &room, &rule, Level::None).await,
         RoomsCommand::Unset { room, rule } => unset(bridge, &room, &rule).await,
+        RoomsCommand::Approvals { room, action } => approvals(bridge, &room, action).await,
     }
 }
 
@@ -190,6 +192,7 @@ async fn leave(bridge: &AppState, room: &str) -> Result<Reply, CommandError> {
     store::rooms::forget(&bridge.store, id.as_str()).await?;
     store::dms::forget_room(&bridge.store, id.as_str()).await?;
     bridge.access.settings.forget(&bridge.store, &id).await?;
+    store::approvals::forget_room(&bridge.store, id.as_str()).await?;
     Ok(Reply::Markdown(format!(
         "✅ Left `{id}` and forgot its settings."
     )))
@@ -236,5 +239,132 @@ async fn unset(bridge: &AppState, room: &str, rule: &str) -> Result<Reply, Comma
         Err(CommandError::User(format!(
             "`{id}` has no rule `{rule}`; `rooms show {id}` lists them"
         )))
+    }
+}
+
+/// `rooms approvals <room> [list | add … | remove <n>]`.
+async fn approvals(
+    bridge: &AppState,
+    room: &str,
+    action: Option<ApprovalsAction>,
+) -> Result<Reply, CommandError> {
+    let (id, _) = joined_room(bridge, room).await?;
+    match action.unwrap_or(ApprovalsAction::List) {
+        ApprovalsAction::List => list_approvals(bridge, &id).await,
+        ApprovalsAction::Add {
+            aliases,
+            approvers,
+            required,
+            timeout,
+        } => {
+            let split = |list: &str| -> Vec<String> {
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            };
+            let timeout: HumanDuration = timeout
+                .parse()
+                .map_err(|e| CommandError::User(format!("--timeout: {e}")))?;
+            let rule = store::approvals::RoomRule {
+                rule_id: 0,
+                aliases: split(&aliases),
+                approvers: split(&approvers),
+                required,
+                timeout_ms: i64::try_from(timeout.get().as_millis()).unwrap_or(i64::MAX),
+            };
+            // Checked as the config's rules are, so a stored rule always parses back.
+            let parsed = crate::approvals::room_rule(&rule)
+                .map_err(|e| CommandError::User(e.replace("rule.", "--")))?;
+            let number = store::approvals::add_room_rule(
+                &bridge.store,
+                id.as_str(),
+                &rule.aliases,
+                &rule.approvers,
+                rule.required,
+                rule.timeout_ms,
+            )
+            .await?;
+            Ok(Reply::Markdown(format!(
+                "✅ In `{id}`, commands of {} now wait for approval by {} ({} needed, expiring after {}): rule {number}.",
+                code_list(&rule.aliases),
+                code_list(&rule.approvers),
+                parsed.required,
+                show_duration(parsed.timeout.get()),
+            )))
+        }
+        ApprovalsAction::Remove { number } => {
+            if store::approvals::remove_room_rule(&bridge.store, id.as_str(), number).await? {
+                Ok(Reply::Markdown(format!(
+                    "✅ Removed approval rule {number} of `{id}`. Requests already waiting keep their approvers."
+                )))
+            } else {
+                Err(CommandError::User(format!(
+                    "`{id}` has no approval rule {number}; `rooms approvals {id}` lists them"
+                )))
+            }
+        }
+    }
+}
+
+async fn list_approvals(bridge: &AppState, id: &ruma::RoomId) -> Result<Reply, CommandError> {
+    let own = store::approvals::room_rules(&bridge.store, id.as_str()).await?;
+    let mut lines = vec![format!(
+        "**Approval rules of `{id}`** (the room's own first, then the config's; the first whose aliases match decides):"
+    )];
+    if own.is_empty() {
+        lines.push("- The room's own: none".into());
+    }
+    for rule in &own {
+        lines.push(format!(
+            "- {}: {} → approvers {}, {} needed, expires after {}",
+            rule.rule_id,
+            code_list(&rule.aliases),
+            code_list(&rule.approvers),
+            rule.required,
+            show_duration(std::time::Duration::from_millis(
+                u64::try_from(rule.timeout_ms).unwrap_or(0)
+            )),
+        ));
+    }
+    if bridge.config.approvals.is_empty() {
+        lines.push("- From the config ([[approvals]]): none".into());
+    }
+    for rule in &bridge.config.approvals {
+        let aliases: Vec<String> = rule.aliases.iter().map(ToString::to_string).collect();
+        let approvers: Vec<String> = rule.approvers.iter().map(ToString::to_string).collect();
+        lines.push(format!(
+            "- config: {} → approvers {}, {} needed, expires after {}",
+            code_list(&aliases),
+            code_list(&approvers),
+            rule.required,
+            show_duration(rule.timeout.get()),
+        ));
+    }
+    Ok(Reply::Markdown(lines.join("\n")))
+}
+
+fn code_list(items: &[String]) -> String {
+    items
+        .iter()
+        .map(|i| format!("`{i}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A duration as the config writes it (`30m`, `2h`, `90s`).
+fn show_duration(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    if d.subsec_millis() != 0 || s == 0 {
+        format!("{}ms", d.as_millis())
+    } else if s.is_multiple_of(86_400) {
+        format!("{}d", s / 86_400)
+    } else if s.is_multiple_of(3600) {
+        format!("{}h", s / 3600)
+    } else if s.is_multiple_of(60) {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
     }
 }

@@ -132,6 +132,16 @@ pub fn render(
         );
         plain.push_str(&format!("\n\n{note}"));
         html.push_str(&format!("<p>{}</p>", render::escape_html(&note)));
+    } else if !entries.is_empty() {
+        // Approval rules can come from the admin room too, so the way to answer a request is
+        // always listed with the commands.
+        plain.push_str(&format!(
+            "\n\nSome commands may need approval before they run: answer a request with {prefix} approve <id> or {prefix} reject <id> [reason] (or react ✅/❌ to it)."
+        ));
+        html.push_str(&format!(
+            "<p>Some commands may need approval before they run: answer a request with <code>{p} approve &lt;id&gt;</code> or <code>{p} reject &lt;id&gt; [reason]</code> (or react ✅/❌ to it).</p>",
+            p = render::escape_html(prefix)
+        ));
     }
     render::notice_html(&plain, html)
 }

@@ -4,6 +4,7 @@
 //! [`crate::addressing`]'s answer; what follows the prefix is a built-in (`ping`, `help`,
 //! `login`…) or an alias command for StackStorm.
 
+pub mod approve;
 pub mod help;
 pub mod login;
 pub mod ping;
@@ -38,6 +39,8 @@ pub enum Command {
     Whoami,
     /// `respond [inquiry id] key=value …`: answers a StackStorm inquiry.
     Respond(String),
+    /// `approve <id>` / `reject <id> [reason]`: answer a request for approval.
+    Approve(approve::Answer),
     /// Anything else: an action-alias command for StackStorm.
     Run(String),
 }
@@ -53,6 +56,7 @@ impl Command {
             Command::Logout => "logout",
             Command::Whoami => "whoami",
             Command::Respond(_) => "respond",
+            Command::Approve(answer) => answer.name(),
             Command::Run(_) => "run",
         }
     }
@@ -69,7 +73,10 @@ impl Command {
             w if w.eq_ignore_ascii_case("logout") && rest.trim().is_empty() => Command::Logout,
             w if w.eq_ignore_ascii_case("whoami") && rest.trim().is_empty() => Command::Whoami,
             w if w.eq_ignore_ascii_case("respond") => Command::Respond(rest.trim().to_owned()),
-            _ => Command::Run(text.to_owned()),
+            w => match approve::Answer::parse(w, rest) {
+                Some(answer) => Command::Approve(answer?),
+                None => Command::Run(text.to_owned()),
+            },
         })
     }
 
@@ -78,7 +85,7 @@ impl Command {
         match self {
             Command::Ping | Command::Empty => Level::None,
             Command::Help(_) | Command::Login | Command::Logout | Command::Whoami => Level::Help,
-            Command::Run(_) | Command::Respond(_) => Level::Run,
+            Command::Run(_) | Command::Respond(_) | Command::Approve(_) => Level::Run,
         }
     }
 
@@ -87,6 +94,7 @@ impl Command {
         match self {
             Command::Run(_) => "Running commands",
             Command::Respond(_) => "Answering StackStorm's questions",
+            Command::Approve(_) => "Answering requests for approval",
             Command::Help(_) => "Reading the command list",
             _ => "This",
         }
@@ -113,6 +121,25 @@ pub async fn handle(
     row: &inbox::Row,
     message: &OriginalMessageLikeEvent<RoomMessageEventContent>,
 ) -> anyhow::Result<()> {
+    handle_as(bridge, row, message, false).await
+}
+
+/// Runs a command that was approved (an inbox row of kind `approved`): like [`handle`],
+/// permissions checked again, but without asking for approval a second time.
+pub async fn handle_approved(
+    bridge: &AppState,
+    row: &inbox::Row,
+    message: &OriginalMessageLikeEvent<RoomMessageEventContent>,
+) -> anyhow::Result<()> {
+    handle_as(bridge, row, message, true).await
+}
+
+async fn handle_as(
+    bridge: &AppState,
+    row: &inbox::Row,
+    message: &OriginalMessageLikeEvent<RoomMessageEventContent>,
+    approved: bool,
+) -> anyhow::Result<()> {
     let origin = origin(message);
     let direct = bridge.is_direct(&origin.room_id);
     let text = bridge
@@ -131,7 +158,7 @@ pub async fn handle(
         );
         return reply_and_finish(bridge, row, &origin, render::notice_markdown(&text)).await;
     }
-    if bridge.is_admin_room(&origin.room_id) {
+    if bridge.is_admin_room(&origin.room_id) && !approved {
         let content = crate::admin::handle(bridge, &origin, message.content.body()).await;
         return reply_and_finish(bridge, row, &origin, content).await;
     }
@@ -173,10 +200,18 @@ pub async fn handle(
         Command::Login => login::login(bridge, &origin, direct).await?,
         Command::Logout => login::logout(bridge, &origin).await?,
         Command::Whoami => login::whoami(bridge, &origin).await?,
-        Command::Run(text) => return run::run(bridge, row, &origin, &text).await,
         Command::Respond(args) => {
             return crate::inquiries::respond(bridge, row, message, &origin, &args).await;
         }
+        Command::Approve(answer) => return approve::answer(bridge, row, &origin, &answer).await,
+        Command::Run(text) if approved => {
+            let approval = crate::approvals::for_approved_row(bridge, row).await?;
+            let Some(approval) = approval else {
+                anyhow::bail!("approved row {} has no approval", row.event_id);
+            };
+            return run::run(bridge, row, &origin, &text, Some(&approval), message).await;
+        }
+        Command::Run(text) => return run::run(bridge, row, &origin, &text, None, message).await,
     };
     reply_and_finish(bridge, row, &origin, content).await
 }
@@ -204,6 +239,28 @@ mod tests {
         assert_eq!(
             Command::parse("respond 5f00 continue=true"),
             Ok(Command::Respond("5f00 continue=true".into()))
+        );
+        assert_eq!(
+            Command::parse("approve ABC234"),
+            Ok(Command::Approve(approve::Answer {
+                approve: true,
+                id: "ABC234".into(),
+                reason: None
+            }))
+        );
+        assert_eq!(
+            Command::parse("reject abc234 not during the freeze"),
+            Ok(Command::Approve(approve::Answer {
+                approve: false,
+                id: "abc234".into(),
+                reason: Some("not during the freeze".into())
+            }))
+        );
+        assert!(Command::parse("approve").is_err());
+        assert_eq!(
+            Command::parse("approve change 1234"),
+            Ok(Command::Run("approve change 1234".into())),
+            "an alias that starts with approve still runs"
         );
         assert_eq!(
             Command::parse("run date on web1"),

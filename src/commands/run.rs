@@ -7,25 +7,30 @@
 //! between leaves the row started, and the next run says the command may or may not have run
 //! instead of sending it again.
 
+use ruma::events::{OriginalMessageLikeEvent, room::message::RoomMessageEventContent};
 use serde_json::json;
 use st2_alias::MatchOutcome;
 
 use super::{one_line, reply_and_finish};
 use crate::{
     aliases::AliasEntry,
-    identity,
+    approvals, identity,
     matrix::render::{self, Origin},
     st2::{self, Delivery, types::AliasExecutionRequest},
     state::AppState,
-    store::{executions, inbox, now_ms},
+    store::{approvals::Approval, executions, inbox, now_ms},
 };
 
-/// Runs `text` (the command without the prefix) for `origin`.
+/// Runs `text` (the command without the prefix) for `origin`. `approved`: the approval it
+/// was given (it then runs without asking again, if it still matches the approved alias);
+/// `message` is the command's event, kept by a request for approval.
 pub async fn run(
     bridge: &AppState,
     row: &inbox::Row,
     origin: &Origin,
     text: &str,
+    approved: Option<&Approval>,
+    message: &OriginalMessageLikeEvent<RoomMessageEventContent>,
 ) -> anyhow::Result<()> {
     let prefix = &bridge.config.bridge.command_prefix;
     let Some(st2) = &bridge.st2 else {
@@ -110,6 +115,43 @@ pub async fn run(
             return reply_and_finish(bridge, row, origin, render::notice_markdown(&text)).await;
         }
     };
+
+    match approved {
+        Some(approval) if approval.alias_ref != matched.alias_ref => {
+            // StackStorm's aliases changed while it waited: what was approved is not what
+            // would run now.
+            tracing::warn!(approval_id = %approval.approval_id, approved_alias = %approval.alias_ref,
+                alias = %matched.alias_ref, "an approved command now matches another alias; not running it");
+            let text = format!(
+                "⛔ `{}` was approved as `{}`, but it now matches `{}` (StackStorm's aliases changed meanwhile), \
+                 so it was not run. Send it again to ask for a new approval.",
+                one_line(text),
+                approval.alias_ref,
+                matched.alias_ref
+            );
+            return reply_and_finish(bridge, row, origin, render::notice_markdown(&text)).await;
+        }
+        Some(_) => {}
+        None => {
+            if let Some(rule) =
+                approvals::rule_for(bridge, &origin.room_id, &matched.alias_ref).await?
+            {
+                let summary = approvals::summary(&matched.alias_ref, &matched.params);
+                tracing::info!(alias = %matched.alias_ref, parameters = %parameter_names(&matched.params),
+                    sender = %origin.sender, "the command needs approval");
+                return approvals::request(
+                    bridge,
+                    row,
+                    origin,
+                    &rule,
+                    &matched.alias_ref,
+                    summary,
+                    approvals::event_json(message)?,
+                )
+                .await;
+            }
+        }
+    }
 
     inbox::mark_started(&bridge.store, row.seq).await?;
     tracing::info!(alias = %matched.alias_ref, parameters = %parameter_names(&matched.params), sender = %origin.sender,

@@ -159,6 +159,27 @@ pub async fn finish(conn: &mut SqliteConnection, seq: i64) -> Result<(), sqlx::E
         .map(drop)
 }
 
+/// Adds an event to the inbox inside the caller's transaction (work the bridge makes for
+/// itself, such as an approved command), so it commits with what caused it. `false` when an
+/// event with that id is already there. Call `inbox_wake` after the commit.
+pub async fn insert_in(
+    conn: &mut SqliteConnection,
+    event: &NewEvent<'_>,
+) -> Result<bool, sqlx::Error> {
+    let n = sqlx::query(
+        "INSERT OR IGNORE INTO inbox (event_id, room_id, kind, event, received_at) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(event.event_id)
+    .bind(event.room_id)
+    .bind(event.kind.as_str())
+    .bind(event.event)
+    .bind(now_ms())
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
 /// Number of unfinished inbox events.
 pub async fn open_count(store: &Store) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT COUNT(*) FROM inbox WHERE state != 'done'")
@@ -238,6 +259,26 @@ mod tests {
                 .unwrap()
                 .unwrap()
                 .interrupted
+        );
+    }
+
+    #[tokio::test]
+    async fn work_inserted_in_a_transaction_is_stored_once() {
+        let store = Store::in_memory().await.unwrap();
+        let mut tx = store.begin().await.unwrap();
+        let event = NewEvent {
+            event_id: "approval:abc234",
+            room_id: "!a",
+            kind: Kind::Approved,
+            event: "{}",
+        };
+        assert!(insert_in(&mut tx, &event).await.unwrap());
+        assert!(!insert_in(&mut tx, &event).await.unwrap());
+        tx.commit().await.unwrap();
+        let row = next_for_room(&store, "!a").await.unwrap().unwrap();
+        assert_eq!(
+            (row.event_id.as_str(), row.kind),
+            ("approval:abc234", Kind::Approved)
         );
     }
 

@@ -5,6 +5,7 @@
 //! fails `cargo test`, not production.
 
 pub mod aliases;
+pub mod approvals;
 pub mod dms;
 pub mod executions;
 pub mod identities;
@@ -143,7 +144,8 @@ impl Store {
     }
 
     /// Deletes finished work older than `max_age`: processed transaction keys, done inbox
-    /// events and sent or failed outbox messages. Returns the number of rows removed.
+    /// events, sent or failed outbox messages and decided approvals. Returns the number of
+    /// rows removed.
     pub async fn purge(&self, max_age: Duration) -> Result<u64, sqlx::Error> {
         let cutoff = now_ms() - i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
         let mut removed = 0;
@@ -151,6 +153,12 @@ impl Store {
             "DELETE FROM processed_txns WHERE processed_at < ?",
             "DELETE FROM inbox WHERE state = 'done' AND finished_at < ?",
             "DELETE FROM outbox WHERE state != 'pending' AND finished_at < ?",
+            // Decided approvals: an answer to one this old is told "no such request".
+            "DELETE FROM approval_votes WHERE approval_id IN \
+             (SELECT approval_id FROM approvals WHERE state != 'pending' AND decided_at < ?)",
+            "DELETE FROM approval_refusals WHERE approval_id IN \
+             (SELECT approval_id FROM approvals WHERE state != 'pending' AND decided_at < ?)",
+            "DELETE FROM approvals WHERE state != 'pending' AND decided_at < ?",
         ] {
             removed += sqlx::query(sql)
                 .bind(cutoff)

@@ -190,9 +190,17 @@ mod tests {
             .unwrap();
         drop(conn);
         assert_eq!(by_event(&store, "!r", "$q").await.unwrap(), None);
+        assert!(unrecorded_since(&store, "!r", 0).await.unwrap());
+        assert!(
+            !unrecorded_since(&store, "!r", now_ms() + 1000)
+                .await
+                .unwrap()
+        );
+        assert!(!unrecorded_since(&store, "!other", 0).await.unwrap());
         outbox::mark_sent_many(&store, &[(seq, "$q".to_owned())])
             .await
             .unwrap();
+        assert!(!unrecorded_since(&store, "!r", 0).await.unwrap());
         let prompt = by_event(&store, "!r", "$q").await.unwrap().unwrap();
         assert_eq!(
             (

@@ -13,6 +13,8 @@ mod harness;
 mod admin;
 /// StackStorm's alias list: long lists, broken aliases.
 mod aliases;
+/// Commands that wait for a second person's approval before they run.
+mod approvals;
 /// StackStorm commands: matched, run for their sender, acknowledged in place.
 mod commands;
 /// End-to-end encrypted rooms and direct chats.
@@ -59,12 +61,14 @@ macro_rules! tests {
 /// The tests that send to-device messages (room keys: they talk in encrypted rooms), which
 /// take turns, as Synapse loses some to-device messages sent at the same moment (see
 /// `harness::main`): every encryption test, the admin tests (the admin room is encrypted), the
-/// whisper test (whispers go to an encrypted direct chat) and the encrypted inquiry.
+/// whisper test (whispers go to an encrypted direct chat), and the inquiry and the approval in
+/// an encrypted room.
 const TAKING_TURNS: &[&str] = &[
     "encryption::",
     "admin::",
     "results::whispered_results_arrive_in_one_direct_chat_with_the_user",
     "inquiries::question_in_an_encrypted_room_is_answered_by_an_encrypted_reaction",
+    "approvals::approval_in_an_encrypted_room_is_given_by_an_encrypted_reaction",
 ];
 
 fn main() -> ExitCode {
@@ -93,6 +97,11 @@ fn main() -> ExitCode {
         transactions::missing_hs_token_is_refused_with_401,
         admin::admin_room_is_created_for_the_admin_and_mistakes_are_answered_with_the_usage,
         restart::command_sent_while_the_bridge_is_down_is_answered_once_after_restart,
+        approvals::approval_granted_by_a_second_person_runs_the_command_as_its_requester,
+        approvals::approval_rejected_by_an_approver_never_runs,
+        approvals::approval_nobody_gives_expires_and_the_command_never_runs,
+        approvals::approval_given_after_a_restart_runs_the_command_once,
+        approvals::approval_in_an_encrypted_room_is_given_by_an_encrypted_reaction,
         invites::invite_from_a_user_outside_invite_allow_is_declined,
         admin::admin_rules_refuse_then_allow_then_narrow_help_then_deny,
         logs::bridge_log_never_contains_the_appservice_tokens,
