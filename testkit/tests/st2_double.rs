@@ -813,6 +813,8 @@ async fn rbac_denial_and_missing_actions_are_refused() {
 #[tokio::test]
 async fn executions_are_recorded_with_request_and_credential_and_can_be_fetched() {
     let (st2, token) = double_with_token().await;
+    // Kept `requested`, so the fetched execution is the one the 201 carried.
+    st2.set_start_delay(None);
     let created = body(execute(&st2, &token, run_date("matrix")).await).await;
     let id = created["execution"]["id"].as_str().unwrap();
     let recorded = st2.execution(id).unwrap();

@@ -209,8 +209,8 @@ pub(crate) async fn create(
             },
             "runner": { "name": runner },
             "liveaction": {
-                "action": action_ref, "parameters": params,
-                "notify": { "on_complete": {
+                "id": ids::object_id(), "action": action_ref, "parameters": params,
+                "notify": { "on-complete": {
                     "routes": [route],
                     "data": {
                         "user": request.get("user").cloned().unwrap_or(Value::Null),
@@ -244,6 +244,8 @@ pub(crate) async fn create(
     shared.publish_execution("st2.execution__create", &execution);
     if action_ref == super::inquiries::ASK_ACTION {
         super::inquiries::start_later(shared.clone(), id.clone());
+    } else {
+        super::lifecycle::start_later(shared.clone(), id.clone());
     }
 
     let mut body = Map::new();
@@ -379,6 +381,27 @@ pub(crate) async fn get_rule(
         })
 }
 
+/// The route and data st2's notifier would put into the `core.st2.generic.notifytrigger` of
+/// a completed execution: its `notify.on-complete` (alias executions get one from
+/// `_get_notify_field`, API executions carry what the caller sent). The first route only:
+/// the bridge has one, and a `null` route (an alias execution without
+/// `notification_route`) matches no rule.
+pub(crate) fn notify_of(execution: &Value) -> Option<(String, Value)> {
+    let on_complete = execution.pointer("/liveaction/notify/on-complete")?;
+    let route = on_complete
+        .get("routes")
+        .and_then(Value::as_array)?
+        .iter()
+        .filter_map(Value::as_str)
+        .find(|r| !r.is_empty())?
+        .to_owned();
+    let data = on_complete
+        .get("data")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    Some((route, data))
+}
+
 /// Announces `payload` on `st2.announcement__<route>`; returns the number of listeners.
 pub(crate) fn announce(shared: &Shared, route: &str, payload: Value) -> usize {
     let data = json!({ "payload": payload, "trace_context": { "id_": null, "trace_tag": null } });
@@ -388,7 +411,7 @@ pub(crate) fn announce(shared: &Shared, route: &str, payload: Value) -> usize {
 /// Finishes an execution and plays st2's notification pipeline.
 pub(crate) fn finish(shared: &Shared, id: &str, status: &str, result: Value) -> FinishOutcome {
     let now = SystemTime::now();
-    let (execution, request, alias, rule) = {
+    let (execution, alias, rule) = {
         let mut state = shared.state();
         let Some(record) = state.executions.iter_mut().find(|e| e.id == id) else {
             panic!("St2Double::finish_execution: no execution with id {id}");
@@ -406,22 +429,21 @@ pub(crate) fn finish(shared: &Shared, id: &str, status: &str, result: Value) -> 
             log.push(json!({ "status": status, "timestamp": ids::iso8601(now) }));
         }
         let execution = record.execution.clone();
-        let request = record.request.clone();
         let alias_id = execution.pointer("/context/action_alias_ref/id").cloned();
         let alias = state
             .aliases
             .iter()
             .find(|a| alias_id.as_ref().is_some_and(|id| a.get("id") == Some(id)))
             .cloned();
-        let rule = route_of(&request).map(|r| {
+        let rule = notify_of(&execution).map(|(r, data)| {
             let s = state
                 .notify_rules
                 .get(&r)
                 .copied()
                 .unwrap_or(RuleState::Absent);
-            (r, s)
+            (r, s, data)
         });
-        (execution, request, alias, rule)
+        (execution, alias, rule)
     };
     shared.publish_execution("st2.execution__update", &execution);
 
@@ -432,23 +454,23 @@ pub(crate) fn finish(shared: &Shared, id: &str, status: &str, result: Value) -> 
         delivered_to: 0,
         skipped: None,
     };
-    let route = match rule {
+    let (route, data) = match rule {
         None => {
             outcome.skipped = Some("the execution has no notification route".into());
             return outcome;
         }
-        Some((route, RuleState::Absent)) => {
+        Some((route, RuleState::Absent, _)) => {
             outcome.skipped = Some(format!(
                 "no rule {} matches route {route}",
                 rule_ref(&route)
             ));
             return outcome;
         }
-        Some((route, RuleState::Disabled)) => {
+        Some((route, RuleState::Disabled, _)) => {
             outcome.skipped = Some(format!("rule {} is disabled", rule_ref(&route)));
             return outcome;
         }
-        Some((route, RuleState::Enabled)) => route,
+        Some((route, RuleState::Enabled, data)) => (route, data),
     };
     let formatted = match format_execution_result(alias.as_ref(), &execution) {
         Ok(Some(f)) => f,
@@ -461,13 +483,15 @@ pub(crate) fn finish(shared: &Shared, id: &str, status: &str, result: Value) -> 
             return outcome;
         }
     };
+    // The rule's parameters: `{{trigger.data.source_channel}}`, `{{trigger.data.user}}`, …
+    let data_field = |k: &str| data.get(k).cloned().unwrap_or(Value::Null);
     let payload = json!({
-        "channel": request.get("source_channel").cloned().unwrap_or(Value::Null),
+        "channel": data_field("source_channel"),
         "message": formatted.message,
-        "user": request.get("user").cloned().unwrap_or(Value::Null),
+        "user": data_field("user"),
         "whisper": false,
         "extra": formatted.extra.unwrap_or_else(|| json!({})),
-        "context": request.get("source_context").cloned().unwrap_or(Value::Null),
+        "context": data_field("source_context"),
     });
     let route = announcement_route(&route);
     outcome.delivered_to = announce(shared, &route, payload.clone());

@@ -17,8 +17,8 @@ use serde_json::{Value, json};
 
 use super::state::{Shared, Token};
 use super::{
-    Credential, CredentialKind, CredentialPlace, RecordedRequest, aliases, executions, ids,
-    inquiries, stream,
+    Credential, CredentialKind, CredentialPlace, RecordedRequest, aliases, control, executions,
+    ids, inquiries, stream,
 };
 
 /// A StackStorm error response: a status and `{"faultstring": …}`.
@@ -93,7 +93,18 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/actionalias/help", get(aliases::help))
         .route("/api/v1/actionalias/{ref_or_id}", get(aliases::get_one))
         .route("/api/v1/aliasexecution", post(executions::create))
-        .route("/api/v1/executions/{id}", get(executions::get_one))
+        .route(
+            "/api/v1/executions",
+            get(control::list).post(control::create),
+        )
+        .route(
+            "/api/v1/executions/{id}",
+            get(executions::get_one)
+                .put(control::put)
+                .delete(control::cancel),
+        )
+        .route("/api/v1/executions/{id}/output", get(control::output))
+        .route("/api/v1/executions/{id}/re_run", post(control::re_run))
         .route("/api/v1/inquiries", get(inquiries::list))
         .route(
             "/api/v1/inquiries/{id}",

@@ -35,6 +35,15 @@
 //! outside chat. The stream filters by `events`, `action_refs` and `execution_ids` as st2's
 //! listener does (`stream.rs`).
 //!
+//! Executions move as st2 moves them (`lifecycle.rs`): `requested` → `scheduled` →
+//! `running` shortly after the 201 ([`St2Double::set_start_delay`], `None` to hold them for
+//! [`St2Double::start_execution`]), then stay `running` until the test finishes them or
+//! someone cancels. `control.rs` serves `POST`/`GET /executions`, `DELETE`/`PUT
+//! /executions/{id}`, `re_run` and `output` with st2's texts; [`St2Double::control_requests`]
+//! says who asked. `workflows.rs` runs st2's `examples.orquesta-sequential`
+//! ([`WORKFLOW_ACTION`]) task by task ([`St2Double::advance_workflow`],
+//! [`St2Double::set_workflow_step`]).
+//!
 //! What is simplified, and why:
 //! - One listener serves all three services under `/auth/v1`, `/api/v1`, `/stream/v1`; st2's
 //!   prefix-less and `/v1`-less variants are not served (the bridge derives the full paths).
@@ -52,16 +61,19 @@
 //!   faultstring, standing in for the proxy's error while st2stream is down.
 
 mod aliases;
+mod control;
 mod executions;
 mod http;
 mod ids;
 mod inquiries;
 mod inquiry_schema;
+mod lifecycle;
 mod post_result;
 mod python;
 mod state;
 mod stream;
 mod template;
+mod workflows;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -78,6 +90,7 @@ use tokio_util::sync::CancellationToken;
 use state::{ApiKey, Shared, Token};
 
 pub use inquiries::ASK_ACTION;
+pub use workflows::WORKFLOW_ACTION;
 
 /// How the double starts. Everything here can also be changed later through [`St2Double`].
 #[derive(Debug, Clone)]
@@ -325,6 +338,50 @@ pub struct StartedAsk {
     pub workflow_id: String,
     /// The pending `core.ask` child: the inquiry id.
     pub inquiry_id: String,
+}
+
+/// What [`St2Double::advance_workflow`] did.
+#[derive(Debug, Clone)]
+pub enum WorkflowStep {
+    /// The next task started and is `running`.
+    TaskStarted {
+        /// Its Orquesta task name (`task1`…).
+        task: String,
+        /// Its execution id.
+        execution_id: String,
+    },
+    /// The workflow was `pausing` and is now `paused`.
+    Paused,
+    /// The workflow ended (`succeeded`, or `canceled` when it was `canceling`).
+    Finished(FinishOutcome),
+}
+
+/// Which control request a [`ControlRequest`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlKind {
+    /// `POST /api/v1/executions`.
+    Create,
+    /// `DELETE /api/v1/executions/{id}`.
+    Cancel,
+    /// `PUT /api/v1/executions/{id}`.
+    Update,
+    /// `POST /api/v1/executions/{id}/re_run`.
+    ReRun,
+}
+
+/// A request that starts or steers an execution, as the double saw it.
+#[derive(Debug, Clone)]
+pub struct ControlRequest {
+    /// Which one.
+    pub kind: ControlKind,
+    /// The execution it targets (`None` for [`ControlKind::Create`]).
+    pub execution_id: Option<String>,
+    /// The st2 user of the credential; `None` if authentication failed.
+    pub user: Option<String>,
+    /// Status answered.
+    pub status: u16,
+    /// The JSON body, if any.
+    pub body: Option<Value>,
 }
 
 struct Running {
@@ -617,6 +674,113 @@ impl St2Double {
     /// result output, or its template fails. Panics on an unknown id (a test bug).
     pub fn finish_execution(&self, id: &str, status: &str, result: Value) -> FinishOutcome {
         executions::finish(&self.shared, id, status, result)
+    }
+
+    /// How long after its request an execution goes `scheduled` → `running` by itself
+    /// (20 ms, as st2's scheduler and runner pick it up shortly after the API's 201);
+    /// `None`: it stays `requested` until [`St2Double::start_execution`]. Either way nothing
+    /// finishes it but the test ([`St2Double::finish_execution`]) or a cancel.
+    pub fn set_start_delay(&self, delay: Option<Duration>) {
+        self.shared.state().start_delay = delay;
+    }
+
+    /// Moves a `requested` (or `delayed`) execution to `scheduled`, then `running`, each an
+    /// `st2.execution__update`; a [`WORKFLOW_ACTION`] also starts its first task, the asking
+    /// workflow runs to its pending inquiry. Returns the execution. Panics otherwise.
+    pub fn start_execution(&self, id: &str) -> Value {
+        lifecycle::start(&self.shared, id)
+            .unwrap_or_else(|e| panic!("St2Double::start_execution: {e}"))
+    }
+
+    /// Appends a chunk of output (`stdout`, `stderr`, `output`) to an execution: served by
+    /// `GET /api/v1/executions/{id}/output` and published as
+    /// `st2.execution.output__create` (`{id, execution_id, action_ref, runner_ref,
+    /// timestamp, output_type, data}`; not in st2stream's default `events`). Returns how
+    /// many stream connections were listening.
+    pub fn append_output(&self, id: &str, output_type: &str, data: &str) -> usize {
+        lifecycle::append_output(&self.shared, id, output_type, data)
+    }
+
+    /// The alias for [`WORKFLOW_ACTION`] (st2's `examples.orquesta-sequential`, three
+    /// `core.echo` tasks): `examples.orquesta_sequential`, format `greet {{name=Lakshmi}}`.
+    pub fn workflow_alias() -> Value {
+        serde_json::json!({
+            "name": "orquesta_sequential", "pack": "examples", "action_ref": WORKFLOW_ACTION,
+            "description": "A basic sequential workflow.",
+            "enabled": true, "formats": ["greet {{name=Lakshmi}}"],
+        })
+    }
+
+    /// Adds [`St2Double::workflow_alias`].
+    pub fn add_workflow_alias(&self) {
+        self.add_alias(Self::workflow_alias());
+    }
+
+    /// Interval at which running [`WORKFLOW_ACTION`] workflows started from now on move by
+    /// themselves (one [`St2Double::advance_workflow`] per interval); `None` (the default):
+    /// only when the test advances them.
+    pub fn set_workflow_step(&self, every: Option<Duration>) {
+        self.shared.state().workflow_step = every;
+    }
+
+    /// One step of a [`WORKFLOW_ACTION`] workflow: a `requested` one starts (first task
+    /// running); otherwise the running task succeeds (its stdout appended as output first)
+    /// and the next starts, or the workflow ends `succeeded` with `{"output": {"greeting":
+    /// …}}` and is announced like any chat execution. A `canceling` workflow ends `canceled`
+    /// after its running task, a `pausing` one `paused`. Panics on a finished or paused
+    /// workflow, or another action.
+    pub fn advance_workflow(&self, id: &str) -> WorkflowStep {
+        workflows::advance(&self.shared, id)
+            .unwrap_or_else(|e| panic!("St2Double::advance_workflow: {e}"))
+    }
+
+    /// Advances a workflow until it ends; returns how it ended. Panics if it pauses.
+    pub fn finish_workflow(&self, id: &str) -> FinishOutcome {
+        loop {
+            match self.advance_workflow(id) {
+                WorkflowStep::Finished(outcome) => return outcome,
+                WorkflowStep::Paused => panic!("St2Double::finish_workflow: {id} paused"),
+                WorkflowStep::TaskStarted { .. } => {}
+            }
+        }
+    }
+
+    /// The task executions of a workflow, oldest first.
+    pub fn workflow_tasks(&self, id: &str) -> Vec<RecordedExecution> {
+        self.shared
+            .state()
+            .executions
+            .iter()
+            .filter(|e| e.execution["parent"] == id)
+            .cloned()
+            .collect()
+    }
+
+    /// Every request that started or steered an execution over the API (`POST
+    /// /executions`, `DELETE`/`PUT /executions/{id}`, `POST /executions/{id}/re_run`),
+    /// refused ones included, with the st2 user of its credential.
+    pub fn control_requests(&self) -> Vec<ControlRequest> {
+        self.requests_to("/api/v1/executions")
+            .into_iter()
+            .filter_map(|r| {
+                let rest = r.path.trim_start_matches("/api/v1/executions");
+                let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
+                let (kind, id) = match (r.method.as_str(), parts.as_slice()) {
+                    ("POST", []) => (ControlKind::Create, None),
+                    ("DELETE", [id]) => (ControlKind::Cancel, Some(*id)),
+                    ("PUT", [id]) => (ControlKind::Update, Some(*id)),
+                    ("POST", [id, "re_run"]) => (ControlKind::ReRun, Some(*id)),
+                    _ => return None,
+                };
+                Some(ControlRequest {
+                    kind,
+                    execution_id: id.map(str::to_owned),
+                    user: r.user.clone(),
+                    status: r.status,
+                    body: r.body.as_deref().and_then(|b| serde_json::from_str(b).ok()),
+                })
+            })
+            .collect()
     }
 
     // ----- inquiries -------------------------------------------------------------------------

@@ -88,6 +88,14 @@ pub(crate) struct State {
     pub inquiry_schemas: HashMap<String, Py>,
     /// Inquiries answered, oldest first.
     pub inquiry_answers: Vec<InquiryAnswer>,
+    /// How long after its request an execution starts running; `None`: when the test says.
+    pub start_delay: Option<Duration>,
+    /// Interval between workflow steps; `None`: when the test says.
+    pub workflow_step: Option<Duration>,
+    /// Output chunks by execution id.
+    pub outputs: HashMap<String, Vec<super::lifecycle::OutputChunk>>,
+    /// Running workflows of [`super::workflows::WORKFLOW_ACTION`] by execution id.
+    pub workflows: HashMap<String, super::workflows::WorkflowRun>,
 }
 
 impl State {
@@ -107,6 +115,7 @@ impl State {
             ("core.echo", "local-shell-cmd"),
             ("core.ask", "inquirer"),
             (super::inquiries::ASK_ACTION, "orquesta"),
+            (super::workflows::WORKFLOW_ACTION, "orquesta"),
         ]
         .into_iter()
         .map(|(a, r)| (a.to_owned(), r.to_owned()))
@@ -131,6 +140,10 @@ impl State {
             ask: AskOptions::default(),
             inquiry_schemas: HashMap::new(),
             inquiry_answers: Vec::new(),
+            start_delay: Some(Duration::from_millis(20)),
+            workflow_step: None,
+            outputs: HashMap::new(),
+            workflows: HashMap::new(),
         }
     }
 
