@@ -5,6 +5,7 @@
 //! `login`…) or an alias command for StackStorm.
 
 pub mod approve;
+pub mod executions;
 pub mod help;
 pub mod login;
 pub mod ping;
@@ -41,6 +42,8 @@ pub enum Command {
     Respond(String),
     /// `approve <id>` / `reject <id> [reason]`: answer a request for approval.
     Approve(approve::Answer),
+    /// `status|output|cancel|rerun [id]`, `history [N]`: executions started from rooms.
+    Execution(executions::ExecCommand),
     /// Anything else: an action-alias command for StackStorm.
     Run(String),
 }
@@ -57,6 +60,7 @@ impl Command {
             Command::Whoami => "whoami",
             Command::Respond(_) => "respond",
             Command::Approve(answer) => answer.name(),
+            Command::Execution(command) => command.name(),
             Command::Run(_) => "run",
         }
     }
@@ -75,7 +79,10 @@ impl Command {
             w if w.eq_ignore_ascii_case("respond") => Command::Respond(rest.trim().to_owned()),
             w => match approve::Answer::parse(w, rest) {
                 Some(answer) => Command::Approve(answer?),
-                None => Command::Run(text.to_owned()),
+                None => match executions::ExecCommand::parse(w, rest) {
+                    Some(command) => Command::Execution(command),
+                    None => Command::Run(text.to_owned()),
+                },
             },
         })
     }
@@ -85,7 +92,9 @@ impl Command {
         match self {
             Command::Ping | Command::Empty => Level::None,
             Command::Help(_) | Command::Login | Command::Logout | Command::Whoami => Level::Help,
-            Command::Run(_) | Command::Respond(_) | Command::Approve(_) => Level::Run,
+            Command::Run(_) | Command::Respond(_) | Command::Approve(_) | Command::Execution(_) => {
+                Level::Run
+            }
         }
     }
 
@@ -94,6 +103,7 @@ impl Command {
         match self {
             Command::Run(_) => "Running commands",
             Command::Respond(_) => "Answering StackStorm's questions",
+            Command::Execution(_) => "Watching and steering executions",
             Command::Approve(_) => "Answering requests for approval",
             Command::Help(_) => "Reading the command list",
             _ => "This",
@@ -200,6 +210,9 @@ async fn handle_as(
         Command::Login => login::login(bridge, &origin, direct).await?,
         Command::Logout => login::logout(bridge, &origin).await?,
         Command::Whoami => login::whoami(bridge, &origin).await?,
+        Command::Execution(command) => {
+            return executions::handle(bridge, row, message, &origin, &command).await;
+        }
         Command::Respond(args) => {
             return crate::inquiries::respond(bridge, row, message, &origin, &args).await;
         }
