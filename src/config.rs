@@ -1058,9 +1058,7 @@ impl FromStr for ByteSize {
             "k" | "kb" | "kib" => 1024,
             "m" | "mb" | "mib" => 1024 * 1024,
             other => {
-                return Err(format!(
-                    "{s:?}: unknown unit {other:?} (use B, KiB or MiB)"
-                ));
+                return Err(format!("{s:?}: unknown unit {other:?} (use B, KiB or MiB)"));
             }
         };
         n.checked_mul(scale)
@@ -1258,7 +1256,10 @@ mod tests {
         };
         assert_eq!(attach_over("", &[]).unwrap(), 16 * 1024);
         assert_eq!(attach_over("attach_over = \"64KiB\"", &[]).unwrap(), 65_536);
-        assert_eq!(attach_over("attach_over = \"2 MiB\"", &[]).unwrap(), 2 << 20);
+        assert_eq!(
+            attach_over("attach_over = \"2 MiB\"", &[]).unwrap(),
+            2 << 20
+        );
         assert_eq!(attach_over("attach_over = 5000", &[]).unwrap(), 5000);
         assert_eq!(
             attach_over("", &[("ST2_MATRIX_RESULTS__ATTACH_OVER", "32KiB")]).unwrap(),
