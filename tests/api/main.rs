@@ -1,6 +1,7 @@
 //! API tier: the bridge in-process against a homeserver double. Fast; most cases live here.
 
 mod admin;
+mod attachments;
 mod commands;
 mod encryption;
 mod helpers;
