@@ -47,7 +47,10 @@ async fn finish_with(
     output: &str,
 ) -> (Json, Json) {
     let finished = st2.finish_execution(&deploy.execution.id, "succeeded", shell_result(output));
-    assert_eq!(finished.delivered_to, 1, "announced: {finished:?}");
+    assert!(
+        finished.delivered_to >= 1,
+        "the result was announced to the bridge's stream"
+    );
     let summary = alice
         .wait_for_event(
             room,
