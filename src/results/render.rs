@@ -151,8 +151,7 @@ pub fn render_summary(
 pub fn summary(markdown: &str, filename: &str) -> String {
     let mut head = String::new();
     let mut fence: Option<&str> = None;
-    let mut lines = 0;
-    for line in markdown.split_inclusive('\n') {
+    for (lines, line) in markdown.split_inclusive('\n').enumerate() {
         if lines == SUMMARY_LINES || head.len() + line.len() > SUMMARY_BYTES {
             // A first line longer than the whole budget: show its beginning.
             if head.is_empty() {
@@ -166,7 +165,6 @@ pub fn summary(markdown: &str, filename: &str) -> String {
             break;
         }
         head.push_str(line);
-        lines += 1;
         let trimmed = line.trim_start();
         if trimmed.starts_with("```") || trimmed.starts_with("~~~") {
             fence = match fence {
