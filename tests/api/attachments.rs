@@ -78,6 +78,15 @@ async fn run_and_finish(app: &TestApp, stdout: &str) -> String {
         st2.executions().last().map(|e| e.id.clone())
     })
     .await;
+    // Finished once the bridge has recorded it (with its ack), as a real execution takes longer
+    // than that: the result then names it.
+    poll::wait_until(WAIT, "the execution recorded", || async {
+        st2_matrix::store::executions::get(&app.bridge.store, &id)
+            .await
+            .unwrap()
+            .map(drop)
+    })
+    .await;
     st2.finish_execution(&id, "succeeded", json!({"stdout": stdout, "stderr": ""}));
     id
 }
@@ -214,4 +223,37 @@ async fn in_an_encrypted_room_the_file_is_encrypted_and_its_key_decrypts_it_to_t
     let mut plain = Vec::new();
     decryptor.read_to_end(&mut plain).unwrap();
     assert_eq!(String::from_utf8(plain).unwrap(), text);
+}
+
+#[tokio::test]
+async fn a_long_result_queued_while_the_homeserver_is_down_arrives_whole_after_a_restart() {
+    // Arrange: the result is queued, but nothing (upload or send) can go out.
+    let mut app = app(false).await;
+    app.hs.set_down(true);
+    let text = output(1000);
+    app.st2
+        .as_ref()
+        .unwrap()
+        .announce("matrix", json!({"channel": ROOM, "message": text}));
+    poll::wait_until(WAIT, "the result queued", || async {
+        let stats = st2_matrix::store::outbox::stats(&app.bridge.store)
+            .await
+            .unwrap();
+        (stats.pending >= 2).then_some(())
+    })
+    .await;
+
+    // Act: stopped with it still queued; the homeserver comes back before the next start.
+    app.shutdown().await;
+    app.hs.set_down(false);
+    let app = app.restart().await;
+
+    // Assert
+    let sent = app.wait_for_messages(ROOM, 2).await;
+    assert!(body(&sent[0]).contains("full output attached: `result.txt`"));
+    assert_eq!(sent[1].content["msgtype"], "m.file");
+    let uploads = app.hs.media_uploads();
+    assert_eq!(uploads.len(), 1);
+    assert_eq!(String::from_utf8_lossy(&uploads[0].data), text);
+    app.assert_message_count_stays(ROOM, 2).await;
 }
