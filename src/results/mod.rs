@@ -247,11 +247,10 @@ async fn deliver_inner(
     let origin = origin_in(announcement.context.as_ref(), &room_id);
     // In a direct chat the person is alone with the bot: no pill needed.
     let mention = if direct { None } else { user.as_deref() };
-    let long = render::join_pretext(&announcement.message).len() as u64
-        > bridge.config.results.attach_over.bytes();
-    let (mut contents, mut file) = if long {
+    let text = render::join_pretext(&announcement.message);
+    let (mut contents, mut file) = if text.len() as u64 > bridge.config.results.attach_over.bytes()
+    {
         let name = attachment_name(bridge, &claim, origin.as_ref()).await?;
-        let text = render::join_pretext(&announcement.message);
         (
             render::render_summary(announcement, mention, &name),
             Some(FileMessage::text(&name, text)),
@@ -311,17 +310,16 @@ async fn attachment_name(
         (Claim::ByContext, None) => None,
     };
     // The id goes into a file name: keep it to what StackStorm's ids are made of.
-    Ok(
-        match id.filter(|id| {
-            !id.is_empty()
-                && id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        }) {
-            Some(id) => format!("execution-{id}.txt"),
-            None => "result.txt".to_owned(),
-        },
-    )
+    let safe = |id: &String| {
+        !id.is_empty()
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    };
+    Ok(match id.filter(safe) {
+        Some(id) => format!("execution-{id}.txt"),
+        None => "result.txt".to_owned(),
+    })
 }
 
 /// The room to post in, and whether it is a direct chat.
