@@ -75,6 +75,9 @@ pub struct Config {
     /// `[[approvals]]`: commands that wait for other people's approval before they run.
     #[serde(default)]
     pub approvals: Vec<ApprovalRule>,
+    /// How results are posted.
+    #[serde(default)]
+    pub results: ResultsConfig,
     /// Directory of the config file; relative paths in the config are resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -129,6 +132,24 @@ impl Default for InquiriesConfig {
             poll_interval: defaults::inquiry_poll(),
             default_room: None,
             allow_bridge_credential: false,
+        }
+    }
+}
+
+/// `[results]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResultsConfig {
+    /// A result longer than this (its Markdown, in bytes) is posted as a short summary plus
+    /// the whole text as a file attachment, instead of as many messages.
+    #[serde(default = "defaults::attach_over")]
+    pub attach_over: ByteSize,
+}
+
+impl Default for ResultsConfig {
+    fn default() -> Self {
+        Self {
+            attach_over: defaults::attach_over(),
         }
     }
 }
@@ -634,6 +655,9 @@ mod defaults {
     pub fn notify_rule() -> String {
         "st2_matrix.notify_matrix".into()
     }
+    pub fn attach_over() -> ByteSize {
+        ByteSize(16 * 1024)
+    }
     pub fn notify_rule_recheck() -> HumanDuration {
         HumanDuration(Duration::from_secs(600))
     }
@@ -904,6 +928,14 @@ impl Config {
         for (i, rule) in self.approvals.iter().enumerate() {
             rule.check(&format!("key `approvals[{i}]`"))?;
         }
+        // The summary posted with an attachment is about 1 KiB: a smaller threshold would
+        // attach results that are shorter than their own summary.
+        if self.results.attach_over.bytes() < 1024 {
+            return Err(format!(
+                "key `results.attach_over` must be at least 1KiB (it is {} bytes)",
+                self.results.attach_over.bytes()
+            ));
+        }
         if self.bridge.help_page_size == 0 {
             return Err("key `bridge.help_page_size` must be at least 1".into());
         }
@@ -1088,6 +1120,66 @@ impl<'de> Deserialize<'de> for HumanDuration {
     }
 }
 
+/// A size written as `16KiB`, `1MiB`, `500B` (or a bare number of bytes). `KB`/`MB` are
+/// accepted as the binary units too, since that is what people mean by them for text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    /// The size in bytes.
+    pub fn bytes(self) -> u64 {
+        self.0
+    }
+}
+
+impl FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (number, unit) = s.split_at(split);
+        let n: u64 = number
+            .parse()
+            .map_err(|_| format!("{s:?} is not a size like \"16KiB\", \"1MiB\" or \"4096\""))?;
+        let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" | "kib" => 1024,
+            "m" | "mb" | "mib" => 1024 * 1024,
+            other => {
+                return Err(format!("{s:?}: unknown unit {other:?} (use B, KiB or MiB)"));
+            }
+        };
+        n.checked_mul(scale)
+            .map(ByteSize)
+            .ok_or_else(|| format!("{s:?} is too large"))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a size such as \"16KiB\" or a number of bytes")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
+                u64::try_from(v)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom("a size cannot be negative"))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1243,6 +1335,31 @@ mod tests {
         }
         assert!("10 parsecs".parse::<HumanDuration>().is_err());
         assert!("s".parse::<HumanDuration>().is_err());
+    }
+
+    #[test]
+    fn attach_over_takes_sizes_and_bytes_and_refuses_nonsense() {
+        let attach_over = |text: &str, env: &[(&str, &str)]| {
+            parse(&format!("{MINIMAL}\n[results]\n{text}"), env)
+                .map(|c| c.results.attach_over.bytes())
+        };
+        assert_eq!(attach_over("", &[]).unwrap(), 16 * 1024);
+        assert_eq!(attach_over("attach_over = \"64KiB\"", &[]).unwrap(), 65_536);
+        assert_eq!(
+            attach_over("attach_over = \"2 MiB\"", &[]).unwrap(),
+            2 << 20
+        );
+        assert_eq!(attach_over("attach_over = 5000", &[]).unwrap(), 5000);
+        assert_eq!(
+            attach_over("", &[("ST2_MATRIX_RESULTS__ATTACH_OVER", "32KiB")]).unwrap(),
+            32 * 1024
+        );
+        let err = attach_over("attach_over = \"16 furlongs\"", &[]).unwrap_err();
+        assert!(err.to_string().contains("attach_over"), "{err}");
+        assert!(err.to_string().contains("unknown unit"), "{err}");
+        let err = attach_over("attach_over = 100", &[]).unwrap_err();
+        assert!(err.to_string().contains("at least 1KiB"), "{err}");
+        assert!(attach_over("attach_over = -1", &[]).is_err());
     }
 
     #[test]

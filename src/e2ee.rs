@@ -1077,6 +1077,17 @@ impl RoomEncryptor for Encryption {
                 })
         })
     }
+
+    fn is_encrypted<'a>(&'a self, room: &'a RoomId) -> BoxFuture<'a, Result<bool, matrix::Error>> {
+        Box::pin(async move {
+            Encryption::is_encrypted(self, room)
+                .await
+                .map_err(|e| match e {
+                    Error::Matrix(e) => e,
+                    other => matrix::Error::Encryption(other.to_string()),
+                })
+        })
+    }
 }
 
 /// Why an event cannot be decrypted, in words its sender can act on.

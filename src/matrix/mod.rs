@@ -3,6 +3,7 @@
 //! Requests and responses are ruma types; reqwest only carries bytes. Nothing outside
 //! [`outbox`] sends messages: everything the bridge says is queued there first.
 
+pub mod file;
 pub mod html;
 pub mod outbox;
 pub mod poll;
@@ -15,7 +16,7 @@ use std::{
 };
 
 use ruma::{
-    DeviceId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId,
+    DeviceId, OwnedEventId, OwnedMxcUri, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId,
     api::{
         AppserviceUserIdentity, IncomingResponse, OutgoingRequest, OutgoingRequestAppserviceExt,
         SupportedVersions,
@@ -26,6 +27,7 @@ use ruma::{
             appservice::request_ping,
             device::update_device,
             discovery::get_supported_versions,
+            media::create_content,
             membership::{
                 get_member_events, join_room_by_id, join_room_by_id_or_alias, leave_room,
             },
@@ -312,6 +314,21 @@ impl MatrixClient {
             content,
         );
         Ok(self.send(request, None).await?.event_id)
+    }
+
+    /// Uploads `data` to the media repository as the bot (`POST /_matrix/media/v3/upload`) and
+    /// returns its `mxc://` URI. Only the outbox calls this, when it sends the message that
+    /// carries the file.
+    pub(crate) async fn upload(
+        &self,
+        data: Vec<u8>,
+        content_type: &str,
+        filename: Option<&str>,
+    ) -> Result<OwnedMxcUri, Error> {
+        let mut request = create_content::v3::Request::new(data);
+        request.content_type = Some(content_type.to_owned());
+        request.filename = filename.map(str::to_owned);
+        Ok(self.send(request, None).await?.content_uri)
     }
 
     /// Sends `request` as the bot's own `device` (the homeserver's device masquerading with the

@@ -18,6 +18,16 @@
 //!   it, a poll's end): it names the target by send transaction id, and its
 //!   `m.relates_to.event_id` is filled in when it is sent. Same room, queued after it, so the
 //!   room's order guarantees the target went first; a target that failed fails it too.
+//! - A message may carry a file ([`FileMessage`]): its bytes are queued with it (in the same
+//!   commit) and uploaded by the sender right before the message is sent, so the upload is
+//!   retried exactly like a send and a result is never lost between an upload and a queue. The
+//!   upload is recorded with the message (its content then refers to the file) in one commit;
+//!   a crash between the upload and that commit uploads again (the first copy is orphaned in
+//!   the media repository, which is harmless), and a retry of the send reuses the upload. The
+//!   room's encryption is decided at upload time like a message's: an encrypted room gets an
+//!   encrypted file; a plain upload is redone encrypted if the room turned encrypted since.
+//!   Uploading before queueing would hold a result in memory across homeserver outages and
+//!   lose it on a crash; uploading at send time keeps "queued first" true for files too.
 
 use std::{
     collections::HashMap,
@@ -30,14 +40,20 @@ use futures_util::{StreamExt as _, future::BoxFuture};
 use rand::RngCore as _;
 use ruma::{
     OwnedRoomId, RoomId,
-    events::{AnyMessageLikeEventContent, room::message::RoomMessageEventContent},
+    events::{
+        AnyMessageLikeEventContent,
+        room::{MediaSource, message::RoomMessageEventContent},
+    },
     serde::Raw,
 };
 use sqlx::SqliteConnection;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::MatrixClient;
+use super::{
+    MatrixClient,
+    file::{self, FileMessage},
+};
 use crate::store::{self, Store, now_ms, outbox::Row};
 
 /// Messages fetched per pass; rooms beyond this wait for the next pass.
@@ -77,11 +93,22 @@ pub trait ResultGuard: Send + Sync + std::fmt::Debug + 'static {
     ) -> BoxFuture<'c, Result<bool, sqlx::Error>>;
 }
 
+/// One message of a result, serialised: alone, or with the file it carries.
+#[derive(Debug)]
+enum Queued {
+    Message(String),
+    File {
+        content: String,
+        data: Vec<u8>,
+        mimetype: String,
+    },
+}
+
 /// A result waiting for the writer: its messages (serialised), and who waits for the outcome.
 #[derive(Debug)]
 struct ResultJob {
     room: OwnedRoomId,
-    contents: Vec<String>,
+    contents: Vec<Queued>,
     guard: Box<dyn ResultGuard>,
     done: oneshot::Sender<Result<bool, sqlx::Error>>,
 }
@@ -114,10 +141,35 @@ impl Outbox {
         contents: &[RoomMessageEventContent],
         guard: Box<dyn ResultGuard>,
     ) -> Result<bool, sqlx::Error> {
-        let contents = contents
+        self.queue_result_with_file(room, contents, None, guard)
+            .await
+    }
+
+    /// [`Outbox::queue_result`] for a result whose `contents` are followed by `file` (a long
+    /// result: its summary, then the whole text as a file).
+    pub async fn queue_result_with_file(
+        &self,
+        room: &RoomId,
+        contents: &[RoomMessageEventContent],
+        file: Option<FileMessage>,
+        guard: Box<dyn ResultGuard>,
+    ) -> Result<bool, sqlx::Error> {
+        let encode = |e: serde_json::Error| sqlx::Error::Encode(Box::new(e));
+        let mut contents = contents
             .iter()
-            .map(|c| serde_json::to_string(c).map_err(|e| sqlx::Error::Encode(Box::new(e))))
+            .map(|c| {
+                serde_json::to_string(c)
+                    .map(Queued::Message)
+                    .map_err(encode)
+            })
             .collect::<Result<Vec<_>, _>>()?;
+        if let Some(file) = file {
+            contents.push(Queued::File {
+                content: file::queued_content(&file.content).map_err(encode)?,
+                data: file.data,
+                mimetype: file.mimetype,
+            });
+        }
         let (done, outcome) = oneshot::channel();
         let job = ResultJob {
             room: room.to_owned(),
@@ -179,6 +231,34 @@ impl Outbox {
         Ok(txn_id)
     }
 
+    /// Queues a file message for `room` inside the caller's transaction: the message and the
+    /// file's bytes, uploaded when the message is sent. Returns its send transaction id. Call
+    /// [`Outbox::wake`] after the commit.
+    pub async fn queue_file_in(
+        &self,
+        conn: &mut SqliteConnection,
+        room: &RoomId,
+        file: &FileMessage,
+    ) -> Result<String, sqlx::Error> {
+        let content =
+            file::queued_content(&file.content).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        enqueue_file(conn, room, &content, &file.data, &file.mimetype).await
+    }
+
+    /// Queues a file message for `room` on its own and wakes the sender. Returns its send
+    /// transaction id.
+    pub async fn queue_file(
+        &self,
+        room: &RoomId,
+        file: &FileMessage,
+    ) -> Result<String, sqlx::Error> {
+        let mut conn = self.store.begin().await?;
+        let txn_id = self.queue_file_in(&mut conn, room, file).await?;
+        conn.commit().await?;
+        self.wake();
+        Ok(txn_id)
+    }
+
     /// Tells the sender there is something new to send.
     pub fn wake(&self) {
         self.wake.notify_one();
@@ -200,6 +280,27 @@ async fn enqueue_json(
         relates_to_txn: None,
     };
     store::outbox::enqueue(conn, &msg).await
+}
+
+/// Queues one serialised `m.room.message` carrying a file, and the file's bytes.
+async fn enqueue_file(
+    conn: &mut SqliteConnection,
+    room: &RoomId,
+    content: &str,
+    data: &[u8],
+    mimetype: &str,
+) -> Result<String, sqlx::Error> {
+    let txn_id = new_txn_id();
+    let msg = store::outbox::NewMessage {
+        room_id: room.as_str(),
+        txn_id: &txn_id,
+        event_type: "m.room.message",
+        content,
+        relates_to_txn: None,
+    };
+    store::outbox::enqueue(conn, &msg).await?;
+    store::outbox::attach(conn, &txn_id, data, mimetype).await?;
+    Ok(txn_id)
 }
 
 /// The results writer: takes every result waiting (up to [`RESULTS_PER_COMMIT`]), claims and
@@ -232,8 +333,19 @@ async fn write_batch(store: &Store, batch: &[ResultJob]) -> Result<Vec<bool>, sq
     for job in batch {
         let claimed = job.guard.claim(&mut tx).await?;
         if claimed {
-            for json in &job.contents {
-                enqueue_json(&mut tx, &job.room, json).await?;
+            for queued in &job.contents {
+                match queued {
+                    Queued::Message(json) => {
+                        enqueue_json(&mut tx, &job.room, json).await?;
+                    }
+                    Queued::File {
+                        content,
+                        data,
+                        mimetype,
+                    } => {
+                        enqueue_file(&mut tx, &job.room, content, data, mimetype).await?;
+                    }
+                }
             }
         }
         queued.push(claimed);
@@ -253,6 +365,10 @@ pub trait RoomEncryptor: Send + Sync {
         event_type: &'a str,
         content: &'a Raw<AnyMessageLikeEventContent>,
     ) -> BoxFuture<'a, Result<Option<Raw<AnyMessageLikeEventContent>>, super::Error>>;
+
+    /// Whether `room` is encrypted, decided as [`RoomEncryptor::encrypt`] decides it: a file
+    /// for that room is encrypted before it is uploaded.
+    fn is_encrypted<'a>(&'a self, room: &'a RoomId) -> BoxFuture<'a, Result<bool, super::Error>>;
 }
 
 /// Retry policy of the sender.
@@ -478,12 +594,21 @@ impl Sender {
                 Err(why) => return self.fail(&row, &why).await,
             }
         }
+        let started = Instant::now();
+        let uploaded = if row.file {
+            self.upload_file(&room, &mut row).await?
+        } else {
+            Ok(())
+        };
         let content = match serde_json::value::RawValue::from_string(row.content.clone()) {
             Ok(raw) => Raw::from_json(raw),
             Err(e) => return self.fail(&row, &format!("invalid content: {e}")).await,
         };
-        let started = Instant::now();
-        let result = match self.encrypted(&room, &row.event_type, content).await {
+        let encrypted = match uploaded {
+            Ok(()) => self.encrypted(&room, &row.event_type, content).await,
+            Err(e) => Err(e),
+        };
+        let result = match encrypted {
             Ok((event_type, content)) => {
                 self.client
                     .send_message(
@@ -533,6 +658,75 @@ impl Sender {
                 }
             }
         }
+    }
+
+    /// Uploads the file `row` carries, unless an earlier attempt did (and the room's
+    /// encryption has not changed since), and makes `row.content` refer to it. A failed upload
+    /// is an `Err` like a failed send, retried or failed by the same rules.
+    async fn upload_file(
+        &self,
+        room: &RoomId,
+        row: &mut Row,
+    ) -> Result<Result<(), super::Error>, sqlx::Error> {
+        let store = &self.outbox.store;
+        let Some(stored) = store::outbox::file(store, &row.txn_id).await? else {
+            return Ok(Err(super::Error::Request(
+                "the file of this message is gone".into(),
+            )));
+        };
+        let encrypted = match &self.encryptor {
+            Some(encryptor) => match encryptor.is_encrypted(room).await {
+                Ok(encrypted) => encrypted,
+                Err(e) => return Ok(Err(e)),
+            },
+            None => false,
+        };
+        match stored.uploaded.as_deref() {
+            Some("encrypted") => return Ok(Ok(())),
+            Some("plain") if !encrypted => return Ok(Ok(())),
+            _ => {}
+        }
+        let filename = serde_json::from_str::<serde_json::Value>(&row.content)
+            .ok()
+            .and_then(|c| {
+                c.get("filename")
+                    .or_else(|| c.get("body"))
+                    .and_then(|v| v.as_str().map(str::to_owned))
+            });
+        let size = stored.data.len();
+        let source = if encrypted {
+            let mut sealed = file::Encrypted::new(&stored.data);
+            drop(stored);
+            let ciphertext = std::mem::take(&mut sealed.data);
+            // Neither a name nor a type: the media repository learns nothing of the contents.
+            let url = match self
+                .client
+                .upload(ciphertext, "application/octet-stream", None)
+                .await
+            {
+                Ok(url) => url,
+                Err(e) => return Ok(Err(e)),
+            };
+            MediaSource::Encrypted(Box::new(sealed.file(url)))
+        } else {
+            match self
+                .client
+                .upload(stored.data, &stored.mimetype, filename.as_deref())
+                .await
+            {
+                Ok(url) => MediaSource::Plain(url),
+                Err(e) => return Ok(Err(e)),
+            }
+        };
+        row.content = match file::with_source(&row.content, &source) {
+            Ok(content) => content,
+            Err(why) => return Ok(Err(super::Error::Request(why))),
+        };
+        let how = if encrypted { "encrypted" } else { "plain" };
+        store::outbox::file_uploaded(store, row.seq, &row.txn_id, &row.content, how).await?;
+        metrics::counter!("st2_matrix_files_uploaded_total", "encrypted" => how).increment(1);
+        tracing::debug!(room_id = %row.room_id, txn_id = %row.txn_id, size, encrypted, "file uploaded");
+        Ok(Ok(()))
     }
 
     /// `content` as it goes on the wire: encrypted (with its new event type) for an encrypted

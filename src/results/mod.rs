@@ -7,6 +7,9 @@
 //! - When `context` is the `source_context` the bridge sent with the command, the result goes
 //!   into the command's thread, and it is matched to the execution so each execution's result
 //!   is posted once (an announcement arriving after a recovered result is dropped).
+//! - A result longer than `[results] attach_over` is a short summary plus the whole text as a
+//!   file (`execution-<id>.txt`), both in the command's thread; the outbox uploads the file
+//!   (encrypted in encrypted rooms) when it sends it.
 //! - Everything is queued in the outbox, in one transaction with the execution's "result
 //!   posted" mark.
 
@@ -23,6 +26,7 @@ use crate::{
     bridge::Bridge,
     matrix::{
         self,
+        file::FileMessage,
         outbox::ResultGuard,
         render::{Origin, in_thread, reply},
     },
@@ -243,25 +247,37 @@ async fn deliver_inner(
     let origin = origin_in(announcement.context.as_ref(), &room_id);
     // In a direct chat the person is alone with the bot: no pill needed.
     let mention = if direct { None } else { user.as_deref() };
-    let mut contents = render::render(announcement, mention);
+    let text = render::join_pretext(&announcement.message);
+    let (mut contents, mut file) = if text.len() as u64 > bridge.config.results.attach_over.bytes()
+    {
+        let name = attachment_name(bridge, &claim, origin.as_ref()).await?;
+        (
+            render::render_summary(announcement, mention, &name),
+            Some(FileMessage::text(&name, text)),
+        )
+    } else {
+        (render::render(announcement, mention), None)
+    };
     let no_thread = render::MatrixExtra::from_extra(announcement.extra.as_ref()).no_thread;
     if let Some(origin) = &origin {
-        contents = contents
-            .into_iter()
-            .map(|content| {
-                // The mentions were decided by render; placing the message must not add the
-                // command's sender to every part.
-                let mentions = content.mentions.clone();
-                let mut placed = if no_thread {
-                    reply(content, origin)
-                } else {
-                    in_thread(content, origin)
-                };
-                placed.mentions = mentions;
-                placed
-            })
-            .collect();
+        let place = |content: ruma::events::room::message::RoomMessageEventContent| {
+            // The mentions were decided by render; placing the message must not add the
+            // command's sender to every part.
+            let mentions = content.mentions.clone();
+            let mut placed = if no_thread {
+                reply(content, origin)
+            } else {
+                in_thread(content, origin)
+            };
+            placed.mentions = mentions;
+            placed
+        };
+        contents = contents.into_iter().map(place).collect();
+        if let Some(file) = &mut file {
+            file.content = place(file.content.clone());
+        }
     }
+    let messages = contents.len() + usize::from(file.is_some());
 
     let guard = match (claim, &origin) {
         (Claim::Execution(id), _) => Guard::Execution(id),
@@ -270,14 +286,39 @@ async fn deliver_inner(
     };
     if !bridge
         .outbox
-        .queue_result(&room_id, &contents, Box::new(guard))
+        .queue_result_with_file(&room_id, &contents, file, Box::new(guard))
         .await?
     {
         return Ok(Delivered::Duplicate);
     }
-    Ok(Delivered::Queued {
-        room_id,
-        messages: contents.len(),
+    Ok(Delivered::Queued { room_id, messages })
+}
+
+/// The name of a long result's file: `execution-<id>.txt` when the execution is known (the
+/// one recovered, or the command's oldest without a result, which is the one the claim will
+/// take), else `result.txt`.
+async fn attachment_name(
+    bridge: &Bridge,
+    claim: &Claim,
+    origin: Option<&Origin>,
+) -> Result<String, sqlx::Error> {
+    let id = match (claim, origin) {
+        (Claim::Execution(id), _) => Some(id.clone()),
+        (Claim::ByContext, Some(origin)) => {
+            executions::awaiting_for_event(&bridge.store, origin.event_id.as_str()).await?
+        }
+        (Claim::ByContext, None) => None,
+    };
+    // The id goes into a file name: keep it to what StackStorm's ids are made of.
+    let safe = |id: &String| {
+        !id.is_empty()
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    };
+    Ok(match id.filter(safe) {
+        Some(id) => format!("execution-{id}.txt"),
+        None => "result.txt".to_owned(),
     })
 }
 

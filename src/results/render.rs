@@ -9,6 +9,8 @@
 //!   (HTML, sanitised), or `thread: false` (no thread).
 //! - Text over the event size limit is split at line boundaries into several messages; a code
 //!   block cut in two is closed and reopened so each part renders.
+//! - Text over `[results] attach_over` is not split: [`render_summary`] gives its first lines
+//!   and says the whole text is attached (the caller attaches it as a file).
 
 use ruma::{
     UserId,
@@ -112,6 +114,80 @@ pub fn render(
             content
         })
         .collect()
+}
+
+/// Lines of a long result shown above its attachment.
+const SUMMARY_LINES: usize = 12;
+/// Bytes of a long result shown above its attachment, at most.
+const SUMMARY_BYTES: usize = 1024;
+
+/// The messages for a long `announcement` whose whole text is attached as `filename`: its
+/// first lines (a code block cut there is closed), then a line naming the attachment. Mention,
+/// msgtype and thread options apply as in [`render`]; operator HTML does not (it is the whole
+/// result, not its summary).
+pub fn render_summary(
+    announcement: &Announcement,
+    mention: Option<&UserId>,
+    filename: &str,
+) -> Vec<RoomMessageEventContent> {
+    let markdown = join_pretext(&announcement.message);
+    let mut extra = announcement.extra.clone();
+    if let Some(matrix) = extra
+        .as_mut()
+        .and_then(|e| e.get_mut("matrix"))
+        .and_then(Value::as_object_mut)
+    {
+        matrix.remove("formatted_body");
+    }
+    let short = Announcement {
+        message: summary(&markdown, filename),
+        extra,
+        ..announcement.clone()
+    };
+    render(&short, mention)
+}
+
+/// The first lines of `markdown` and a note that the whole of it is attached as `filename`.
+pub fn summary(markdown: &str, filename: &str) -> String {
+    let mut head = String::new();
+    let mut fence: Option<&str> = None;
+    for (lines, line) in markdown.split_inclusive('\n').enumerate() {
+        if lines == SUMMARY_LINES || head.len() + line.len() > SUMMARY_BYTES {
+            // A first line longer than the whole budget: show its beginning.
+            if head.is_empty() {
+                let mut cut = SUMMARY_BYTES.min(line.len());
+                while !line.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                head.push_str(&line[..cut]);
+                head.push('…');
+            }
+            break;
+        }
+        head.push_str(line);
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("```") || trimmed.starts_with("~~~") {
+            fence = match fence {
+                Some(_) => None,
+                None => Some(fence_marker(trimmed.trim_end())),
+            };
+        }
+    }
+    let mut text = head.trim_end().to_owned();
+    if let Some(marker) = fence {
+        text.push('\n');
+        text.push_str(marker);
+    }
+    let size = markdown.len();
+    let size = if size >= 1024 * 1024 {
+        format!("{:.1} MiB", size as f64 / (1024.0 * 1024.0))
+    } else {
+        format!("{} KiB", size.div_ceil(1024))
+    };
+    text.push_str(&format!(
+        "\n\n… full output attached: `{filename}` ({size})"
+    ));
+    text
 }
 
 /// `pretext{~}text` → `pretext` then `text`; a trailing `{~}` leaves only the pretext.
@@ -302,6 +378,53 @@ mod tests {
         for i in [0, 777, 1999] {
             assert_eq!(rejoined.matches(&format!("line {i} of")).count(), 1);
         }
+    }
+
+    #[test]
+    fn a_long_result_is_summarised_by_its_first_lines_with_the_code_block_closed() {
+        let mut text = String::from("Execution 5f3 succeeded{~}stdout:\n```\n");
+        for i in 0..5000 {
+            text.push_str(&format!("line {i}\n"));
+        }
+        text.push_str("```\n");
+        let user = UserId::parse("@alice:x").unwrap();
+        let out = render_summary(&announcement(&text, None), Some(&user), "execution-5f3.txt");
+        assert_eq!(out.len(), 1);
+        let c = json(&out[0]);
+        let body = c["body"].as_str().unwrap();
+        assert!(
+            body.starts_with("@alice:x: Execution 5f3 succeeded\n\nstdout:\n```\nline 0\n"),
+            "{body}"
+        );
+        assert!(!body.contains("line 20\n"), "{body}");
+        assert!(
+            body.ends_with("```\n\n… full output attached: `execution-5f3.txt` (48 KiB)"),
+            "{body}"
+        );
+        assert!(body.len() < 2 * 1024);
+        assert_eq!(c["msgtype"], "m.notice");
+        assert_eq!(c["m.mentions"]["user_ids"], serde_json::json!(["@alice:x"]));
+        assert_eq!(body.matches("```").count() % 2, 0, "fences balanced");
+    }
+
+    #[test]
+    fn a_summary_ignores_operator_html_and_cuts_a_huge_first_line() {
+        let extra = json!({"matrix": {"formatted_body": "<b>all of it</b>", "msgtype": "m.text"}});
+        let text = "é".repeat(40_000);
+        let c = json(&render_summary(&announcement(&text, Some(extra)), None, "r.txt")[0]);
+        let body = c["body"].as_str().unwrap();
+        assert!(
+            body.starts_with("éé") && body.contains("…\n\n… full output attached"),
+            "{body}"
+        );
+        assert!(body.len() < 1200, "{}", body.len());
+        assert_eq!(c["msgtype"], "m.text");
+        assert!(
+            !c["formatted_body"]
+                .as_str()
+                .unwrap_or("")
+                .contains("all of it")
+        );
     }
 
     #[test]

@@ -225,6 +225,21 @@ pub async fn claim_for_event(
     Ok(Claim::AlreadyPosted)
 }
 
+/// The execution of the command `event_id` whose result [`claim_for_event`] would claim now
+/// (the oldest without one), without claiming it.
+pub async fn awaiting_for_event(
+    store: &Store,
+    event_id: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT execution_id FROM executions WHERE event_id = ? AND result_at IS NULL \
+         ORDER BY created_at, execution_id LIMIT 1",
+    )
+    .bind(event_id)
+    .fetch_optional(store.pool())
+    .await
+}
+
 /// Executions whose result has not been posted, oldest first.
 ///
 /// Keyset-paged: `after` is the (`created_at`, `execution_id`) of the last row of the previous

@@ -42,6 +42,8 @@ pub struct Row {
     pub created_at: i64,
     /// See [`NewMessage::relates_to_txn`].
     pub relates_to_txn: Option<String>,
+    /// Whether it carries a file (in `outbox_files`), uploaded when it is sent.
+    pub file: bool,
 }
 
 /// Queues a message; returns its sequence number.
@@ -69,11 +71,71 @@ pub async fn enqueue(
 pub async fn pending(store: &Store, limit: i64) -> Result<Vec<Row>, sqlx::Error> {
     sqlx::query_as(
         "SELECT seq, room_id, txn_id, event_type, content, attempts, next_attempt_at, created_at, \
-         relates_to_txn FROM outbox WHERE state = 'pending' ORDER BY seq LIMIT ?",
+         relates_to_txn, EXISTS (SELECT 1 FROM outbox_files f WHERE f.txn_id = outbox.txn_id) AS file \
+         FROM outbox WHERE state = 'pending' ORDER BY seq LIMIT ?",
     )
     .bind(limit)
     .fetch_all(store.pool())
     .await
+}
+
+/// The bytes of a file a queued message carries.
+#[derive(Debug, Clone, FromRow)]
+pub struct File {
+    /// The file.
+    pub data: Vec<u8>,
+    /// Its media type, e.g. `text/plain; charset=utf-8`.
+    pub mimetype: String,
+    /// `None` until uploaded; then `plain` or `encrypted`: how the message refers to it.
+    pub uploaded: Option<String>,
+}
+
+/// Stores the file of the message queued as `txn_id`, in the caller's transaction (the one
+/// that queues the message).
+pub async fn attach(
+    conn: &mut SqliteConnection,
+    txn_id: &str,
+    data: &[u8],
+    mimetype: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO outbox_files (txn_id, data, mimetype) VALUES (?, ?, ?)")
+        .bind(txn_id)
+        .bind(data)
+        .bind(mimetype)
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+/// The file of the message queued as `txn_id`, while that message is pending.
+pub async fn file(store: &Store, txn_id: &str) -> Result<Option<File>, sqlx::Error> {
+    sqlx::query_as("SELECT data, mimetype, uploaded FROM outbox_files WHERE txn_id = ?")
+        .bind(txn_id)
+        .fetch_optional(store.pool())
+        .await
+}
+
+/// Records an upload: the message's `content` now refers to the uploaded file, `how` (`plain`
+/// or `encrypted`). One transaction, so a retry sends the same upload.
+pub async fn file_uploaded(
+    store: &Store,
+    seq: i64,
+    txn_id: &str,
+    content: &str,
+    how: &str,
+) -> Result<(), sqlx::Error> {
+    let mut tx = store.begin().await?;
+    sqlx::query("UPDATE outbox SET content = ? WHERE seq = ?")
+        .bind(content)
+        .bind(seq)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("UPDATE outbox_files SET uploaded = ? WHERE txn_id = ?")
+        .bind(how)
+        .bind(txn_id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
 }
 
 /// The earliest `next_attempt_at` of any pending message.
@@ -235,6 +297,39 @@ mod tests {
                 .await
                 .is_err()
         );
+    }
+
+    #[tokio::test]
+    async fn a_file_stays_until_its_message_is_done_and_its_upload_is_recorded() {
+        let store = Store::in_memory().await.unwrap();
+        let seq = queue(&store, "!r", "with-file").await;
+        let other = queue(&store, "!r", "plain").await;
+        let mut conn = store.pool().acquire().await.unwrap();
+        attach(&mut conn, "with-file", b"the bytes", "text/plain")
+            .await
+            .unwrap();
+        drop(conn);
+
+        let rows = pending(&store, 10).await.unwrap();
+        assert_eq!(
+            rows.iter().map(|r| (r.seq, r.file)).collect::<Vec<_>>(),
+            [(seq, true), (other, false)]
+        );
+        file_uploaded(&store, seq, "with-file", r#"{"url":"mxc://x/y"}"#, "plain")
+            .await
+            .unwrap();
+        let file = file(&store, "with-file").await.unwrap().unwrap();
+        assert_eq!(
+            (file.data.as_slice(), file.uploaded.as_deref()),
+            (&b"the bytes"[..], Some("plain"))
+        );
+        assert_eq!(
+            pending(&store, 1).await.unwrap()[0].content,
+            r#"{"url":"mxc://x/y"}"#
+        );
+
+        mark_sent_many(&store, &[(seq, "$e".into())]).await.unwrap();
+        assert!(super::file(&store, "with-file").await.unwrap().is_none());
     }
 
     #[tokio::test]

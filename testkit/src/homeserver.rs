@@ -16,6 +16,11 @@
 //! idempotency that makes outbox retries safe); a wrong `as_token` is `401 M_UNKNOWN_TOKEN`;
 //! 429s carry both `Retry-After` and `retry_after_ms`.
 //!
+//! Media uploads (`POST /_matrix/media/v3/upload`, spec 1.1+): the body is the file, its type
+//! the `Content-Type` header, `?filename=` optional; the answer is `{"content_uri": "mxc://…"}`.
+//! Every upload is kept ([`HomeserverDouble::media_uploads`], [`HomeserverDouble::media`]), and
+//! failures can be injected as for sends ([`HomeserverDouble::fail_next_uploads`]).
+//!
 //! End-to-end encryption as Synapse serves it to an appservice (`e2ee-appservice.md`; checked in
 //! Synapse 1.157's `api/auth/base.py`, `rest/client/devices.py`, `handlers/e2e_keys.py`):
 //! `?user_id=…&device_id=…` with the as_token acts as that device, and a device that does not
@@ -91,6 +96,21 @@ pub struct Upload {
     pub device_id: Option<String>,
     /// The request body.
     pub body: Value,
+}
+
+/// A file uploaded to the media repository.
+#[derive(Debug, Clone)]
+pub struct MediaUpload {
+    /// The `mxc://` URI the double answered with.
+    pub content_uri: String,
+    /// The `Content-Type` header, if any.
+    pub content_type: Option<String>,
+    /// `?filename=`, if given.
+    pub filename: Option<String>,
+    /// `?user_id=` when the bridge acted as a namespaced user.
+    pub user_id: Option<String>,
+    /// The bytes.
+    pub data: Vec<u8>,
 }
 
 /// One to-device message, as stored for one recipient device.
@@ -177,6 +197,8 @@ pub(crate) struct Inner {
     /// Users whose device lists changed since the last transaction built for the appservice.
     device_list_changes: BTreeSet<String>,
     key_uploads: Vec<Upload>,
+    media: Vec<MediaUpload>,
+    upload_failures: VecDeque<Failure>,
     signing_key_uploads: Vec<Upload>,
     signature_uploads: Vec<Upload>,
 }
@@ -665,6 +687,7 @@ impl HomeserverDouble {
                 put(send),
             )
             .route("/_matrix/client/v3/rooms/{room}/members", get(members))
+            .route("/_matrix/media/v3/upload", post(media_upload))
             .route("/_matrix/client/v3/devices/{device}", put(put_device))
             .route("/_matrix/client/v3/keys/upload", post(keys_upload))
             .route("/_matrix/client/v3/keys/query", post(keys_query))
@@ -710,6 +733,26 @@ impl HomeserverDouble {
     /// Makes the next sends fail, in order.
     pub fn fail_next_sends(&self, failures: impl IntoIterator<Item = Failure>) {
         self.shared.lock().failures.extend(failures);
+    }
+
+    /// Makes the next media uploads fail, in order.
+    pub fn fail_next_uploads(&self, failures: impl IntoIterator<Item = Failure>) {
+        self.shared.lock().upload_failures.extend(failures);
+    }
+
+    /// Every file uploaded, in order.
+    pub fn media_uploads(&self) -> Vec<MediaUpload> {
+        self.shared.lock().media.clone()
+    }
+
+    /// The bytes uploaded as `content_uri` (`mxc://…`).
+    pub fn media(&self, content_uri: &str) -> Option<Vec<u8>> {
+        self.shared
+            .lock()
+            .media
+            .iter()
+            .find(|m| m.content_uri == content_uri)
+            .map(|m| m.data.clone())
     }
 
     /// While down, every request is answered `502` (as a reverse proxy does for a dead
@@ -1313,22 +1356,7 @@ async fn send(
     }
     if let Some(failure) = inner.failures.pop_front() {
         drop(inner);
-        return match failure {
-            Failure::RateLimited { retry_after_secs } => {
-                let mut response = error(StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED", "Too Many Requests");
-                let body = json!({"errcode": "M_LIMIT_EXCEEDED", "error": "Too Many Requests", "retry_after_ms": retry_after_secs * 1000});
-                *response.body_mut() = axum::body::Body::from(body.to_string());
-                response.headers_mut().insert("retry-after", retry_after_secs.into());
-                response
-            }
-            Failure::RateLimitedMs(ms) => (
-                StatusCode::TOO_MANY_REQUESTS,
-                Json(json!({"errcode": "M_LIMIT_EXCEEDED", "error": "Too Many Requests", "retry_after_ms": ms})),
-            )
-                .into_response(),
-            Failure::Status(code) => error(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), "M_UNKNOWN", "Internal server error"),
-            Failure::Forbidden => error(StatusCode::FORBIDDEN, "M_FORBIDDEN", "User not in room"),
-        };
+        return failure_response(failure);
     }
     inner.next_event += 1;
     let event_id = format!("$double{}", inner.next_event);
@@ -1344,6 +1372,54 @@ async fn send(
         received_at: std::time::Instant::now(),
     });
     Json(json!({"event_id": event_id})).into_response()
+}
+
+/// The response of an injected failure, as Synapse words each.
+fn failure_response(failure: Failure) -> Response {
+    match failure {
+        Failure::RateLimited { retry_after_secs } => {
+            let mut response = error(StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED", "Too Many Requests");
+            let body = json!({"errcode": "M_LIMIT_EXCEEDED", "error": "Too Many Requests", "retry_after_ms": retry_after_secs * 1000});
+            *response.body_mut() = axum::body::Body::from(body.to_string());
+            response.headers_mut().insert("retry-after", retry_after_secs.into());
+            response
+        }
+        Failure::RateLimitedMs(ms) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            Json(json!({"errcode": "M_LIMIT_EXCEEDED", "error": "Too Many Requests", "retry_after_ms": ms})),
+        )
+            .into_response(),
+        Failure::Status(code) => error(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), "M_UNKNOWN", "Internal server error"),
+        Failure::Forbidden => error(StatusCode::FORBIDDEN, "M_FORBIDDEN", "User not in room"),
+    }
+}
+
+/// `POST /_matrix/media/v3/upload`: stores the body under a fresh `mxc://` URI of the bot's
+/// server (Synapse's media ids are random; these count up).
+async fn media_upload(
+    State(shared): State<Arc<Shared>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut inner = shared.lock();
+    if let Some(failure) = inner.upload_failures.pop_front() {
+        drop(inner);
+        return failure_response(failure);
+    }
+    let server = shared.bot.split_once(':').map_or("localhost", |(_, s)| s);
+    let content_uri = format!("mxc://{server}/media{}", inner.media.len() + 1);
+    inner.media.push(MediaUpload {
+        content_uri: content_uri.clone(),
+        content_type: headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        filename: query_param(query.as_deref(), "filename"),
+        user_id: query_param(query.as_deref(), "user_id"),
+        data: body.to_vec(),
+    });
+    Json(json!({"content_uri": content_uri})).into_response()
 }
 
 /// Whom a request acts as: `?user_id=` (else the appservice's sender) and `?device_id=`

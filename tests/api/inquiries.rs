@@ -90,10 +90,25 @@ fn messages_with(app: &TestApp, needle: &str) -> Vec<Sent> {
 }
 
 async fn wait_for_message(app: &TestApp, needle: &str) -> Sent {
-    poll::wait_until(WAIT, needle, || async {
-        messages_with(app, needle).into_iter().next()
-    })
-    .await
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        if let Some(found) = messages_with(app, needle).into_iter().next() {
+            return found;
+        }
+        if std::time::Instant::now() > deadline {
+            let said: Vec<String> = app
+                .hs
+                .sent_to(ROOM)
+                .iter()
+                .map(|s| format!("{} {}", s.event_type, body(s)))
+                .collect();
+            panic!(
+                "no message containing {needle:?} within {WAIT:?}; the bot sent:\n{}",
+                said.join("\n")
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 async fn wait_for_edit(app: &TestApp, needle: &str) -> Sent {

@@ -2,6 +2,7 @@
 
 mod admin;
 mod approvals;
+mod attachments;
 mod commands;
 mod encryption;
 mod helpers;

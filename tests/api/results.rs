@@ -211,7 +211,12 @@ async fn a_channel_alias_is_resolved_and_a_room_the_bot_is_not_in_is_skipped() {
 
 #[tokio::test]
 async fn long_output_is_split_into_several_messages_in_order() {
-    let app = app_with(vec![alias("shell", "shell {{cmd}}", json!({}))], "").await;
+    // Under the attachment threshold (see attachments.rs for results over it).
+    let app = app_with(
+        vec![alias("shell", "shell {{cmd}}", json!({}))],
+        "[results]\nattach_over = \"1MiB\"\n",
+    )
+    .await;
     let output: String = (0..3000)
         .map(|i| format!("line {i} of a long command output\n"))
         .collect();

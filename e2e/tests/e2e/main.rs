@@ -15,6 +15,8 @@ mod admin;
 mod aliases;
 /// Commands that wait for a second person's approval before they run.
 mod approvals;
+/// Long results: a summary and the whole output as a file.
+mod attachments;
 /// StackStorm commands: matched, run for their sender, acknowledged in place.
 mod commands;
 /// End-to-end encrypted rooms and direct chats.
@@ -66,6 +68,7 @@ macro_rules! tests {
 const TAKING_TURNS: &[&str] = &[
     "encryption::",
     "admin::",
+    "attachments::long_result_in_an_encrypted_room_arrives_as_an_encrypted_file",
     "results::whispered_results_arrive_in_one_direct_chat_with_the_user",
     "inquiries::question_in_an_encrypted_room_is_answered_by_an_encrypted_reaction",
     "approvals::approval_in_an_encrypted_room_is_given_by_an_encrypted_reaction",
@@ -124,6 +127,8 @@ fn main() -> ExitCode {
         outages::help_after_a_restart_while_stackstorm_is_down_answers_from_the_stored_aliases,
         encryption::bridge_log_holds_no_room_key_or_secret_of_an_encrypted_conversation,
         results::result_of_a_run_appears_in_the_commands_thread_mentioning_its_sender,
+        attachments::long_result_arrives_as_a_summary_and_a_file_holding_the_whole_output,
+        attachments::long_result_in_an_encrypted_room_arrives_as_an_encrypted_file,
         webhooks::errbot_webhook_with_the_secret_posts_the_message_into_the_room,
         encryption::direct_chat_the_bot_opens_for_a_whisper_is_encrypted,
         webhooks::hubot_webhook_takes_json_and_form_bodies,

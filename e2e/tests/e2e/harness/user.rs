@@ -397,6 +397,32 @@ impl User {
         Ok(to_json(response.event.json().get()))
     }
 
+    /// The file an `m.file` event (as this user reads it) carries, downloaded as Element does:
+    /// from its `url`, or from its `file` and decrypted with the key and checked against the
+    /// hash that `file` holds.
+    pub async fn download_file(&self, event: &Json) -> anyhow::Result<Vec<u8>> {
+        use matrix_sdk::media::{MediaFormat, MediaRequestParameters};
+        use matrix_sdk::ruma::events::room::MediaSource;
+        let content = &event["content"];
+        let source = match content.get("file") {
+            Some(file) => MediaSource::Encrypted(Box::new(
+                serde_json::from_value(file.clone()).context("the event's `file`")?,
+            )),
+            None => MediaSource::Plain(
+                serde_json::from_value(content["url"].clone()).context("the event's `url`")?,
+            ),
+        };
+        let request = MediaRequestParameters {
+            source,
+            format: MediaFormat::File,
+        };
+        self.client
+            .media()
+            .get_media_content(&request, false)
+            .await
+            .context("downloading the file")
+    }
+
     /// The ids of `user_id`'s devices with end-to-end keys, as the homeserver lists them now
     /// (`/keys/query`): one per device the user has created and not deleted.
     pub async fn devices_of(&self, user_id: &UserId) -> anyhow::Result<Vec<String>> {
