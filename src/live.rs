@@ -58,7 +58,16 @@ struct State {
     followed: HashMap<String, Followed>,
     /// A workflow's descendants → the followed execution they belong to.
     children: HashMap<String, String>,
+    /// The last update of executions not (yet) followed: StackStorm may announce `running`
+    /// before the bridge has its answer to the request that started the execution, so before
+    /// [`Live::follow`]. Kept briefly, bounded.
+    unclaimed: HashMap<String, (String, Option<i64>, Instant)>,
 }
+
+/// Updates of unfollowed executions kept at most (older ones are dropped first).
+const UNCLAIMED_MAX: usize = 4096;
+/// How long an update of an unfollowed execution is kept.
+const UNCLAIMED_FOR: Duration = Duration::from_secs(30);
 
 /// The statuses an execution ends in.
 pub fn is_final(status: &str) -> bool {
@@ -81,12 +90,17 @@ impl Live {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Follows `execution_id` (just started from a room).
+    /// Follows `execution_id` (just started from a room). An update that came before is
+    /// applied (the next flush edits the ack).
     pub fn follow(&self, execution_id: &str) {
-        self.state()
-            .followed
-            .entry(execution_id.to_owned())
-            .or_default();
+        let mut state = self.state();
+        let early = state.unclaimed.remove(execution_id);
+        let entry = state.followed.entry(execution_id.to_owned()).or_default();
+        if let Some((status, started_ms, _)) = early {
+            entry.status = Some(status);
+            entry.started_ms = started_ms;
+            entry.dirty = true;
+        }
     }
 
     /// Follows the executions that had not ended when the bridge last stopped.
@@ -149,6 +163,21 @@ impl Live {
                     .is_none_or(|at| at.elapsed() >= self.interval);
                 (root, due)
             } else {
+                if state.unclaimed.len() >= UNCLAIMED_MAX {
+                    state
+                        .unclaimed
+                        .retain(|_, (_, _, at)| at.elapsed() < UNCLAIMED_FOR);
+                    if state.unclaimed.len() >= UNCLAIMED_MAX {
+                        state.unclaimed.clear();
+                    }
+                }
+                let started = update
+                    .start_timestamp
+                    .as_deref()
+                    .and_then(parse_timestamp_ms);
+                state
+                    .unclaimed
+                    .insert(update.id.clone(), (status, started, Instant::now()));
                 return Ok(());
             }
         };

@@ -170,6 +170,9 @@ pub async fn handle(
             Err(e) => failure(&e, &id),
         },
         Verb::Output => match st2.execution_output(&id, credential.as_ref()).await {
+            Ok(output) if too_long(&output) => {
+                return output_as_file(bridge, row, origin, &id, output).await;
+            }
             Ok(output) => output_text(&id, &output),
             Err(e) => failure(&e, &id),
         },
@@ -319,6 +322,57 @@ fn output_text(id: &str, output: &str) -> String {
     }
     text.push_str(&format!(":\n\n{fence}\n{shown}\n{fence}"));
     text
+}
+
+/// Whether output is too long to show whole in a message (then it is attached too).
+fn too_long(output: &str) -> bool {
+    output.lines().count() > OUTPUT_LINES || output.chars().count() > OUTPUT_CHARS
+}
+
+/// Long output: its tail in the room and the whole of it as a text file, in the command's
+/// thread (encrypted in an encrypted room, by the outbox).
+async fn output_as_file(
+    bridge: &AppState,
+    row: &inbox::Row,
+    origin: &Origin,
+    id: &str,
+    output: String,
+) -> anyhow::Result<()> {
+    let size = output.len();
+    let mut text = output_text(id, &output);
+    text.push_str(&format!(
+        "\n\nThe whole output is attached: `execution-{id}-output.txt` ({}).",
+        human_size(size)
+    ));
+    let content = render::reply(render::notice_markdown(&text), origin);
+    let mut file =
+        crate::matrix::file::FileMessage::text(&format!("execution-{id}-output.txt"), output);
+    file.content = render::reply(file.content, origin);
+    file.content.mentions = Some(ruma::events::Mentions::new());
+    let mut tx = bridge.store.begin().await?;
+    bridge
+        .outbox
+        .queue_in(&mut tx, &origin.room_id, &content)
+        .await?;
+    bridge
+        .outbox
+        .queue_file_in(&mut tx, &origin.room_id, &file)
+        .await?;
+    inbox::finish(&mut tx, row.seq).await?;
+    tx.commit().await?;
+    bridge.outbox.wake();
+    Ok(())
+}
+
+/// A size in bytes as people read it.
+fn human_size(bytes: usize) -> String {
+    if bytes < 1024 {
+        format!("{bytes} B")
+    } else if bytes < 1024 * 1024 {
+        format!("{:.1} KiB", bytes as f64 / 1024.0)
+    } else {
+        format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+    }
 }
 
 /// A code fence longer than any run of backticks in `text`, so the output cannot close it.

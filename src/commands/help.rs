@@ -132,18 +132,71 @@ pub fn render(
         );
         plain.push_str(&format!("\n\n{note}"));
         html.push_str(&format!("<p>{}</p>", render::escape_html(&note)));
-    } else if !entries.is_empty() {
-        // Approval rules can come from the admin room too, so the way to answer a request is
-        // always listed with the commands.
-        plain.push_str(&format!(
-            "\n\nSome commands may need approval before they run: answer a request with {prefix} approve <id> or {prefix} reject <id> [reason] (or react ✅/❌ to it)."
-        ));
-        html.push_str(&format!(
-            "<p>Some commands may need approval before they run: answer a request with <code>{p} approve &lt;id&gt;</code> or <code>{p} reject &lt;id&gt; [reason]</code> (or react ✅/❌ to it).</p>",
-            p = render::escape_html(prefix)
-        ));
+    } else if args.filter.is_none() && args.pack.is_none() && args.page <= 1 {
+        // First, after the heading: the bridge's own commands are always there, and the
+        // aliases' last page keeps ending with the last alias.
+        let (p, h) = builtins(prefix);
+        match plain.find('\n') {
+            Some(at) => plain.insert_str(at, &p),
+            None => plain.push_str(&p),
+        }
+        match html.find("</p>") {
+            Some(at) => html.insert_str(at + "</p>".len(), &h),
+            None => html.push_str(&h),
+        }
     }
     render::notice_html(&plain, html)
+}
+
+/// The bridge's own commands, as a group of their own (plain, HTML).
+fn builtins(prefix: &str) -> (String, String) {
+    let commands: [(&str, &str); 9] = [
+        (
+            "status [id]",
+            "An execution's status, who started it, how long it took, its link.",
+        ),
+        (
+            "output [id]",
+            "An execution's output so far (long output as a file).",
+        ),
+        ("cancel [id]", "Cancels an execution."),
+        (
+            "rerun [id] [key=value …]",
+            "Runs an execution again, with changed parameters.",
+        ),
+        ("history [N]", "The last N executions started in this room."),
+        (
+            "respond [id] key=value …",
+            "Answers a question StackStorm asks (an inquiry).",
+        ),
+        (
+            "approve <id> / reject <id> [reason]",
+            "Answers a request for approval (or react ✅/❌ to it).",
+        ),
+        (
+            "login / logout / whoami",
+            "Links your own StackStorm account (in a direct chat with me).",
+        ),
+        ("ping", "Checks that I am here."),
+    ];
+    let mut plain = String::from(
+        "\n\nbuilt-in (in a command's thread, or replying to its ack, the execution id can be left out)\n",
+    );
+    // Ends without a newline: the caller's text goes on with its own.
+    let mut html = String::from(
+        "<p><strong>built-in</strong> (in a command's thread, or replying to its ack, the execution id can be left out)</p><ul>",
+    );
+    for (usage, what) in commands {
+        plain.push_str(&format!("  {prefix} {usage} — {what}\n"));
+        html.push_str(&format!(
+            "<li><code>{} {}</code> — {}</li>",
+            render::escape_html(prefix),
+            render::escape_html(usage),
+            render::escape_html(what)
+        ));
+    }
+    html.push_str("</ul>");
+    (plain.trim_end().to_owned(), html)
 }
 
 /// Formats a page of help as (plain body, HTML). `level` is the reader's: only from `run` on

@@ -5,6 +5,7 @@ mod approvals;
 mod attachments;
 mod commands;
 mod encryption;
+mod executions;
 mod helpers;
 mod inquiries;
 mod membership;

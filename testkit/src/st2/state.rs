@@ -184,6 +184,11 @@ pub(crate) struct Shared {
     pub subscribers: AtomicUsize,
     /// Bumped by every availability change, so a timed "down for" does not undo a later one.
     pub stream_generation: AtomicU64,
+    /// The filters of the open stream connections, by connection number: what a published
+    /// event reaches is counted through them.
+    pub filters: Mutex<std::collections::HashMap<u64, super::stream::Filter>>,
+    /// Numbers stream connections.
+    pub next_connection: AtomicU64,
 }
 
 impl Shared {
@@ -203,6 +208,8 @@ impl Shared {
             stream_cut: Mutex::new(CancellationToken::new()),
             subscribers: AtomicUsize::new(0),
             stream_generation: AtomicU64::new(0),
+            filters: Mutex::new(Default::default()),
+            next_connection: AtomicU64::new(0),
         }
     }
 
@@ -212,7 +219,8 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Publishes on the bus; returns how many stream connections were listening.
+    /// Publishes on the bus; returns how many stream connections it reached (their filters
+    /// let it through).
     pub(crate) fn publish(&self, name: String, data: &Value) -> usize {
         let event = BusEvent {
             name,
@@ -221,8 +229,24 @@ impl Shared {
             execution_id: None,
             status: None,
         };
+        self.send(event)
+    }
+
+    /// Sends `event` to every connection; returns how many of them its filters let it reach
+    /// (the events another connection subscribed to are not "delivered" to this one).
+    fn send(&self, event: BusEvent) -> usize {
+        let reached = self
+            .filters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|f| f.passes(&event))
+            .count();
         // No receivers is not an error: like st2, an event nobody listens to is simply lost.
-        self.events.send(event).unwrap_or(0)
+        match self.events.send(event) {
+            Ok(_) => reached,
+            Err(_) => 0,
+        }
     }
 
     /// Publishes an execution event (`st2.execution__create`/`__update`) with the execution
@@ -241,7 +265,7 @@ impl Shared {
             execution_id: text("/id"),
             status: text("/status"),
         };
-        self.events.send(event).unwrap_or(0)
+        self.send(event)
     }
 
     /// Cuts every open stream connection.

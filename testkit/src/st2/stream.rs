@@ -42,12 +42,40 @@ const DEFAULT_EVENTS: [&str; 7] = [
     "st2.liveaction__delete",
 ];
 
-/// Counts a connection for [`super::St2Double::stream_subscribers`] while it lives.
-struct Subscriber(Arc<Shared>);
+/// Counts a connection for [`super::St2Double::stream_subscribers`] while it lives, and keeps
+/// its filter registered for counting what a published event reaches.
+struct Subscriber(Arc<Shared>, u64);
 
 impl Drop for Subscriber {
     fn drop(&mut self) {
         self.0.subscribers.fetch_sub(1, Ordering::SeqCst);
+        self.0
+            .filters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.1);
+    }
+}
+
+/// What one connection asked for: `events` patterns and the `action_refs`/`execution_ids`
+/// filters.
+#[derive(Debug, Clone)]
+pub(crate) struct Filter {
+    patterns: Vec<String>,
+    action_refs: Option<Vec<String>>,
+    execution_ids: Option<Vec<String>>,
+}
+
+impl Filter {
+    /// `_should_include_event`, then the `action_refs` and `execution_ids` filters.
+    pub(crate) fn passes(&self, event: &BusEvent) -> bool {
+        let listed = |filter: &Option<Vec<String>>, value: &Option<String>| match filter {
+            None => true,
+            Some(list) => value.as_ref().is_some_and(|v| list.contains(v)),
+        };
+        self.patterns.iter().any(|p| fnmatch(p, &event.name))
+            && listed(&self.action_refs, &event.action_ref)
+            && listed(&self.execution_ids, &event.execution_id)
     }
 }
 
@@ -55,9 +83,7 @@ struct Conn {
     rx: broadcast::Receiver<BusEvent>,
     cut: CancellationToken,
     heartbeat: Duration,
-    patterns: Vec<String>,
-    action_refs: Option<Vec<String>>,
-    execution_ids: Option<Vec<String>>,
+    filter: Filter,
     end: Option<(String, String)>,
     greeted: bool,
     done: bool,
@@ -96,17 +122,26 @@ pub(crate) async fn stream(
     // byte can be missed.
     let rx = shared.events.subscribe();
     shared.subscribers.fetch_add(1, Ordering::SeqCst);
+    let filter = Filter {
+        patterns,
+        action_refs: list("action_refs"),
+        execution_ids: list("execution_ids"),
+    };
+    let number = shared.next_connection.fetch_add(1, Ordering::SeqCst);
+    shared
+        .filters
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(number, filter.clone());
     let conn = Conn {
         rx,
         cut: shared.stream_cut_token(),
         heartbeat,
-        patterns,
-        action_refs: list("action_refs"),
-        execution_ids: list("execution_ids"),
+        filter,
         end,
         greeted: false,
         done: false,
-        _subscriber: Subscriber(shared.clone()),
+        _subscriber: Subscriber(shared.clone(), number),
     };
     let body = stream::unfold(conn, next_chunk);
     (
@@ -141,7 +176,7 @@ async fn next_chunk(mut conn: Conn) -> Option<(Result<Bytes, io::Error>, Conn)> 
                     if conn.is_end(&event) {
                         conn.done = true;
                     }
-                    if conn.passes(&event) {
+                    if conn.filter.passes(&event) {
                         let frame = format!("event: {}\ndata: {}\n\n", event.name, event.data);
                         return Some((Ok(Bytes::from(frame)), conn));
                     }
@@ -160,17 +195,6 @@ async fn next_chunk(mut conn: Conn) -> Option<(Result<Bytes, io::Error>, Conn)> 
 const COMPLETED: [&str; 5] = ["succeeded", "failed", "timed_out", "canceled", "abandoned"];
 
 impl Conn {
-    /// `_should_include_event`, then the `action_refs` and `execution_ids` filters.
-    fn passes(&self, event: &BusEvent) -> bool {
-        let listed = |filter: &Option<Vec<String>>, value: &Option<String>| match filter {
-            None => true,
-            Some(list) => value.as_ref().is_some_and(|v| list.contains(v)),
-        };
-        self.patterns.iter().any(|p| fnmatch(p, &event.name))
-            && listed(&self.action_refs, &event.action_ref)
-            && listed(&self.execution_ids, &event.execution_id)
-    }
-
     /// Whether this is the event `end_event`/`end_execution_id` wait for.
     fn is_end(&self, event: &BusEvent) -> bool {
         self.end.as_ref().is_some_and(|(name, id)| {
