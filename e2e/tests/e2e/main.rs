@@ -21,6 +21,8 @@ mod attachments;
 mod commands;
 /// End-to-end encrypted rooms and direct chats.
 mod encryption;
+/// Executions watched and steered from the room.
+mod executions;
 /// `!st2help`: the commands a room can run.
 mod help;
 /// StackStorm inquiries asked in rooms and answered there.
@@ -112,6 +114,11 @@ fn main() -> ExitCode {
         encryption::ping_in_an_encrypted_room_is_answered_with_an_encrypted_reply,
         commands::command_in_a_thread_runs_for_its_sender_and_is_acknowledged_in_that_thread,
         commands::command_after_the_bots_display_name_runs,
+        executions::ack_is_edited_as_the_execution_runs_and_the_command_gets_a_check_mark_or_a_cross,
+        executions::status_output_and_history_answer_in_the_commands_thread,
+        executions::cancel_stops_a_running_execution_and_explains_a_finished_one,
+        executions::rerun_with_a_changed_parameter_reports_in_its_own_thread,
+        executions::someone_who_may_not_run_commands_cannot_cancel,
         inquiries::reaction_from_someone_who_may_not_run_commands_is_refused_once,
         inquiries::choice_question_is_a_poll_and_a_vote_answers_it,
         inquiries::several_fields_are_answered_with_respond_after_a_schema_error,

@@ -22,10 +22,13 @@ pub fn html_body(event: &Json) -> Option<&str> {
     }
 }
 
-/// Whether the event is an `m.room.message` with `msgtype: m.notice` sent by `user`.
+/// Whether the event is an `m.room.message` with `msgtype: m.notice` sent by `user`, and a
+/// new one: an edit (`m.replace`, e.g. an ack showing its execution's progress) changes a
+/// notice that was already counted.
 pub fn is_notice_from(event: &Json, user: &UserId) -> bool {
     event["type"] == "m.room.message"
         && event["content"]["msgtype"] == "m.notice"
+        && event["content"]["m.relates_to"]["rel_type"] != "m.replace"
         && sender(event) == user.as_str()
 }
 
