@@ -21,7 +21,11 @@
 //!   (StackStorm's format parser and matcher, with its Python-compatible regex engine).
 //! - [`st2`]: the StackStorm client (credentials kept alive, aliases, executions, the stream).
 //! - [`results`], [`webhook`]: results back into rooms, from the stream, the webhooks and
-//!   recovery after stream gaps.
+//!   recovery after stream gaps; long ones as files.
+//! - [`live`], [`watch`]: acks edited as executions move, ✅/❌ on commands; the executions
+//!   stream's consumer (live status and inquiries).
+//! - [`prompts`], [`inquiries`], [`approvals`]: the bot's messages people answer (✅/❌, polls,
+//!   `respond`): StackStorm's inquiries, and commands waiting for approval.
 //! - [`identity`], [`web`], [`crypto`], [`secret`]: people's own StackStorm accounts, the login
 //!   page, encryption at rest, and strings that never reach a log.
 //! - [`matrix`]: the homeserver client and the outbox, the one way the bridge speaks.

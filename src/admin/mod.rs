@@ -94,7 +94,7 @@ pub enum RoomsCommand {
         rule: String,
     },
     /// A room's own approval rules: commands of matching aliases wait for approvers before
-    /// they run. They are tried before the config's [[approvals]]; the first that matches
+    /// they run. They are tried before the config's `[[approvals]]`; the first that matches
     /// decides. Without a subcommand: list them.
     Approvals {
         /// Room id or alias.

@@ -123,7 +123,7 @@ const SUMMARY_BYTES: usize = 1024;
 
 /// The messages for a long `announcement` whose whole text is attached as `filename`: its
 /// first lines (a code block cut there is closed), then a line naming the attachment. Mention,
-/// msgtype and thread options apply as in [`render`]; operator HTML does not (it is the whole
+/// msgtype and thread options apply as in [`render()`]; operator HTML does not (it is the whole
 /// result, not its summary).
 pub fn render_summary(
     announcement: &Announcement,
