@@ -388,10 +388,8 @@ impl St2Client {
                 credential,
             )
             .await?;
-        let results: OneOrMany<AliasExecutionResult> = response
-            .json()
-            .await
-            .map_err(|e| Error::Protocol(format!("alias execution: {e}")))?;
+        let results: OneOrMany<AliasExecutionResult> =
+            read_json(response, "alias execution").await?;
         Ok(results.into_vec())
     }
 
@@ -416,30 +414,16 @@ impl St2Client {
         let response = self
             .send(Method::GET, self.api_url("user"), None, Some(credential))
             .await?;
-        let body: Value = response
-            .json()
-            .await
-            .map_err(|e| Error::Protocol(format!("user: {e}")))?;
+        let body: Value = read_json(response, "user").await?;
         body.get("username")
             .and_then(Value::as_str)
             .map(str::to_owned)
             .ok_or_else(|| Error::Protocol("user: no username".into()))
     }
 
-    /// One execution.
+    /// One execution, read with the bridge's credential.
     pub async fn execution(&self, id: &str) -> Result<Execution, Error> {
-        let response = self
-            .send(
-                Method::GET,
-                self.api_url(&format!("executions/{id}")),
-                None,
-                None,
-            )
-            .await?;
-        response
-            .json()
-            .await
-            .map_err(|e| Error::Protocol(format!("execution: {e}")))
+        self.execution_as(id, None).await
     }
 
     /// One execution, read with `credential` (a person's, so RBAC applies) or the bridge's.
@@ -456,10 +440,7 @@ impl St2Client {
                 credential,
             )
             .await?;
-        response
-            .json()
-            .await
-            .map_err(|e| Error::Protocol(format!("execution: {e}")))
+        read_json(response, "execution").await
     }
 
     /// An execution's output so far (`GET /executions/{id}/output`, stdout and stderr).
@@ -493,10 +474,7 @@ impl St2Client {
                 credential,
             )
             .await?;
-        let body: Value = response
-            .json()
-            .await
-            .map_err(|e| Error::Protocol(format!("cancel: {e}")))?;
+        let body: Value = read_json(response, "cancel").await?;
         if let Some(fault) = body.get("faultstring").and_then(Value::as_str) {
             return Err(Error::BadRequest {
                 faultstring: fault.to_owned(),
@@ -521,10 +499,7 @@ impl St2Client {
                 credential,
             )
             .await?;
-        response
-            .json()
-            .await
-            .map_err(|e| Error::Protocol(format!("execution: {e}")))
+        read_json(response, "execution").await
     }
 
     /// The pending inquiries, at most `limit` (StackStorm's inquiry list has no offset).
@@ -533,10 +508,7 @@ impl St2Client {
         url.query_pairs_mut()
             .append_pair("limit", &limit.to_string());
         let response = self.send(Method::GET, url, None, None).await?;
-        response
-            .json()
-            .await
-            .map_err(|e| Error::Protocol(format!("inquiry list: {e}")))
+        read_json(response, "inquiry list").await
     }
 
     /// One inquiry. StackStorm answers 400 when it is no longer pending (timed out, already
@@ -550,10 +522,7 @@ impl St2Client {
                 None,
             )
             .await?;
-        response
-            .json()
-            .await
-            .map_err(|e| Error::Protocol(format!("inquiry: {e}")))
+        read_json(response, "inquiry").await
     }
 
     /// Responds to an inquiry with `credential` (the answering person's, so StackStorm's
@@ -595,6 +564,17 @@ impl St2Client {
             Err(e) => Err(e),
         }
     }
+}
+
+/// The body of `response` as `T`; `what` names the call in the error.
+async fn read_json<T: serde::de::DeserializeOwned>(
+    response: Response,
+    what: &str,
+) -> Result<T, Error> {
+    response
+        .json()
+        .await
+        .map_err(|e| Error::Protocol(format!("{what}: {e}")))
 }
 
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {
