@@ -464,7 +464,7 @@ fn group_widths(parsed: &parser::Parsed) -> Vec<Option<(u64, u64)>> {
                 }
                 Node::Param(g) => {
                     if let Some(slot) = widths.get_mut(*g) {
-                        *slot = Some((1, u64::from(ast::MAXREPEAT)));
+                        *slot = Some((1, ast::MAXWIDTH));
                     }
                 }
                 Node::Branch(items) => items.iter().for_each(|i| walk(i, widths)),

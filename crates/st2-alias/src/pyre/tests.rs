@@ -126,6 +126,48 @@ fn lookarounds_follow_python() {
     assert_eq!(error("(?<x"), "unknown extension ?<x at position 1");
 }
 
+/// Found by the pyre_diff fuzzer: `int()` does not strip U+001E, so a conditional group's
+/// "number" with it is a bad group name, not a reference to group 2.
+#[test]
+fn conditional_group_number_with_a_separator_is_a_bad_name() {
+    assert_eq!(
+        error("(a)?(?(\x1e2)b|c)"),
+        "bad character in group name '\\x1e2' at position 7"
+    );
+    assert_eq!(
+        error("(a)?(?( 2)b|c)"),
+        "invalid group reference 2 at position 7"
+    );
+}
+
+/// Found by the pyre_diff fuzzer: CPython 3.11.7 measures widths up to `2**64` and rejects a
+/// look-behind whose minimum width passes `MAXCODE` before checking that it is fixed; pyre
+/// capped widths at `MAXREPEAT` and called these fixed-width or merely variable-width.
+#[test]
+fn lookbehind_widths_are_capped_like_python_3_11_7() {
+    // Python: `re.compile(p)` raises `re.error("looks too much behind")`.
+    for p in [
+        r"(?<!(?: {1,3}?\0[--] )a{4294967294}.[--])*",
+        r"(?<=a{2}a{4294967294})",
+        r"(?<=(?:a{4294967294}){2})",
+    ] {
+        assert_eq!(error(p), "looks too much behind", "{p}");
+    }
+    // Still variable-width (the minimum fits in MAXCODE).
+    assert_eq!(
+        error(r"(?<!a{1,3}a{4294967294})"),
+        "look-behind requires fixed-width pattern"
+    );
+    // An unbounded repeat is as wide as anything, even at the cap.
+    assert_eq!(
+        error(r"(?<=(?:a{4294967294}){1,})"),
+        "look-behind requires fixed-width pattern"
+    );
+    // The largest fixed widths Python accepts.
+    assert!(Regex::new(r"(?<!a{4294967294}b)", 0).is_ok());
+    assert!(Regex::new(r"(?<!a{4294967294})", 0).is_ok());
+}
+
 #[test]
 fn backreferences_and_conditionals_follow_python() {
     assert_eq!(search(r"(a)\1", "aa"), groups(&[Some("aa"), Some("a")]));
