@@ -11,13 +11,29 @@
 //! keeps the error paths covered.
 //!
 //! The oracle is one long-lived `python3` child ([`Oracle`], script `pyre_oracle.py`) speaking
-//! JSON lines; each fuzz input yields several cases, all sent in one round trip, and the short
-//! run batches hundreds per line.
+//! JSON lines, one batch of cases per line.
+//!
+//! Speed. The first campaign ran at 290 inputs/s: every input waited for its own round trip,
+//! and CPython, not pyre, was the cost. Timing CPython on a grown corpus's cases gave 15.7 s for
+//! 8,126 cases, 10.5 s of it in 21 alarms (0.5 s each) on inputs pyre had already given up on
+//! (its 200,000-step budget), whose results are never compared; without those, 2.7 s. So [`run`]
+//! now works out pyre's side first, in the fuzzer's thread (its coverage is what guides
+//! libFuzzer), sends CPython only the inputs pyre finished, and leaves the round trip to a
+//! thread of its own: cases go in batches of [`BATCH`] through a bounded queue, so both
+//! processes work at once and a slow Python holds the fuzzer back instead of piling up.
+//! Compiled patterns are cached by (pattern, flags): after that change a profile put 57% of the
+//! fuzzer's time in `Regex::new` (case-folding classes such as `[\u0100-\uffff]`), and
+//! libFuzzer's mutations often keep the pattern. Inputs are capped at 256 bytes
+//! (`scripts/fuzz.sh`). A disagreement is found after its input has gone: the oracle thread
+//! saves the input and the case (raw mode) as `disagreement-*` beside libFuzzer's artifacts,
+//! and the next [`run`] panics with their names; at exit [`finish`] compares the last batch and
+//! prints the counts (also printed as they double). `PYRE_DIFF_SYNC=1` compares every input
+//! before the next (replays, `-minimize_crash`). The short run stays synchronous ([`check`]).
 //!
 //! Known, intentional differences (documented in `st2_alias::pyre`), and what is done with
 //! them. Each is counted in [`Stats`], never silently dropped:
 //! - pyre's step budget: a search that exceeds [`STEP_BUDGET`] returns `LimitExceeded` where
-//!   Python keeps going. That input is not compared ([`Stats::pyre_gave_up`]).
+//!   Python keeps going. That input is not compared, nor sent ([`Stats::pyre_gave_up`]).
 //! - Python has no budget: a compile or search that runs past the oracle's alarm (0.5 s) is
 //!   not compared ([`Stats::python_timeouts`]).
 //! - `\N{NAME}` escapes: pyre has no Unicode name database and rejects them with
@@ -27,15 +43,21 @@
 //!   deep, but raw inputs do: a pyre `RecursionError` on a pattern with at least 100 `(` is
 //!   not compared ([`Stats::too_deep`]); any other `RecursionError` mismatch is reported.
 //!
-//! Open finding, not yet understood (pyre or CPython 3.11; 3.11 had bugs in its new possessive
-//! repeats): under a possessive repeat of groups, the two can agree on every match and differ
-//! on a group's span, e.g. `re.compile(r"((|)*?a*?(((?P<g0>){,2}😀{0,1}?(( \u212a{1,3}?
-//! {0,1}?|k..).{0,1}?( {0,1}\w\w|\w\07{,2}\w)|\w)|))|){,2}+|")` on `"aaaaaaa"`: the
-//! fourth `finditer` match is `(6, 7)` for both, but group 6 is `(7, 7)` in CPython and
-//! `(6, 7)` in pyre (input `fuzz/findings/pyre_diff/possessive-group-span`). Until it is
-//! resolved, such inputs (possessive quantifier in the pattern, same group-0 spans) are
-//! counted in [`Stats::possessive_group_spans`] rather than failing; every other difference
-//! under possessive repeats still fails.
+//! CPython 3.11.7's bug in possessive repeats (python/cpython#101955: `POSSESSIVE_REPEAT`
+//! leaves group marks inconsistent; 3.12.1 and 3.13.0 have it too), seen two ways:
+//! - same matches, a different group span, e.g. `((|)*?a*?(((?P<g0>){,2}😀{0,1}?(( \u212a{1,3}?
+//!   {0,1}?|k..).{0,1}?( {0,1}\w\w|\w\07{,2}\w)|\w)|))|){,2}+|` on `"aaaaaaa"` (input
+//!   `fuzz/findings/pyre_diff/possessive-group-span`): group 6 of the fourth match is `(7, 7)`
+//!   in CPython, `(6, 7)` in pyre. CPython is wrong: for the documented equivalent
+//!   `(?>...{,2})|` it gives `(6, 7)` itself, and `(7, 7)` is empty where group 6 needs at least
+//!   one character (test `possessive_repeat_keeps_group_spans_of_the_atomic_form` in pyre).
+//!   Counted in [`Stats::possessive_group_spans`] (possessive quantifier in the pattern, same
+//!   group-0 spans);
+//! - CPython raising `SystemError: The span of capturing group is wrong` (the issue's own
+//!   example, `((x)|y|z)*+` on `"xyz"`): the oracle answers `"systemerror"` for that input,
+//!   counted in [`Stats::python_span_errors`] when the pattern has a possessive quantifier.
+//!
+//! Every other difference under possessive repeats still fails.
 
 use std::{
     collections::BTreeMap,

@@ -421,3 +421,48 @@ fn error_messages_escape_what_python_repr_escapes() {
         "bad character in group name 'a\\xa0\\u200b\\ue000\\U0010ffffé' at position 4"
     );
 }
+
+/// Every match's group spans, as `re.finditer` gives them.
+fn finditer_spans(pattern: &str, text: &str) -> Vec<Vec<Option<(usize, usize)>>> {
+    let re = Regex::new(pattern, 0).unwrap_or_else(|e| panic!("{pattern:?}: {e}"));
+    let input: Vec<char> = text.chars().collect();
+    let mut budget = DEFAULT_STEP_LIMIT;
+    re.find_all(&input, &mut Cache::new(), &mut budget)
+        .expect("within budget")
+        .iter()
+        .map(|c| (0..c.len()).map(|i| c.get(i)).collect())
+        .collect()
+}
+
+/// The pyre_diff fuzzer's open finding (`fuzz/findings/pyre_diff/possessive-group-span`),
+/// settled: CPython 3.11.7 is wrong, pyre is right. `X{,2}+` is documented as `(?>X{,2})`;
+/// for the atomic form CPython gives group 6 the span (6, 7) in the fourth match, as pyre does
+/// for both, but for the possessive form it gives (7, 7), an empty span for a group whose
+/// shortest match is one character (sre's own `getwidth()` says (1, 10)): a start and an end
+/// from different attempts. The same mark handling makes CPython raise
+/// `SystemError: The span of capturing group is wrong` on `re.match('((x)|y|z)*+', 'xyz')`
+/// (python/cpython#101955; 3.11.7, 3.12.1 and 3.13.0 all have it).
+#[test]
+fn possessive_repeat_keeps_group_spans_of_the_atomic_form() {
+    let body = "((|)*?a*?(((?P<g0>){,2}\u{1f600}{0,1}?(( \\u212a{1,3}? {0,1}?|k..).{0,1}?\
+                ( {0,1}\\w\\w|\\w\\07{,2}\\w)|\\w)|))|)";
+    let possessive = format!("{body}{{,2}}+|");
+    let atomic = format!("(?>{body}{{,2}})|");
+    let spans = finditer_spans(&possessive, "aaaaaaa");
+    assert_eq!(spans, finditer_spans(&atomic, "aaaaaaa"));
+    assert_eq!(spans[3][0], Some((6, 7)));
+    assert_eq!(
+        spans[3][6],
+        Some((6, 7)),
+        "CPython 3.11.7's possessive form says (7, 7)"
+    );
+    // pyre has no such error: the groups are those of the atomic form, ('z', 'x').
+    assert_eq!(
+        finditer_spans("((x)|y|z)*+", "xyz")[0],
+        finditer_spans("(?>((x)|y|z)*)", "xyz")[0]
+    );
+    assert_eq!(
+        search("((x)|y|z)*+", "xyz"),
+        groups(&[Some("xyz"), Some("z"), Some("x")])
+    );
+}
