@@ -12,25 +12,32 @@
 //! garbage are reached.
 //!
 //! Speed. The first campaign ran at 119 inputs/s. A profile (`perf`, instrumented build) put
-//! 87% of the time in pyre's VM under `search_from`: with formats such as `(.*)*` from the
-//! grammar, a search runs until the bridge's budget (`DEFAULT_STEP_LIMIT`, 10 million steps)
-//! gives up, and the target made up to five such searches per format (`Format::parse` and
-//! `parse_multiple` each rerun the extras step, then the matcher reran both). Half of those
-//! cycles went to libFuzzer's comparison tracing inside the VM's loop. Most inputs take well
-//! under a millisecond; the few that exhaust the budget took the average to 8 ms. So the
-//! target's own searches share one small budget per input ([`STEP_BUDGET`]) and the extras step
-//! runs once. An input that exhausts it (or whose extras step exhausts the bridge's budget) is
-//! counted ([`Stats::gave_up`]) and skips [`Matcher::match_command`], which would repeat the
-//! same searches with the full budget; every other entry point still runs. One such input in
-//! [`FULL_BUDGET_SAMPLE`] (chosen by a hash of the input, so a replay does the same) still
-//! runs the matcher at the full budget ([`Stats::full_budget_runs`]), so the bridge's own
-//! give-up path stays covered and bounded by libFuzzer's `-timeout`.
+//! 87% of the time in pyre's VM under `search_from`, half of it libFuzzer's comparison tracing
+//! inside the VM's loop. Most inputs take well under a millisecond, but with formats such as
+//! `(.*)*` from the grammar a search runs until the bridge's budget (`DEFAULT_STEP_LIMIT`, 10
+//! million steps) gives up, and the target made up to five such searches per format
+//! (`Format::parse` and `parse_multiple`, each rerunning the extras step, then the matcher
+//! again), besides the warm-up match every `Matcher::build` and `rebuild` makes (on
+//! `WARM_UP_COMMAND`, at the full budget). So:
+//! - the target's own searches share one small budget per input ([`STEP_BUDGET`]), and the
+//!   extras step runs once, after a try of the same regexes on that budget (`EXTRAS`);
+//! - a format that exhausts [`WARM_UP_BUDGET`] on the warm-up command is kept out of the
+//!   matcher (still compiled and searched by the target itself), counted in
+//!   [`Stats::left_out`];
+//! - an input whose searches or extras step gave up is counted ([`Stats::gave_up`]) and skips
+//!   [`Matcher::match_command`], which would repeat the same searches at the full budget;
+//!   `closest`, `build` and `rebuild` still run.
+//!
+//! One input in [`FULL_BUDGET_SAMPLE`] of those (chosen by a hash of the input, so a replay
+//! does the same) still runs everything at the full budget ([`Stats::full_budget_runs`]), so
+//! the bridge's own give-up path stays checked against libFuzzer's `-timeout`.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{
+    LazyLock,
+    atomic::{AtomicU64, Ordering::Relaxed},
+};
 
 use arbitrary::{Result, Unstructured};
-use std::sync::LazyLock;
-
 use st2_alias::pyre::{Cache, FLAG_DOTALL, Regex};
 use st2_alias::{Alias, Command, Format, FormatObject, FormatSpec, Matcher, ParseError};
 
@@ -48,7 +55,7 @@ pub const FULL_BUDGET_SAMPLE: u64 = 4096;
 /// `WARM_UP_COMMAND`; should they drift apart, only the speed-up below is lost).
 const WARM_UP_COMMAND: &str = "warm up x=1";
 
-/// Steps each format may take on [`WARM_UP_COMMAND`] before it is kept out of the matcher:
+/// Steps each format may take on `WARM_UP_COMMAND` before it is kept out of the matcher:
 /// a sane format needs a few hundred on that short command.
 pub const WARM_UP_BUDGET: u64 = 5_000;
 
