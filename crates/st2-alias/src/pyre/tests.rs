@@ -466,3 +466,27 @@ fn possessive_repeat_keeps_group_spans_of_the_atomic_form() {
         groups(&[Some("xyz"), Some("z"), Some("x")])
     );
 }
+
+/// Found by the pyre_diff fuzzer: flags past `i32::MAX` are an `OverflowError`, raised by
+/// `_sre.compile` after the parser's and compiler's own errors.
+#[test]
+fn flags_past_a_c_int_overflow_after_other_errors() {
+    // Without LOCALE (an error of its own for str patterns), DEBUG and TEMPLATE.
+    let quiet = !(ast::FLAG_LOCALE | ast::FLAG_DEBUG | ast::FLAG_TEMPLATE);
+    for flags in [1 << 31, 3_330_000_000 & quiet] {
+        let e = Regex::new("a", flags).expect_err("too large");
+        assert_eq!(e.kind(), ErrorKind::Overflow);
+        assert_eq!(e.message(), "Python int too large to convert to C int");
+        assert_eq!(
+            Regex::new("(", flags).expect_err("unclosed").message(),
+            "missing ), unterminated subpattern at position 0"
+        );
+        assert_eq!(
+            Regex::new("(?<=a+)", flags)
+                .expect_err("variable width")
+                .message(),
+            "look-behind requires fixed-width pattern"
+        );
+    }
+    assert!(Regex::new("a", i32::MAX as u32 & quiet & !(FLAG_ASCII | FLAG_UNICODE)).is_ok());
+}
