@@ -1185,6 +1185,14 @@ fn hex_escape(source: &mut Tokenizer<'_>, e: char) -> Result<Option<u32>, Error>
         ));
     }
     let value = u32::from_str_radix(&hex, 16).unwrap_or(u32::MAX);
+    if i32::try_from(value).is_err() {
+        // `chr()` takes a C int: past `i32::MAX` it raises OverflowError, which sre_parse lets
+        // through (it only catches ValueError). Found by the pyre_diff fuzzer.
+        return Err(Error::plain(
+            ErrorKind::Overflow,
+            "Python int too large to convert to C int",
+        ));
+    }
     if value > 0x10FFFF {
         // `chr()` raises ValueError, which sre_parse turns into "bad escape".
         return Err(bad_escape(source, &escape));

@@ -490,3 +490,25 @@ fn flags_past_a_c_int_overflow_after_other_errors() {
     }
     assert!(Regex::new("a", i32::MAX as u32 & quiet & !(FLAG_ASCII | FLAG_UNICODE)).is_ok());
 }
+
+/// Found by the pyre_diff fuzzer: `\U` escapes past `i32::MAX` make `chr()` raise
+/// OverflowError, which sre_parse does not turn into "bad escape" (it catches ValueError only).
+#[test]
+fn huge_unicode_escapes_overflow() {
+    for p in [
+        r"\U8001F600",
+        r"[\U8001F600]",
+        r"\U80000000",
+        r"\UFFFFFFFF",
+        r"[a-\U80000000]",
+    ] {
+        assert_eq!(error_kind(p), ErrorKind::Overflow, "{p}");
+        assert_eq!(error(p), "Python int too large to convert to C int", "{p}");
+    }
+    assert_eq!(error(r"\U7fffffff"), r"bad escape \U7fffffff at position 0");
+    assert_eq!(
+        error(r"[\U7fffffff]"),
+        r"bad escape \U7fffffff at position 1"
+    );
+    assert_eq!(error(r"\U00110000"), r"bad escape \U00110000 at position 0");
+}
