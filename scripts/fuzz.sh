@@ -17,7 +17,10 @@
 # a failing input is saved as target/fuzz/artifacts/<target>/crash-*: replay it with
 #   target/fuzz[/alias-only]/x86_64-unknown-linux-gnu/release/<target> <file>
 # and, once fixed, add it to fuzz/corpus/<target>/ so `cargo test -p st2-matrix-fuzz` keeps
-# checking it. pyre_diff needs python3 3.11 (its oracle), as the short run does.
+# checking it. pyre_diff needs python3 3.11 (its oracle), as the short run does; it asks
+# Python in batches from a thread of its own, so a disagreement is saved as
+# artifacts/pyre_diff/disagreement-*-{input,case} (its crash-* is the input that happened to run
+# next). PYRE_DIFF_SYNC=1 checks each input before the next, for replays and -minimize_crash.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -43,9 +46,12 @@ out=target/fuzz
 for t in "${targets[@]}"; do
   # The st2-alias targets build without the bridge (minutes instead of most of an hour), in
   # a build directory of their own so that switching targets never rebuilds the other set.
+  # alias and pyre_diff inputs are capped at 256 bytes (-max_len; a later -max_len in the
+  # extra flags wins): their grammars need far less, and libFuzzer would otherwise let inputs
+  # grow to 4 KiB, where the pathological searches get longer (docs/fuzzing.md, "Speed").
   case "$t" in
-    alias | pyre_diff) features=(--no-default-features) build="$out/alias-only" ;;
-    transactions | webhook | registration) features=() build="$out" ;;
+    alias | pyre_diff) features=(--no-default-features) build="$out/alias-only" defaults=(-max_len=256) ;;
+    transactions | webhook | registration) features=() build="$out" defaults=() ;;
     *) echo "unknown target $t (one of: ${all[*]})" >&2; exit 2 ;;
   esac
   cargo fuzz build --fuzz-dir fuzz/libfuzzer --sanitizer none --target-dir "$build" "${features[@]}" "$t"
@@ -58,9 +64,11 @@ for t in "${targets[@]}"; do
   status=0
   "$bin/$t" -runs="$runs" ${FUZZ_SECONDS:+-max_total_time="$FUZZ_SECONDS"} \
     -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 \
-    -artifact_prefix="$out/artifacts/$t/" "${extra[@]}" \
+    -artifact_prefix="$out/artifacts/$t/" "${defaults[@]}" "${extra[@]}" \
     "$out/work/$t" "fuzz/corpus/$t" >"$out/$t.log" 2>&1 || status=$?
-  grep -E '^#[0-9]+ *(pulse|DONE)|^stat::|ERROR|panicked|^[a-z].*(disagree|failed)' "$out/$t.log" || true
+  # "<target> Stats {...}": the targets' own counts (inputs that gave up on a step budget, cases
+  # not compared and why), printed as the count doubles and at exit.
+  grep -E '^#[0-9]+ *(pulse|DONE)|^stat::|^(alias|pyre_diff) Stats|ERROR|panicked|^[a-z].*(disagree|failed)' "$out/$t.log" || true
   execs=$(grep -oE '^stat::number_of_executed_units: *[0-9]+' "$out/$t.log" | grep -oE '[0-9]+$' || echo '?')
   echo "== $t: $execs inputs in $((SECONDS - start)) s (exit $status)"
   [[ "$status" -eq 0 ]] || exit "$status"

@@ -8,6 +8,12 @@
 /// `sre_constants.MAXREPEAT`: an unbounded repeat count (and the limit for explicit counts).
 pub(crate) const MAXREPEAT: u32 = u32::MAX;
 
+/// `sre_parse.MAXWIDTH` (`1 << 64`), the cap of [`width`], stood for by `u64::MAX`. That value
+/// is one less, which changes no outcome: widths only matter to a look-behind, which fails as
+/// "looks too much behind" on anything over `MAXCODE` (`u32::MAX`) before the two bounds are
+/// compared, and a sum or product that reaches the cap stays there either way.
+pub(crate) const MAXWIDTH: u64 = u64::MAX;
+
 /// `re.IGNORECASE`.
 pub const FLAG_IGNORECASE: u32 = 2;
 /// `re.LOCALE` (always rejected for text patterns).
@@ -136,16 +142,20 @@ impl Node {
     }
 }
 
-/// `SubPattern.getwidth()`: the (min, max) number of characters a sequence can match, capped the
-/// way sre caps them. `group_widths` holds the widths of closed groups for back-references.
+/// `SubPattern.getwidth()` as CPython 3.11.7 has it: the (min, max) number of characters a
+/// sequence can match, both capped at [`MAXWIDTH`]; an unbounded repeat of anything that
+/// consumes makes the maximum [`MAXWIDTH`]. (Older sre capped at `MAXREPEAT - 1` and
+/// `MAXREPEAT`, so a look-behind over `2**32` characters was "fixed-width"; 3.11.7 rejects it
+/// as "looks too much behind", which the fuzzer found pyre did not.) `group_widths` holds the
+/// widths of closed groups for back-references.
 pub(crate) fn width(seq: &[Node], group_widths: &[Option<(u64, u64)>]) -> (u64, u64) {
-    let max_repeat = u128::from(MAXREPEAT);
+    let cap = u128::from(MAXWIDTH);
     let mut lo: u128 = 0;
     let mut hi: u128 = 0;
     for node in seq {
         let (i, j) = match node {
             Node::Branch(items) => {
-                let mut i = u64::from(MAXREPEAT - 1);
+                let mut i = MAXWIDTH;
                 let mut j = 0;
                 for item in items {
                     let (l, h) = width(item, group_widths);
@@ -160,13 +170,16 @@ pub(crate) fn width(seq: &[Node], group_widths: &[Option<(u64, u64)>]) -> (u64, 
             }
             Node::Repeat { min, max, body, .. } => {
                 let (l, h) = width(body, group_widths);
-                (
-                    u128::from(l) * u128::from(*min),
-                    u128::from(h) * u128::from(*max),
-                )
+                let hi = if *max == MAXREPEAT && h > 0 {
+                    cap
+                } else {
+                    u128::from(h) * u128::from(*max)
+                };
+                (u128::from(l) * u128::from(*min), hi)
             }
             Node::Literal(_) | Node::NotLiteral(_) | Node::Any | Node::In(_) => (1, 1),
-            Node::Param(_) => (1, max_repeat),
+            // The placeholder group's widest alternative is `.+?`.
+            Node::Param(_) => (1, cap),
             Node::GroupRef(g) => {
                 let (l, h) = group_widths.get(*g).copied().flatten().unwrap_or((0, 0));
                 (u128::from(l), u128::from(h))
@@ -185,11 +198,13 @@ pub(crate) fn width(seq: &[Node], group_widths: &[Option<(u64, u64)>]) -> (u64, 
             }
             Node::At(_) | Node::Assert { .. } => (0, 0),
         };
-        lo += i;
-        hi += j;
+        // Each term is at most 2**64 * 2**32, so capping after every step keeps the sums far
+        // from overflowing u128 however long the sequence.
+        lo = (lo + i).min(cap);
+        hi = (hi + j).min(cap);
     }
-    // Both bounds fit in u64 after capping; the casts cannot truncate.
-    (lo.min(max_repeat - 1) as u64, hi.min(max_repeat) as u64)
+    // Both bounds are capped at MAXWIDTH, which fits in u64: the casts cannot truncate.
+    (lo as u64, hi as u64)
 }
 
 /// Which anchors StackStorm's `search_regex_tokens` looks for.
@@ -229,7 +244,7 @@ mod tests {
             max: MAXREPEAT,
             body: vec![Node::Any],
         }];
-        assert_eq!(width(&seq, &[]), (2, u64::from(MAXREPEAT)));
+        assert_eq!(width(&seq, &[]), (2, MAXWIDTH));
     }
 
     #[test]

@@ -40,7 +40,7 @@ pub const DEFAULT_STEP_LIMIT: u64 = 10_000_000;
 pub enum ErrorKind {
     /// `re.error`: the pattern is not valid Python regex syntax.
     Syntax,
-    /// `OverflowError`: a repeat count of 2**32-1 or more.
+    /// `OverflowError`: a repeat count of 2**32-1 or more, or flags past a C int.
     Overflow,
     /// `ValueError`: incompatible flags.
     Value,
@@ -200,7 +200,17 @@ impl Regex {
     /// `re.compile(pattern, flags)`.
     pub fn new(pattern: &str, flags: u32) -> Result<Self, Error> {
         let parsed = parser::parse(pattern, flags)?;
-        Self::from_parts(&compile_parts(&parsed)?)
+        let parts = compile_parts(&parsed)?;
+        // CPython hands the flags to `_sre.compile` as a C int once the pattern has parsed and
+        // compiled, so flags past `i32::MAX` fail there, after every other error (found by the
+        // pyre_diff fuzzer).
+        if i32::try_from(flags).is_err() {
+            return Err(Error::plain(
+                ErrorKind::Overflow,
+                "Python int too large to convert to C int",
+            ));
+        }
+        Self::from_parts(&parts)
     }
 
     fn from_parts(parts: &RegexParts) -> Result<Self, Error> {
@@ -464,7 +474,7 @@ fn group_widths(parsed: &parser::Parsed) -> Vec<Option<(u64, u64)>> {
                 }
                 Node::Param(g) => {
                     if let Some(slot) = widths.get_mut(*g) {
-                        *slot = Some((1, u64::from(ast::MAXREPEAT)));
+                        *slot = Some((1, ast::MAXWIDTH));
                     }
                 }
                 Node::Branch(items) => items.iter().for_each(|i| walk(i, widths)),

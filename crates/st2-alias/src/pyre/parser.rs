@@ -1185,6 +1185,14 @@ fn hex_escape(source: &mut Tokenizer<'_>, e: char) -> Result<Option<u32>, Error>
         ));
     }
     let value = u32::from_str_radix(&hex, 16).unwrap_or(u32::MAX);
+    if i32::try_from(value).is_err() {
+        // `chr()` takes a C int: past `i32::MAX` it raises OverflowError, which sre_parse lets
+        // through (it only catches ValueError). Found by the pyre_diff fuzzer.
+        return Err(Error::plain(
+            ErrorKind::Overflow,
+            "Python int too large to convert to C int",
+        ));
+    }
     if value > 0x10FFFF {
         // `chr()` raises ValueError, which sre_parse turns into "bad escape".
         return Err(bad_escape(source, &escape));
@@ -1286,8 +1294,19 @@ fn escape(source: &mut Tokenizer<'_>, e: char, state: &State) -> Result<Node, Er
 
 /// Python's `int(str)` for the conditional-group number: surrounding whitespace, a sign,
 /// Unicode decimal digits and single underscores between digits are accepted.
+///
+/// "Whitespace" is not quite `str.strip()`'s: CPython turns non-ASCII spaces into `' '`, then
+/// strips with the C-locale `Py_ISSPACE`, which leaves out the ASCII separators U+001C..U+001F
+/// that `str.isspace()` counts (so `int("\x1e2")` fails; found by the pyre_diff fuzzer).
 fn py_int(s: &str) -> Option<i128> {
-    let s = unicode::py_strip(s);
+    let int_space = |c: char| {
+        if c.is_ascii() {
+            matches!(c, ' ' | '\t' | '\n' | '\x0b' | '\x0c' | '\r')
+        } else {
+            unicode::is_space(u32::from(c))
+        }
+    };
+    let s = s.trim_matches(int_space);
     let (negative, digits) = match s.chars().next()? {
         '+' => (false, &s[1..]),
         '-' => (true, &s[1..]),
@@ -1414,6 +1433,11 @@ mod tests {
         assert_eq!(py_int(" +1_0 "), Some(10));
         assert_eq!(py_int("٣"), Some(3));
         assert_eq!(py_int("1__0"), None);
+        // int() strips U+0085 and U+3000 but not the ASCII separators U+001C..U+001F.
+        assert_eq!(py_int("\u{85}2\u{3000}"), Some(2));
+        for sep in ['\x1c', '\x1d', '\x1e', '\x1f'] {
+            assert_eq!(py_int(&format!("{sep}2")), None, "{sep:?}");
+        }
         assert_eq!(py_int("_1"), None);
     }
 }

@@ -517,6 +517,10 @@ impl Compiler<'_> {
             } => {
                 let (kind, w) = if *behind {
                     let (lo, hi) = width(body, self.group_widths);
+                    // sre checks the size before the fixedness (3.11.7's `_compile`).
+                    if lo > u64::from(u32::MAX) {
+                        return Err(Error::plain(ErrorKind::Syntax, "looks too much behind"));
+                    }
                     if lo != hi {
                         return Err(Error::plain(
                             ErrorKind::Syntax,
@@ -528,7 +532,10 @@ impl Compiler<'_> {
                     } else {
                         SubKind::Behind
                     };
-                    (kind, u32::try_from(lo).unwrap_or(u32::MAX))
+                    (
+                        kind,
+                        u32::try_from(lo).expect("checked against MAXCODE above"),
+                    )
                 } else if *negate {
                     (SubKind::NotAhead, 0)
                 } else {

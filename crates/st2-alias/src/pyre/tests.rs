@@ -126,6 +126,48 @@ fn lookarounds_follow_python() {
     assert_eq!(error("(?<x"), "unknown extension ?<x at position 1");
 }
 
+/// Found by the pyre_diff fuzzer: `int()` does not strip U+001E, so a conditional group's
+/// "number" with it is a bad group name, not a reference to group 2.
+#[test]
+fn conditional_group_number_with_a_separator_is_a_bad_name() {
+    assert_eq!(
+        error("(a)?(?(\x1e2)b|c)"),
+        "bad character in group name '\\x1e2' at position 7"
+    );
+    assert_eq!(
+        error("(a)?(?( 2)b|c)"),
+        "invalid group reference 2 at position 7"
+    );
+}
+
+/// Found by the pyre_diff fuzzer: CPython 3.11.7 measures widths up to `2**64` and rejects a
+/// look-behind whose minimum width passes `MAXCODE` before checking that it is fixed; pyre
+/// capped widths at `MAXREPEAT` and called these fixed-width or merely variable-width.
+#[test]
+fn lookbehind_widths_are_capped_like_python_3_11_7() {
+    // Python: `re.compile(p)` raises `re.error("looks too much behind")`.
+    for p in [
+        r"(?<!(?: {1,3}?\0[--] )a{4294967294}.[--])*",
+        r"(?<=a{2}a{4294967294})",
+        r"(?<=(?:a{4294967294}){2})",
+    ] {
+        assert_eq!(error(p), "looks too much behind", "{p}");
+    }
+    // Still variable-width (the minimum fits in MAXCODE).
+    assert_eq!(
+        error(r"(?<!a{1,3}a{4294967294})"),
+        "look-behind requires fixed-width pattern"
+    );
+    // An unbounded repeat is as wide as anything, even at the cap.
+    assert_eq!(
+        error(r"(?<=(?:a{4294967294}){1,})"),
+        "look-behind requires fixed-width pattern"
+    );
+    // The largest fixed widths Python accepts.
+    assert!(Regex::new(r"(?<!a{4294967294}b)", 0).is_ok());
+    assert!(Regex::new(r"(?<!a{4294967294})", 0).is_ok());
+}
+
 #[test]
 fn backreferences_and_conditionals_follow_python() {
     assert_eq!(search(r"(a)\1", "aa"), groups(&[Some("aa"), Some("a")]));
@@ -378,4 +420,95 @@ fn error_messages_escape_what_python_repr_escapes() {
         error("(?P<a\u{a0}\u{200b}\u{e000}\u{10ffff}é>x)"),
         "bad character in group name 'a\\xa0\\u200b\\ue000\\U0010ffffé' at position 4"
     );
+}
+
+/// Every match's group spans, as `re.finditer` gives them.
+fn finditer_spans(pattern: &str, text: &str) -> Vec<Vec<Option<(usize, usize)>>> {
+    let re = Regex::new(pattern, 0).unwrap_or_else(|e| panic!("{pattern:?}: {e}"));
+    let input: Vec<char> = text.chars().collect();
+    let mut budget = DEFAULT_STEP_LIMIT;
+    re.find_all(&input, &mut Cache::new(), &mut budget)
+        .expect("within budget")
+        .iter()
+        .map(|c| (0..c.len()).map(|i| c.get(i)).collect())
+        .collect()
+}
+
+/// The pyre_diff fuzzer's open finding (`fuzz/findings/pyre_diff/possessive-group-span`),
+/// settled: CPython 3.11.7 is wrong, pyre is right. `X{,2}+` is documented as `(?>X{,2})`;
+/// for the atomic form CPython gives group 6 the span (6, 7) in the fourth match, as pyre does
+/// for both, but for the possessive form it gives (7, 7), an empty span for a group whose
+/// shortest match is one character (sre's own `getwidth()` says (1, 10)): a start and an end
+/// from different attempts. The same mark handling makes CPython raise
+/// `SystemError: The span of capturing group is wrong` on `re.match('((x)|y|z)*+', 'xyz')`
+/// (python/cpython#101955; 3.11.7, 3.12.1 and 3.13.0 all have it).
+#[test]
+fn possessive_repeat_keeps_group_spans_of_the_atomic_form() {
+    let body = "((|)*?a*?(((?P<g0>){,2}\u{1f600}{0,1}?(( \\u212a{1,3}? {0,1}?|k..).{0,1}?\
+                ( {0,1}\\w\\w|\\w\\07{,2}\\w)|\\w)|))|)";
+    let possessive = format!("{body}{{,2}}+|");
+    let atomic = format!("(?>{body}{{,2}})|");
+    let spans = finditer_spans(&possessive, "aaaaaaa");
+    assert_eq!(spans, finditer_spans(&atomic, "aaaaaaa"));
+    assert_eq!(spans[3][0], Some((6, 7)));
+    assert_eq!(
+        spans[3][6],
+        Some((6, 7)),
+        "CPython 3.11.7's possessive form says (7, 7)"
+    );
+    // pyre has no such error: the groups are those of the atomic form, ('z', 'x').
+    assert_eq!(
+        finditer_spans("((x)|y|z)*+", "xyz")[0],
+        finditer_spans("(?>((x)|y|z)*)", "xyz")[0]
+    );
+    assert_eq!(
+        search("((x)|y|z)*+", "xyz"),
+        groups(&[Some("xyz"), Some("z"), Some("x")])
+    );
+}
+
+/// Found by the pyre_diff fuzzer: flags past `i32::MAX` are an `OverflowError`, raised by
+/// `_sre.compile` after the parser's and compiler's own errors.
+#[test]
+fn flags_past_a_c_int_overflow_after_other_errors() {
+    // Without LOCALE (an error of its own for str patterns), DEBUG and TEMPLATE.
+    let quiet = !(ast::FLAG_LOCALE | ast::FLAG_DEBUG | ast::FLAG_TEMPLATE);
+    for flags in [1 << 31, 3_330_000_000 & quiet] {
+        let e = Regex::new("a", flags).expect_err("too large");
+        assert_eq!(e.kind(), ErrorKind::Overflow);
+        assert_eq!(e.message(), "Python int too large to convert to C int");
+        assert_eq!(
+            Regex::new("(", flags).expect_err("unclosed").message(),
+            "missing ), unterminated subpattern at position 0"
+        );
+        assert_eq!(
+            Regex::new("(?<=a+)", flags)
+                .expect_err("variable width")
+                .message(),
+            "look-behind requires fixed-width pattern"
+        );
+    }
+    assert!(Regex::new("a", i32::MAX as u32 & quiet & !(FLAG_ASCII | FLAG_UNICODE)).is_ok());
+}
+
+/// Found by the pyre_diff fuzzer: `\U` escapes past `i32::MAX` make `chr()` raise
+/// OverflowError, which sre_parse does not turn into "bad escape" (it catches ValueError only).
+#[test]
+fn huge_unicode_escapes_overflow() {
+    for p in [
+        r"\U8001F600",
+        r"[\U8001F600]",
+        r"\U80000000",
+        r"\UFFFFFFFF",
+        r"[a-\U80000000]",
+    ] {
+        assert_eq!(error_kind(p), ErrorKind::Overflow, "{p}");
+        assert_eq!(error(p), "Python int too large to convert to C int", "{p}");
+    }
+    assert_eq!(error(r"\U7fffffff"), r"bad escape \U7fffffff at position 0");
+    assert_eq!(
+        error(r"[\U7fffffff]"),
+        r"bad escape \U7fffffff at position 1"
+    );
+    assert_eq!(error(r"\U00110000"), r"bad escape \U00110000 at position 0");
 }
