@@ -103,6 +103,12 @@ pub fn strip_reply_fallback(body: &str) -> &str {
 /// stable one.
 pub const POLL_RESPONSE_TYPES: [&str; 2] = ["org.matrix.msc3381.poll.response", "m.poll.response"];
 
+/// Whether `event` is a poll vote (ruma types polls only with a feature the bridge does not
+/// enable, so they are recognised by their event type).
+pub fn is_poll_response(event: &AnyMessageLikeEvent) -> bool {
+    POLL_RESPONSE_TYPES.contains(&event.event_type().to_string().as_str())
+}
+
 /// The answer a reaction gives to one of the bot's yes/no prompts: ✅ (or ✔) is yes, ❌ (or ✖)
 /// is no; any other key is not an answer. Variation selectors are ignored (clients differ).
 pub fn reaction_answer(key: &str) -> Option<bool> {
@@ -190,15 +196,12 @@ impl Classifier {
             AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::Reaction(
                 MessageLikeEvent::Original(reaction),
             )) => reaction_answer(&reaction.content.relates_to.key).map(|_| Kind::Response),
-            AnyTimelineEvent::MessageLike(event)
-                if POLL_RESPONSE_TYPES.contains(&event.event_type().to_string().as_str()) =>
-            {
-                Some(Kind::Response)
-            }
             AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomEncrypted(_))
             | AnyTimelineEvent::State(AnyStateEvent::RoomEncryption(_)) => (rooms.decrypts()
                 || !rooms.encryption_noticed(event.room_id()))
             .then_some(Kind::Encrypted),
+            // Last: it names the event type as a string, which the common events above skip.
+            AnyTimelineEvent::MessageLike(event) if is_poll_response(event) => Some(Kind::Response),
             _ => None,
         }
     }

@@ -353,30 +353,19 @@ async fn queue_outcome(
         "🔐 Request `{}`: {}\n\n**What:** {}\n\n**Requested by:** {}",
         a.approval_id, outcome, a.summary, a.requester
     );
-    let new_content = serde_json::to_value(render::notice_markdown(&edited))?;
-    let mut edit = new_content.clone();
-    edit["body"] = format!("* {edited}").into();
-    if let Some(html) = new_content.get("formatted_body").and_then(|h| h.as_str()) {
-        edit["formatted_body"] = format!("* {html}").into();
-    }
-    edit["m.new_content"] = new_content;
-    // The request's event id when it is known (the outbox forgets sent rows after a week,
-    // while a request may wait longer), else the outbox fills it in at send time.
+    // The request's event id when it is known, else the outbox fills it in at send time.
     let target = prompts::for_target(conn, prompts::Kind::Approval, &a.approval_id)
         .await?
         .into_iter()
         .find_map(|p: Prompt| p.event_id);
-    edit["m.relates_to"] =
-        json!({"rel_type": "m.replace", "event_id": target.clone().unwrap_or_default()});
-    let relates_to_txn = target.is_none().then_some(a.prompt_txn.as_str());
     bridge
         .outbox
-        .queue_event_in(
+        .queue_edit_in(
             conn,
             &origin.room_id,
-            "m.room.message",
-            &edit,
-            relates_to_txn,
+            &render::notice_markdown(&edited),
+            target.as_deref(),
+            &a.prompt_txn,
         )
         .await?;
     let post = render::in_thread(

@@ -238,18 +238,15 @@ impl Live {
         }
         if let (Some(ack), Some(txn)) = (&row.ack_text, &row.ack_txn) {
             let text = format!("{ack}\n\n{}", describe(status, &snapshot, now_ms()));
-            let new = serde_json::to_value(render::notice_markdown(&text))?;
-            let mut edit = new.clone();
-            edit["body"] = Value::String(format!("* {}", new["body"].as_str().unwrap_or_default()));
-            edit["m.new_content"] = new;
-            let (event_id, relates_to_txn) = match &row.ack_event_id {
-                Some(event_id) => (event_id.clone(), None),
-                None => (String::new(), Some(txn.as_str())),
-            };
-            edit["m.relates_to"] = json!({"rel_type": "m.replace", "event_id": event_id});
             bridge
                 .outbox
-                .queue_event_in(&mut tx, &room, "m.room.message", &edit, relates_to_txn)
+                .queue_edit_in(
+                    &mut tx,
+                    &room,
+                    &render::notice_markdown(&text),
+                    row.ack_event_id.as_deref(),
+                    txn,
+                )
                 .await?;
         }
         if ended {

@@ -13,7 +13,7 @@ use ruma::{
 };
 
 use crate::{
-    addressing::{POLL_RESPONSE_TYPES, reaction_answer},
+    addressing::{is_poll_response, reaction_answer},
     matrix::poll,
 };
 
@@ -55,7 +55,7 @@ pub fn parse(raw: &Raw<AnyTimelineEvent>, event: &AnyTimelineEvent) -> Option<Re
                 Answer::Reaction(reaction_answer(&relation.key)?),
             )
         }
-        other if POLL_RESPONSE_TYPES.contains(&other.event_type().to_string().as_str()) => {
+        other if is_poll_response(other) => {
             let vote = raw.get_field::<poll::Response>("content").ok()??;
             (
                 vote.relates_to.event_id,

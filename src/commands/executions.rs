@@ -342,7 +342,7 @@ async fn output_as_file(
     let mut text = output_text(id, &output);
     text.push_str(&format!(
         "\n\nThe whole output is attached: `execution-{id}-output.txt` ({}).",
-        human_size(size)
+        render::human_size(size)
     ));
     let content = render::reply(render::notice_markdown(&text), origin);
     let mut file =
@@ -362,17 +362,6 @@ async fn output_as_file(
     tx.commit().await?;
     bridge.outbox.wake();
     Ok(())
-}
-
-/// A size in bytes as people read it.
-fn human_size(bytes: usize) -> String {
-    if bytes < 1024 {
-        format!("{bytes} B")
-    } else if bytes < 1024 * 1024 {
-        format!("{:.1} KiB", bytes as f64 / 1024.0)
-    } else {
-        format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
-    }
 }
 
 /// A code fence longer than any run of backticks in `text`, so the output cannot close it.

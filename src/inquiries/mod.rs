@@ -684,21 +684,22 @@ async fn close_in(
         .join("\n\n");
     let new_text = format!("{kept}\n\n{outcome}");
     for prompt in prompts::for_target(tx, Kind::Inquiry, &stored_inquiry.inquiry_id).await? {
-        let (event_id, relates_to_txn) = match &prompt.event_id {
-            Some(event_id) => (event_id.clone(), None),
-            None => (String::new(), Some(prompt.txn_id.as_str())),
-        };
         if Some(prompt.txn_id.as_str()) == stored_inquiry.prompt_txn.as_deref() {
-            let new = serde_json::to_value(render::notice_markdown(&new_text))?;
-            let mut edit = new.clone();
-            edit["body"] = Value::String(format!("* {}", new["body"].as_str().unwrap_or_default()));
-            edit["m.new_content"] = new;
-            edit["m.relates_to"] = json!({"rel_type": "m.replace", "event_id": event_id});
             bridge
                 .outbox
-                .queue_event_in(tx, &room, "m.room.message", &edit, relates_to_txn)
+                .queue_edit_in(
+                    tx,
+                    &room,
+                    &render::notice_markdown(&new_text),
+                    prompt.event_id.as_deref(),
+                    &prompt.txn_id,
+                )
                 .await?;
         } else {
+            let (event_id, relates_to_txn) = match &prompt.event_id {
+                Some(event_id) => (event_id.clone(), None),
+                None => (String::new(), Some(prompt.txn_id.as_str())),
+            };
             let mut end = poll::end(&outcome);
             end["m.relates_to"]["event_id"] = Value::String(event_id);
             bridge

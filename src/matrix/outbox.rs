@@ -207,6 +207,34 @@ impl Outbox {
         enqueue_json(conn, room, &json).await
     }
 
+    /// Queues an edit (`m.replace`) of a message the bridge queued earlier in `room`, inside the
+    /// caller's transaction: it will say `new`. The edited message is named by its event id
+    /// when known (the outbox forgets sent rows after a while, while a message may be edited
+    /// later than that), else by its send transaction id, filled in at send time.
+    pub async fn queue_edit_in(
+        &self,
+        conn: &mut SqliteConnection,
+        room: &RoomId,
+        new: &RoomMessageEventContent,
+        event_id: Option<&str>,
+        txn_id: &str,
+    ) -> Result<String, sqlx::Error> {
+        let new = serde_json::to_value(new).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        let mut edit = new.clone();
+        // The fallback for clients without edits, marked as the spec suggests.
+        for key in ["body", "formatted_body"] {
+            if let Some(text) = new.get(key).and_then(serde_json::Value::as_str) {
+                edit[key] = format!("* {text}").into();
+            }
+        }
+        edit["m.new_content"] = new;
+        edit["m.relates_to"] =
+            serde_json::json!({"rel_type": "m.replace", "event_id": event_id.unwrap_or_default()});
+        let relates_to_txn = event_id.is_none().then_some(txn_id);
+        self.queue_event_in(conn, room, "m.room.message", &edit, relates_to_txn)
+            .await
+    }
+
     /// Queues an event of any message-like `event_type` inside the caller's transaction and
     /// returns its send transaction id. With `relates_to_txn` (an event queued earlier for the
     /// same room), `content`'s `m.relates_to.event_id` is set to that event's id at send time.

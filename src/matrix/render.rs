@@ -170,6 +170,17 @@ pub fn one_line(text: &str) -> String {
     }
 }
 
+/// A size in bytes as people read it: `512 B`, `48 KiB` (rounded up), `1.5 MiB`.
+pub fn human_size(bytes: usize) -> String {
+    if bytes < 1024 {
+        format!("{bytes} B")
+    } else if bytes < 1024 * 1024 {
+        format!("{} KiB", bytes.div_ceil(1024))
+    } else {
+        format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

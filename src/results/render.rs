@@ -178,12 +178,7 @@ pub fn summary(markdown: &str, filename: &str) -> String {
         text.push('\n');
         text.push_str(marker);
     }
-    let size = markdown.len();
-    let size = if size >= 1024 * 1024 {
-        format!("{:.1} MiB", size as f64 / (1024.0 * 1024.0))
-    } else {
-        format!("{} KiB", size.div_ceil(1024))
-    };
+    let size = crate::matrix::render::human_size(markdown.len());
     text.push_str(&format!(
         "\n\n… full output attached: `{filename}` ({size})"
     ));

@@ -41,7 +41,7 @@ pub async fn consume(
             // A permit is stored when the recovery task is busy: exactly one more pass.
             Some(StreamEvent::Connected) => recover.notify_one(),
             Some(StreamEvent::Announcement(data)) => handle(&bridge, &data, &stop).await,
-            // Not subscribed to on this connection (the inquiry watcher's).
+            // Not subscribed to on this connection (the executions connection's, see `crate::watch`).
             Some(StreamEvent::Execution(_)) => {}
         }
     }

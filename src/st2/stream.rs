@@ -199,7 +199,7 @@ impl Subscription {
     }
 }
 
-/// What the stream reader reports to its consumer ([`crate::results`], the inquiry watcher).
+/// What the stream reader reports to its consumer ([`crate::results`], [`crate::watch`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamEvent {
     /// The stream is up again: anything sent while it was down is lost, so the consumer

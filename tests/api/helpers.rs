@@ -317,6 +317,30 @@ impl TestApp {
         sent
     }
 
+    /// Waits until the bridge has sent to `room` an event for which `f` holds, and returns the
+    /// first; on timeout, fails naming `what` and listing everything it sent there.
+    pub async fn wait_for_sent(&self, room: &str, what: &str, f: impl Fn(&Sent) -> bool) -> Sent {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            if let Some(found) = self.hs.sent_to(room).into_iter().find(|s| f(s)) {
+                return found;
+            }
+            if std::time::Instant::now() > deadline {
+                let said: Vec<String> = self
+                    .hs
+                    .sent_to(room)
+                    .iter()
+                    .map(|s| format!("{} {}", s.event_type, s.content))
+                    .collect();
+                panic!(
+                    "no {what} within {WAIT:?}; the bot sent:\n{}",
+                    said.join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Asserts `room` keeps exactly `n` messages for a short settle period.
     pub async fn assert_message_count_stays(&self, room: &str, n: usize) {
         poll::stays(

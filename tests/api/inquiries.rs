@@ -90,25 +90,13 @@ fn messages_with(app: &TestApp, needle: &str) -> Vec<Sent> {
 }
 
 async fn wait_for_message(app: &TestApp, needle: &str) -> Sent {
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        if let Some(found) = messages_with(app, needle).into_iter().next() {
-            return found;
-        }
-        if std::time::Instant::now() > deadline {
-            let said: Vec<String> = app
-                .hs
-                .sent_to(ROOM)
-                .iter()
-                .map(|s| format!("{} {}", s.event_type, body(s)))
-                .collect();
-            panic!(
-                "no message containing {needle:?} within {WAIT:?}; the bot sent:\n{}",
-                said.join("\n")
-            );
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let what = format!("message containing {needle:?}");
+    app.wait_for_sent(ROOM, &what, |s| {
+        s.event_type == "m.room.message"
+            && s.content.get("m.new_content").is_none()
+            && body(s).contains(needle)
+    })
+    .await
 }
 
 async fn wait_for_edit(app: &TestApp, needle: &str) -> Sent {
