@@ -237,7 +237,9 @@ impl AliasCache {
             Arc::new(catalog),
         );
         drop(previous);
-        release_freed_memory();
+        // A refresh of ten thousand aliases allocates tens of MiB that are freed moments
+        // later: without this the process would stay at its refresh peak for good.
+        crate::memory::release_freed();
     }
 }
 
@@ -248,19 +250,6 @@ async fn stored_aliases(store: &Store) -> anyhow::Result<Vec<Alias>> {
         .iter()
         .filter_map(|s| parse_alias(&s.alias))
         .collect())
-}
-
-/// Hands memory freed by a refresh (the fetched pages, the previous catalog) back to the
-/// system. A refresh of ten thousand aliases allocates tens of MiB that are freed moments
-/// later; glibc keeps freed memory in its arenas, so without this the process would stay at its
-/// refresh peak for good.
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free memory held by the allocator; it takes no pointers
-    // and is safe to call at any time from any thread.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }
 
 /// Parses one alias from its JSON, keeping only what the bridge reads; `None` (logged) when

@@ -32,7 +32,8 @@
 //! - [`e2ee`]: the bot's device: decrypting what encrypted rooms say, encrypting what the
 //!   outbox sends there (matrix-sdk-crypto, fed from the appservice transactions).
 //! - [`store`]: all SQL (SQLite, migrations embedded).
-//! - [`ops`], [`telemetry`], [`tls`]: health, readiness, metrics, logs; outgoing TLS.
+//! - [`ops`], [`telemetry`], [`tls`], [`memory`]: health, readiness, metrics, logs; outgoing
+//!   TLS; freed memory handed back to the system.
 //! - [`bridge`], [`startup`], [`cli`], [`parse_alias`]: the shared state, wiring and the
 //!   command line.
 
@@ -54,6 +55,7 @@ pub mod inquiries;
 pub mod live;
 pub mod matrix;
 pub mod membership;
+pub mod memory;
 pub mod ops;
 pub mod parse_alias;
 pub mod permissions;

@@ -27,11 +27,12 @@ use ruma::{
             appservice::request_ping,
             device::update_device,
             discovery::get_supported_versions,
+            filter::RoomEventFilter,
             media::create_content,
             membership::{
                 get_member_events, join_room_by_id, join_room_by_id_or_alias, leave_room,
             },
-            message::send_message_event,
+            message::{get_message_events, send_message_event},
             profile::set_display_name,
             room::create_room,
             state::{get_state_event_for_key, get_state_events},
@@ -49,9 +50,13 @@ use crate::secret::Secret;
 /// A failed homeserver call. [`Error::is_transient`] drives every retry decision.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The homeserver could not be reached, or did not answer in time.
+    /// The homeserver could not be reached: the request did not get to it.
     #[error("cannot reach the homeserver: {0}")]
     Transport(String),
+    /// The request went out but no answer came back (a timeout, a connection broken while
+    /// waiting): the homeserver may have acted on it. The outbox checks before re-sending.
+    #[error("no answer from the homeserver, which may have acted on the request: {0}")]
+    InDoubt(String),
     /// The homeserver answered with an error.
     #[error("the homeserver answered {status} {errcode}: {message}")]
     Api {
@@ -79,11 +84,26 @@ impl Error {
     /// Worth retrying: transport failures, rate limits and server-side errors.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Transport(_) => true,
+            Error::Transport(_) | Error::InDoubt(_) => true,
             Error::Api { status, .. } => {
                 *status == http::StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
             }
             Error::Response(_) | Error::Request(_) | Error::Encryption(_) => false,
+        }
+    }
+
+    /// Whether the homeserver may have acted on the request although it failed: no answer
+    /// came back ([`Error::InDoubt`]), or a gateway in front of it answered that the
+    /// homeserver did not answer in time (502, 504). A clear refusal (429, 4xx, 500, 503) or a
+    /// connection that was never made is not in doubt.
+    pub fn may_have_arrived(&self) -> bool {
+        match self {
+            Error::InDoubt(_) => true,
+            Error::Api { status, .. } => matches!(
+                *status,
+                http::StatusCode::BAD_GATEWAY | http::StatusCode::GATEWAY_TIMEOUT
+            ),
+            _ => false,
         }
     }
 
@@ -316,6 +336,33 @@ impl MatrixClient {
         Ok(self.send(request, None).await?.event_id)
     }
 
+    /// One page of the bot's own events in `room`, newest first (`GET /rooms/{room}/messages`
+    /// backwards, filtered to the bot as sender), from the pagination token `from` or from the
+    /// room's end; with the token of the next (older) page, if there is one. Only the outbox
+    /// calls this, to find out whether a send whose answer was lost arrived.
+    pub(crate) async fn own_recent_events(
+        &self,
+        room: &RoomId,
+        from: Option<String>,
+        limit: u32,
+    ) -> Result<(Vec<OwnEvent>, Option<String>), Error> {
+        let mut request = get_message_events::v3::Request::backward(room.to_owned());
+        request.from = from;
+        request.limit = limit.into();
+        let mut filter = RoomEventFilter::default();
+        filter.senders = Some(vec![self.inner.bot.clone()]);
+        request.filter = filter;
+        let response = self.send(request, None).await?;
+        let events = response
+            .chunk
+            .iter()
+            .filter_map(|raw| raw.deserialize_as_unchecked::<OwnEvent>().ok())
+            .collect();
+        // No further page when the answer was empty, whatever the token says.
+        let next = response.end.filter(|_| !response.chunk.is_empty());
+        Ok((events, next))
+    }
+
     /// Uploads `data` to the media repository as the bot (`POST /_matrix/media/v3/upload`) and
     /// returns its `mxc://` URI. Only the outbox calls this, when it sends the message that
     /// carries the file.
@@ -465,12 +512,15 @@ impl MatrixClient {
     {
         let request =
             reqwest::Request::try_from(request).map_err(|e| Error::Request(e.to_string()))?;
-        let response = self
-            .inner
-            .http
-            .execute(request)
-            .await
-            .map_err(|e| Error::Transport(describe_transport(&e)))?;
+        let response = self.inner.http.execute(request).await.map_err(|e| {
+            // Only a connection that was never made is certain not to have delivered the
+            // request; anything later (a timeout, a reset) may have.
+            if e.is_connect() {
+                Error::Transport(describe_transport(&e))
+            } else {
+                Error::InDoubt(describe_transport(&e))
+            }
+        })?;
         let status = response.status();
         let header_retry = response
             .headers()
@@ -482,10 +532,11 @@ impl MatrixClient {
         for (name, value) in response.headers() {
             builder = builder.header(name, value);
         }
+        // The answer was on its way: whatever it said, the request reached the homeserver.
         let body = response
             .bytes()
             .await
-            .map_err(|e| Error::Transport(describe_transport(&e)))?;
+            .map_err(|e| Error::InDoubt(describe_transport(&e)))?;
         let http_response = builder
             .body(body)
             .map_err(|e| Error::Response(e.to_string()))?;
@@ -502,6 +553,30 @@ impl MatrixClient {
             FromHttpResponseError::Deserialization(d) => Error::Response(d.to_string()),
             other => Error::Response(other.to_string()),
         })
+    }
+}
+
+/// What the outbox needs of one of the bot's own events: its id, and the send transaction id it
+/// was sent with, which the homeserver gives back (`unsigned.transaction_id`) to the sender
+/// that used it.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub(crate) struct OwnEvent {
+    /// The event's id.
+    pub event_id: OwnedEventId,
+    #[serde(default)]
+    unsigned: OwnUnsigned,
+}
+
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+struct OwnUnsigned {
+    #[serde(default)]
+    transaction_id: Option<String>,
+}
+
+impl OwnEvent {
+    /// The send transaction id, when the homeserver gave it back.
+    pub fn transaction_id(&self) -> Option<&str> {
+        self.unsigned.transaction_id.as_deref()
     }
 }
 

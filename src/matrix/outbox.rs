@@ -1,15 +1,37 @@
 //! THE outbound path: every message the bridge says is queued here, in the database, before
 //! anything is sent.
 //!
-//! - The send transaction id is chosen at enqueue and kept across retries and restarts, so the
-//!   homeserver deduplicates a message re-sent after a crash (Synapse scopes these ids per
-//!   appservice, not per user, so they are random 128-bit values, never counters).
+//! - The send transaction id is chosen at enqueue and kept across retries and restarts
+//!   (Synapse scopes these ids per appservice, not per user, so they are random 128-bit
+//!   values, never counters).
 //! - One sender drains the queue: oldest first per room, rooms in parallel. A room whose oldest
 //!   message is waiting to be retried holds its later messages back, so order is never broken.
-//! - Transient failures (transport, 429, 5xx) are retried with capped exponential backoff and
-//!   jitter, or after exactly the `Retry-After` the homeserver asked for. Permanent failures,
-//!   and messages still undelivered after `give_up_after`, are marked failed and logged: never
-//!   dropped silently.
+//!   This is also how a backlogged room is paced: its messages go one at a time, each after the
+//!   homeserver answered the one before, so a room with hundreds queued never has more than one
+//!   request waiting in the homeserver (which persists a room's events one after another) and a
+//!   deep backlog does not turn into timeouts. At most 32 rooms (`ROOM_CONCURRENCY`) are sent to
+//!   at once.
+//! - Transient failures (429, 5xx, a homeserver that cannot be reached) are retried with capped
+//!   exponential backoff and jitter, or after exactly the `Retry-After` the homeserver asked
+//!   for. Permanent failures, and messages still undelivered after `give_up_after`, are marked
+//!   failed and logged: never dropped silently.
+//! - **Sends in doubt are looked up, not blindly repeated.** A send may reach the homeserver
+//!   without its answer reaching us: a timeout, a connection broken while waiting, a gateway's
+//!   502/504, or the bridge dying mid-request. Re-sending with the same transaction id is only
+//!   safe while the homeserver remembers the id, and Synapse keeps an appservice's ids in
+//!   memory only: after a homeserver restart (or long enough) a re-send is a second message.
+//!   So a room's messages are marked `in_doubt` (committed) before the sender works through
+//!   them; a success records the event id, a clear failure (or not getting to a message)
+//!   clears the mark, and an answer that never came keeps it, as does a crash. Before sending
+//!   a room's messages in doubt, the sender reads the bot's recent events in that room
+//!   (`/messages`, newest first, back to the last event it knows it sent there, at most
+//!   five pages of 100, `LOOKUP_PAGES`) and looks for their transaction ids in `unsigned.transaction_id`,
+//!   which the homeserver gives back to the appservice that sent the event (Synapse does, for
+//!   encrypted events too, from the event's stored metadata, so it survives its restarts). A
+//!   message found is recorded as sent with that event id; one not found was never stored and
+//!   is sent. One look-up serves every message in doubt in the room. If the homeserver cannot
+//!   be asked, the room waits and asks again; if it does not give transaction ids back, the
+//!   message is sent again, the old at-least-once behaviour.
 //! - Messages for end-to-end encrypted rooms are encrypted at send time by a [`RoomEncryptor`]
 //!   (rows stay plaintext content with their event type): a retry encrypts again under the
 //!   same transaction id, which the homeserver deduplicates like any re-send. A message for an
@@ -410,6 +432,20 @@ pub struct Policy {
     pub shutdown_drain: Duration,
 }
 
+/// What looking up a room's messages in doubt found.
+#[derive(Debug)]
+enum Lookup {
+    /// The send transaction ids found among the bot's events, with their event ids.
+    Found(HashMap<String, String>),
+    /// The homeserver could not be asked: try again after this long.
+    Retry(Duration, String),
+}
+
+/// Pages of the bot's events read at most when looking for messages in doubt.
+const LOOKUP_PAGES: usize = 5;
+/// Events per page of that look-up.
+const LOOKUP_PAGE_SIZE: u32 = 100;
+
 /// What one delivery attempt did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Attempt {
@@ -520,13 +556,54 @@ impl Sender {
         results.into_iter().sum()
     }
 
-    async fn send_room(&self, queue: Vec<Row>) -> Result<usize, sqlx::Error> {
+    async fn send_room(&self, mut queue: Vec<Row>) -> Result<usize, sqlx::Error> {
         // Successes are recorded in batches, one transaction each, not one commit per message.
-        // A crash before a batch is recorded only means those messages are sent again with
-        // their original transaction ids, which the homeserver deduplicates.
+        // A crash before a batch is recorded leaves those messages in doubt: they are looked
+        // up before anything is sent again.
         const MARK_EVERY: usize = 64;
-        let mut attempts = 0;
+        let store = &self.outbox.store;
+        let (Some(first), Some(last)) = (queue.first(), queue.last()) else {
+            return Ok(0);
+        };
+        let (room_id, first_seq, upto) = (first.room_id.clone(), first.seq, last.seq);
         let mut sent: Vec<(i64, String)> = Vec::new();
+        if queue.iter().any(|row| row.in_doubt) {
+            match self.find_in_doubt(&queue).await? {
+                Lookup::Found(found) => {
+                    // Those the homeserver has are done; the others were never stored and
+                    // are sent like any message.
+                    for row in &mut queue {
+                        if !row.in_doubt {
+                            continue;
+                        }
+                        let outcome = match found.get(&row.txn_id) {
+                            Some(event_id) => {
+                                sent.push((row.seq, event_id.clone()));
+                                "delivered"
+                            }
+                            None => "absent",
+                        };
+                        metrics::counter!("st2_matrix_send_in_doubt_total", "outcome" => outcome)
+                            .increment(1);
+                        tracing::info!(room_id = %row.room_id, txn_id = %row.txn_id, outcome,
+                            "outbox: looked up a message whose send was in doubt");
+                    }
+                    let delivered: std::collections::HashSet<i64> =
+                        sent.iter().map(|(seq, _)| *seq).collect();
+                    queue.retain(|row| !delivered.contains(&row.seq));
+                }
+                Lookup::Retry(wait, why) => {
+                    let next = now_ms() + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+                    tracing::warn!(room_id = %room_id, error.message = %why,
+                        "outbox: cannot find out whether messages in doubt arrived; will ask again");
+                    store::outbox::mark_retry(store, first_seq, next, &why, true).await?;
+                    return Ok(1);
+                }
+            }
+        }
+        // From here until each is recorded, a crash leaves these messages in doubt.
+        store::outbox::mark_in_doubt(store, &room_id, upto).await?;
+        let mut attempts = 0;
         // Event ids sent in this pass and not yet recorded, for events relating to them.
         let mut sent_now: HashMap<String, String> = HashMap::new();
         for row in queue {
@@ -536,29 +613,93 @@ impl Sender {
             if row.relates_to_txn.is_some() && !sent.is_empty() {
                 // The event it relates to (a prompt people answer) is recorded before anything
                 // relating to it goes out: a person's answer looks it up by event id.
-                store::outbox::mark_sent_many(&self.outbox.store, &std::mem::take(&mut sent))
-                    .await?;
+                store::outbox::mark_sent_many(store, &std::mem::take(&mut sent)).await?;
             }
             match self.deliver(row, &sent_now).await? {
                 Attempt::Sent(event_id) => {
                     sent_now.insert(txn_id, event_id.clone());
                     sent.push((seq, event_id));
                     if sent.len() >= MARK_EVERY {
-                        store::outbox::mark_sent_many(
-                            &self.outbox.store,
-                            &std::mem::take(&mut sent),
-                        )
-                        .await?;
+                        store::outbox::mark_sent_many(store, &std::mem::take(&mut sent)).await?;
                     }
                 }
                 Attempt::Failed => {}
-                Attempt::Retry => break,
+                Attempt::Retry => {
+                    // The room's later messages were not tried: not in doubt.
+                    store::outbox::clear_in_doubt(store, &room_id, seq, upto).await?;
+                    break;
+                }
             }
         }
         if !sent.is_empty() {
-            store::outbox::mark_sent_many(&self.outbox.store, &sent).await?;
+            store::outbox::mark_sent_many(store, &sent).await?;
         }
         Ok(attempts)
+    }
+
+    /// Finds which of `queue`'s messages in doubt the homeserver has: the bot's events in the
+    /// room, newest first, are searched for their send transaction ids, back to the room's last
+    /// message known to be sent (everything in doubt was queued after it) or at most
+    /// [`LOOKUP_PAGES`] pages.
+    async fn find_in_doubt(&self, queue: &[Row]) -> Result<Lookup, sqlx::Error> {
+        let mut wanted: std::collections::HashSet<&str> = queue
+            .iter()
+            .filter(|row| row.in_doubt)
+            .map(|row| row.txn_id.as_str())
+            .collect();
+        let Some(first) = queue.iter().find(|row| row.in_doubt) else {
+            return Ok(Lookup::Found(HashMap::new()));
+        };
+        let Ok(room) = RoomId::parse(&first.room_id) else {
+            // Sending fails it as an invalid room.
+            return Ok(Lookup::Found(HashMap::new()));
+        };
+        let known =
+            store::outbox::last_sent_before(&self.outbox.store, &first.room_id, first.seq).await?;
+        let mut found = HashMap::new();
+        let mut from = None;
+        for _ in 0..LOOKUP_PAGES {
+            let (events, next) = match self
+                .client
+                .own_recent_events(&room, from.take(), LOOKUP_PAGE_SIZE)
+                .await
+            {
+                Ok(page) => page,
+                Err(e) if e.is_transient() => {
+                    let attempts = u32::try_from(first.attempts)
+                        .unwrap_or(u32::MAX)
+                        .saturating_add(1);
+                    let wait = e
+                        .retry_after()
+                        .unwrap_or_else(|| backoff(attempts, self.policy.max_backoff));
+                    return Ok(Lookup::Retry(wait, e.to_string()));
+                }
+                Err(e) => {
+                    // The room cannot be read (e.g. the bot left it): sending will tell.
+                    tracing::warn!(room_id = %first.room_id, error.message = %e,
+                        "outbox: cannot look up messages in doubt; sending them again");
+                    break;
+                }
+            };
+            for event in events {
+                if known.as_deref() == Some(event.event_id.as_str()) {
+                    return Ok(Lookup::Found(found));
+                }
+                if let Some(txn) = event.transaction_id()
+                    && wanted.remove(txn)
+                {
+                    found.insert(txn.to_owned(), event.event_id.to_string());
+                }
+            }
+            if wanted.is_empty() {
+                break;
+            }
+            match next {
+                Some(token) => from = Some(token),
+                None => break,
+            }
+        }
+        Ok(Lookup::Found(found))
     }
 
     /// `row`'s content with `m.relates_to.event_id` set to the event id of the event it
@@ -615,6 +756,7 @@ impl Sender {
                         row.seq,
                         next,
                         "waiting for the event it relates to",
+                        false,
                     )
                     .await?;
                     return Ok(Attempt::Retry);
@@ -674,7 +816,13 @@ impl Sender {
                         room_id = %row.room_id, txn_id = %row.txn_id, attempts, retry_in_ms = wait.as_millis() as u64,
                         error.message = %e, "send failed, will retry"
                     );
-                    store::outbox::mark_retry(store, row.seq, next, &e.to_string()).await?;
+                    let in_doubt = e.may_have_arrived();
+                    if in_doubt {
+                        metrics::counter!("st2_matrix_send_failures_total", "kind" => "in_doubt")
+                            .increment(1);
+                    }
+                    store::outbox::mark_retry(store, row.seq, next, &e.to_string(), in_doubt)
+                        .await?;
                     Ok(Attempt::Retry)
                 } else {
                     let why = if e.is_transient() {

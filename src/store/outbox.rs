@@ -44,6 +44,9 @@ pub struct Row {
     pub relates_to_txn: Option<String>,
     /// Whether it carries a file (in `outbox_files`), uploaded when it is sent.
     pub file: bool,
+    /// Whether the homeserver may have it already (an attempt got no answer, or was cut short
+    /// by a crash): look before sending it again.
+    pub in_doubt: bool,
 }
 
 /// Queues a message; returns its sequence number.
@@ -71,8 +74,8 @@ pub async fn enqueue(
 pub async fn pending(store: &Store, limit: i64) -> Result<Vec<Row>, sqlx::Error> {
     sqlx::query_as(
         "SELECT seq, room_id, txn_id, event_type, content, attempts, next_attempt_at, created_at, \
-         relates_to_txn, EXISTS (SELECT 1 FROM outbox_files f WHERE f.txn_id = outbox.txn_id) AS file \
-         FROM outbox WHERE state = 'pending' ORDER BY seq LIMIT ?",
+         relates_to_txn, EXISTS (SELECT 1 FROM outbox_files f WHERE f.txn_id = outbox.txn_id) AS file, \
+         in_doubt FROM outbox WHERE state = 'pending' ORDER BY seq LIMIT ?",
     )
     .bind(limit)
     .fetch_all(store.pool())
@@ -185,20 +188,72 @@ pub async fn mark_sent_many(store: &Store, sent: &[(i64, String)]) -> Result<(),
     tx.commit().await
 }
 
-/// Records a failed attempt to retry at `next_attempt_at`.
+/// Records a failed attempt to retry at `next_attempt_at`; `in_doubt`: whether the homeserver
+/// may have acted on it anyway.
 pub async fn mark_retry(
     store: &Store,
     seq: i64,
     next_attempt_at: i64,
     error: &str,
+    in_doubt: bool,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? WHERE seq = ?")
+    sqlx::query("UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?, in_doubt = ? WHERE seq = ?")
         .bind(next_attempt_at)
         .bind(error)
+        .bind(in_doubt)
         .bind(seq)
         .execute(store.pool())
         .await
         .map(drop)
+}
+
+/// Marks `room_id`'s pending messages up to `upto_seq` in doubt, committed before the sender
+/// works through them: a crash from here on leaves them to be looked up, not blindly re-sent.
+pub async fn mark_in_doubt(store: &Store, room_id: &str, upto_seq: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE outbox SET in_doubt = 1 WHERE room_id = ? AND state = 'pending' AND seq <= ? AND in_doubt = 0",
+    )
+    .bind(room_id)
+    .bind(upto_seq)
+    .execute(store.pool())
+    .await
+    .map(drop)
+}
+
+/// Clears the doubt of `room_id`'s pending messages after `after_seq` up to `upto_seq`: the
+/// sender stopped before trying them, and they were not on the homeserver when it started.
+pub async fn clear_in_doubt(
+    store: &Store,
+    room_id: &str,
+    after_seq: i64,
+    upto_seq: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE outbox SET in_doubt = 0 WHERE room_id = ? AND state = 'pending' AND seq > ? AND seq <= ? AND in_doubt = 1",
+    )
+    .bind(room_id)
+    .bind(after_seq)
+    .bind(upto_seq)
+    .execute(store.pool())
+    .await
+    .map(drop)
+}
+
+/// The event id of the newest message of `room_id` recorded as sent before `before_seq`: a
+/// look-up of messages queued after it can stop there.
+pub async fn last_sent_before(
+    store: &Store,
+    room_id: &str,
+    before_seq: i64,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT event_id FROM outbox WHERE room_id = ? AND seq < ? AND state = 'sent' \
+         AND event_id IS NOT NULL ORDER BY seq DESC LIMIT 1",
+    )
+    .bind(room_id)
+    .bind(before_seq)
+    .fetch_optional(store.pool())
+    .await
 }
 
 /// Gives up on a message.
@@ -266,7 +321,7 @@ mod tests {
         mark_sent_many(&store, &[(a, "$e".to_owned())])
             .await
             .unwrap();
-        mark_retry(&store, b, i64::MAX, "429").await.unwrap();
+        mark_retry(&store, b, i64::MAX, "429", false).await.unwrap();
         mark_failed(&store, c, "403").await.unwrap();
         let left = pending(&store, 10).await.unwrap();
         assert_eq!(left.len(), 1);

@@ -162,6 +162,11 @@ pub enum Failure {
     Status(u16),
     /// `403 M_FORBIDDEN` (e.g. the bot is not in the room): permanent.
     Forbidden,
+    /// The event is stored, but the answer is lost: a gateway in front of the homeserver
+    /// answers this status (e.g. 504) instead, as when the homeserver was too slow; and the
+    /// homeserver restarts at once, forgetting every transaction id (see
+    /// [`HomeserverDouble::forget_transactions`]), so a blind re-send would post it twice.
+    StoredButLost(u16),
 }
 
 #[derive(Debug, Default)]
@@ -687,6 +692,7 @@ impl HomeserverDouble {
                 put(send),
             )
             .route("/_matrix/client/v3/rooms/{room}/members", get(members))
+            .route("/_matrix/client/v3/rooms/{room}/messages", get(messages))
             .route("/_matrix/media/v3/upload", post(media_upload))
             .route("/_matrix/client/v3/devices/{device}", put(put_device))
             .route("/_matrix/client/v3/keys/upload", post(keys_upload))
@@ -786,6 +792,31 @@ impl HomeserverDouble {
     /// `createRoom` bodies received, in order (their rooms are `!created<n>:<server>`).
     pub fn created_rooms(&self) -> Vec<Value> {
         self.shared.lock().created.clone()
+    }
+
+    /// Forgets the send transaction ids seen so far, as Synapse does on a restart for an
+    /// appservice's sends (its dedupe of those is in memory only): a re-send with a known id
+    /// then creates a second event.
+    pub fn forget_transactions(&self) {
+        self.shared.lock().txns.clear();
+    }
+
+    /// Stores an event in `room` as if the bot had sent it with `txn_id` (as when a send
+    /// reached the homeserver and its answer was lost). `content` is its JSON.
+    pub fn store_sent(&self, room: &str, txn_id: &str, event_type: &str, content: &str) {
+        let mut inner = self.shared.lock();
+        inner.next_event += 1;
+        let event_id = format!("$double{}", inner.next_event);
+        inner.txns.insert(txn_id.to_owned(), event_id.clone());
+        inner.sent.push(Sent {
+            room_id: room.to_owned(),
+            event_type: event_type.to_owned(),
+            txn_id: txn_id.to_owned(),
+            content: serde_json::from_str(content).expect("the event's content is JSON"),
+            event_id,
+            user_id: None,
+            received_at: std::time::Instant::now(),
+        });
     }
 
     /// Every message successfully sent, in order.
@@ -1354,10 +1385,14 @@ async fn send(
         // Synapse's idempotency: the same transaction id gets the same event back.
         return Json(json!({"event_id": event_id})).into_response();
     }
-    if let Some(failure) = inner.failures.pop_front() {
-        drop(inner);
-        return failure_response(failure);
-    }
+    let lost = match inner.failures.pop_front() {
+        Some(Failure::StoredButLost(status)) => Some(status),
+        Some(failure) => {
+            drop(inner);
+            return failure_response(failure);
+        }
+        None => None,
+    };
     inner.next_event += 1;
     let event_id = format!("$double{}", inner.next_event);
     inner.txns.insert(txn.clone(), event_id.clone());
@@ -1371,7 +1406,63 @@ async fn send(
         user_id,
         received_at: std::time::Instant::now(),
     });
+    if let Some(status) = lost {
+        inner.txns.clear();
+        drop(inner);
+        return failure_response(Failure::Status(status));
+    }
     Json(json!({"event_id": event_id})).into_response()
+}
+
+/// `GET /rooms/{room}/messages`, backwards only (`dir=b`): the room's sent events newest
+/// first, `limit` (10) at a time from `from` (a position), filtered by `filter.senders`. As
+/// Synapse does, `unsigned.transaction_id` is given to the appservice for its own events.
+async fn messages(
+    State(shared): State<Arc<Shared>>,
+    Path(room): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let query = query.as_deref();
+    if query_param(query, "dir").as_deref() != Some("b") {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "M_INVALID_PARAM",
+            "only dir=b is served by the double",
+        );
+    }
+    let limit = query_param(query, "limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .unwrap_or(10);
+    let senders: Option<Vec<String>> = query_param(query, "filter")
+        .and_then(|f| serde_json::from_str::<Value>(&f).ok())
+        .and_then(|f| f.get("senders").cloned())
+        .and_then(|s| serde_json::from_value(s).ok());
+    let inner = shared.lock();
+    let events: Vec<&Sent> = inner.sent.iter().filter(|s| s.room_id == room).collect();
+    let end = query_param(query, "from")
+        .and_then(|f| f.parse::<usize>().ok())
+        .unwrap_or(events.len())
+        .min(events.len());
+    let mut chunk = Vec::new();
+    let mut position = end;
+    while position > 0 && chunk.len() < limit {
+        position -= 1;
+        let sent = events[position];
+        let sender = sent.user_id.clone().unwrap_or_else(|| shared.bot.clone());
+        if senders.as_ref().is_some_and(|s| !s.contains(&sender)) {
+            continue;
+        }
+        chunk.push(json!({
+            "event_id": sent.event_id, "room_id": sent.room_id, "sender": sender,
+            "type": sent.event_type, "content": sent.content, "origin_server_ts": 0,
+            "unsigned": {"transaction_id": sent.txn_id},
+        }));
+    }
+    let mut body = json!({"start": end.to_string(), "chunk": chunk});
+    if position > 0 {
+        body["end"] = position.to_string().into();
+    }
+    Json(body).into_response()
 }
 
 /// The response of an injected failure, as Synapse words each.
@@ -1391,6 +1482,7 @@ fn failure_response(failure: Failure) -> Response {
             .into_response(),
         Failure::Status(code) => error(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), "M_UNKNOWN", "Internal server error"),
         Failure::Forbidden => error(StatusCode::FORBIDDEN, "M_FORBIDDEN", "User not in room"),
+        Failure::StoredButLost(code) => error(StatusCode::from_u16(code).unwrap_or(StatusCode::GATEWAY_TIMEOUT), "M_UNKNOWN", "Gateway timeout"),
     }
 }
 

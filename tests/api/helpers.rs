@@ -351,13 +351,18 @@ impl TestApp {
         .await;
     }
 
-    /// How many times the bridge has tried to deliver a message so far: sends, and the check
-    /// of a room's encryption that comes before the first send to it.
+    /// How many times the bridge has tried to deliver a message so far: sends, the check of a
+    /// room's encryption that comes before the first send to it, and the look-up of a send
+    /// in doubt that comes before its re-send.
     pub fn send_attempts(&self) -> usize {
         self.hs
             .requests()
             .iter()
-            .filter(|r| r.path.contains("/send/") || r.path.contains("/state/m.room.encryption"))
+            .filter(|r| {
+                r.path.contains("/send/")
+                    || r.path.contains("/state/m.room.encryption")
+                    || r.path.ends_with("/messages")
+            })
             .count()
     }
 

@@ -25,6 +25,8 @@ mod encryption;
 mod executions;
 /// `!st2help`: the commands a room can run.
 mod help;
+/// Sends whose answer was lost (and a Synapse restart) posted once; a backlog drained.
+mod in_doubt_sends;
 /// StackStorm inquiries asked in rooms and answered there.
 mod inquiries;
 /// Who may invite the bot.
@@ -86,6 +88,9 @@ fn main() -> ExitCode {
         // about one test thread is having its turn at a time and the others keep running.
         results::five_results_while_synapse_is_down_for_30_s_arrive_after_it_returns_in_order_once,
         results::result_finished_while_the_stream_was_down_for_10_s_is_posted_once_recovered,
+        in_doubt_sends::a_result_whose_answer_was_lost_before_a_synapse_restart_is_posted_once,
+        in_doubt_sends::a_result_in_flight_when_the_bridge_is_killed_is_posted_once,
+        in_doubt_sends::eight_hundred_messages_for_one_room_drain_in_order_without_sends_in_doubt,
         encryption::messages_the_bot_can_never_decrypt_get_one_notice_naming_their_sender,
         tokens::expired_token_is_renewed_without_the_user_noticing,
         login::login_in_a_browser_links_the_account_until_logout_and_no_secret_is_logged,

@@ -23,6 +23,8 @@ pub mod events;
 pub mod private_synapse;
 /// Spawning, signalling and reading the logs of child processes.
 pub mod process;
+/// A proxy in front of Synapse that can lose its answers.
+pub mod proxy;
 /// Appservice slots registered with Synapse before it starts.
 pub mod slots;
 /// The StackStorm double and the aliases tests give it.
