@@ -25,6 +25,8 @@ mod encryption;
 mod executions;
 /// `!st2help`: the commands a room can run.
 mod help;
+/// Failures combined: kills, a stream cut and a Synapse restart under 300 commands.
+mod chaos;
 /// Sends whose answer was lost (and a Synapse restart) posted once; a backlog drained.
 mod in_doubt_sends;
 /// StackStorm inquiries asked in rooms and answered there.
@@ -86,6 +88,7 @@ fn main() -> ExitCode {
         // watched for 6 s more, 4 s of tokens. The tests that take turns (about a minute in
         // all, so the longest chain) are spread through the list, every third one, so that
         // about one test thread is having its turn at a time and the others keep running.
+        chaos::three_hundred_commands_through_kills_a_stream_cut_and_a_synapse_restart_exactly_once,
         results::five_results_while_synapse_is_down_for_30_s_arrive_after_it_returns_in_order_once,
         results::result_finished_while_the_stream_was_down_for_10_s_is_posted_once_recovered,
         in_doubt_sends::a_result_whose_answer_was_lost_before_a_synapse_restart_is_posted_once,

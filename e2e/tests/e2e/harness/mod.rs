@@ -61,6 +61,9 @@ pub type TestFn = fn(Ctx) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + S
 /// No test may take longer than this; a hung one fails instead of stalling the run.
 const TEST_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The chaos test's limit (`chaos::`): hundreds of commands through restarts.
+const CHAOS_TIMEOUT: Duration = Duration::from_secs(360);
+
 /// Spare slots beyond one per test, for tests that need a second bridge.
 const SPARE_SLOTS: usize = 2;
 
@@ -165,6 +168,11 @@ pub fn main(tests: Vec<(&'static str, TestFn)>, taking_turns: &[&str]) -> ExitCo
         .map(|(name, test)| {
             let shared = Arc::clone(&shared);
             let takes_turn = taking_turns.iter().any(|prefix| name.starts_with(prefix));
+            let timeout = if name.starts_with("chaos::") {
+                CHAOS_TIMEOUT
+            } else {
+                TEST_TIMEOUT
+            };
             Trial::test(name, move || {
                 // Before the test's runtime and timeout exist: waiting is not the test's time.
                 let _turn = takes_turn.then(|| {
@@ -172,7 +180,7 @@ pub fn main(tests: Vec<(&'static str, TestFn)>, taking_turns: &[&str]) -> ExitCo
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
                 });
-                run_trial(shared.get().expect("the run was set up"), test)
+                run_trial(shared.get().expect("the run was set up"), test, timeout)
             })
         })
         .collect();
@@ -250,7 +258,7 @@ fn keep_dir_if_asked(dir: &mut Option<tempfile::TempDir>) {
 
 /// Runs one test on a runtime of its own; a failure's message ends with the tails of the
 /// logs of the bridges (and private Synapses) it used.
-fn run_trial(shared: &Arc<Shared>, test: TestFn) -> Result<(), Failed> {
+fn run_trial(shared: &Arc<Shared>, test: TestFn, timeout: Duration) -> Result<(), Failed> {
     let logs = Arc::new(Mutex::new(Vec::new()));
     let ctx = Ctx {
         shared: Arc::clone(shared),
@@ -263,7 +271,7 @@ fn run_trial(shared: &Arc<Shared>, test: TestFn) -> Result<(), Failed> {
         .map_err(|e| Failed::from(format!("building the test's runtime: {e}")))?;
     // The timeout's timer must be created inside the runtime, hence the async block.
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        runtime.block_on(async { tokio::time::timeout(TEST_TIMEOUT, test(ctx)).await })
+        runtime.block_on(async { tokio::time::timeout(timeout, test(ctx)).await })
     }));
     // Users' sync tasks may sit in a long-poll; don't wait for them.
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -271,7 +279,7 @@ fn run_trial(shared: &Arc<Shared>, test: TestFn) -> Result<(), Failed> {
     let failure = match outcome {
         Ok(Ok(Ok(()))) => return Ok(()),
         Ok(Ok(Err(e))) => format!("{e:#}"),
-        Ok(Err(_elapsed)) => format!("the test did not finish within {TEST_TIMEOUT:?}"),
+        Ok(Err(_elapsed)) => format!("the test did not finish within {timeout:?}"),
         Err(panic) => {
             let message = panic
                 .downcast_ref::<String>()

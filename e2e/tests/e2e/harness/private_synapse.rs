@@ -20,10 +20,15 @@ use super::{keep_dir_if_asked, synapse_with_slots};
 
 /// A test's own Synapse and its bridge slots. Dropping it stops Synapse and deletes its files
 /// (drop it after the bridges and users that use it: declare it first).
+///
+/// Synapse runs as a child of a thread of its own (the keeper), which lives as long as this
+/// handle: children are spawned with `PR_SET_PDEATHSIG` (see [`super::process`]), so a child
+/// of a short-lived thread, such as one of tokio's blocking pool (which exit after 10 s idle),
+/// would be killed with it.
 pub struct PrivateSynapse {
-    // Field order is drop order: Synapse stops before the temp dir holding its data goes.
-    /// `None` only while a blocking stop or start holds it.
-    synapse: Option<Synapse>,
+    /// Jobs for the keeper thread, which owns the Synapse; `None` once dropped.
+    keeper: Option<std::sync::mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
     homeserver: Homeserver,
     slots: SlotPool,
     bin: PathBuf,
@@ -31,6 +36,9 @@ pub struct PrivateSynapse {
     logs: Arc<Mutex<Vec<PathBuf>>>,
     dir: Option<tempfile::TempDir>,
 }
+
+/// Work for the keeper thread, on the Synapse it owns.
+type Job = Box<dyn FnOnce(&mut Synapse) + Send>;
 
 impl PrivateSynapse {
     /// Configures and starts a Synapse with `slot_count` bridge slots for bridges run from
@@ -44,17 +52,39 @@ impl PrivateSynapse {
             .prefix("st2-matrix-e2e-private-")
             .tempdir()
             .context("creating the private Synapse's temp dir")?;
-        let (synapse, slots) = {
+        let (started, outcome) = tokio::sync::oneshot::channel();
+        let (keeper, jobs) = std::sync::mpsc::channel::<Job>();
+        let thread = {
             let dir = dir.path().to_owned();
             let bin = bin.clone();
-            tokio::task::spawn_blocking(move || synapse_with_slots(&dir, slot_count, &bin))
-                .await
-                .context("the private Synapse's start-up task")??
+            std::thread::Builder::new()
+                .name("private-synapse".into())
+                .spawn(move || {
+                    let mut synapse = match synapse_with_slots(&dir, slot_count, &bin) {
+                        Ok((synapse, slots)) => {
+                            let _ = started.send(Ok((synapse.homeserver(), synapse.log_path(), slots)));
+                            synapse
+                        }
+                        Err(e) => {
+                            let _ = started.send(Err(e));
+                            return;
+                        }
+                    };
+                    // Until the handle is dropped; then Synapse is stopped here, by its Drop.
+                    while let Ok(job) = jobs.recv() {
+                        job(&mut synapse);
+                    }
+                })
+                .context("spawning the private Synapse's thread")?
         };
-        logs.lock().expect("log list lock").push(synapse.log_path());
+        let (homeserver, log, slots) = outcome
+            .await
+            .context("the private Synapse's thread ended while starting it")??;
+        logs.lock().expect("log list lock").push(log);
         Ok(PrivateSynapse {
-            homeserver: synapse.homeserver(),
-            synapse: Some(synapse),
+            keeper: Some(keeper),
+            thread: Some(thread),
+            homeserver,
             slots,
             bin,
             logs,
@@ -88,28 +118,32 @@ impl PrivateSynapse {
         self.blocking(Synapse::start_again).await
     }
 
-    /// Runs a blocking operation on the Synapse off the test's async workers.
+    /// Runs a blocking operation on the Synapse, on its keeper thread.
     async fn blocking(
         &mut self,
         operation: fn(&mut Synapse) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
-        let mut synapse = self
-            .synapse
-            .take()
-            .context("the private Synapse was lost by an earlier failed stop or start")?;
-        let (synapse, outcome) = tokio::task::spawn_blocking(move || {
-            let outcome = operation(&mut synapse);
-            (synapse, outcome)
-        })
-        .await
-        .context("the private Synapse's stop or start task")?;
-        self.synapse = Some(synapse);
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        self.keeper
+            .as_ref()
+            .context("the private Synapse is gone")?
+            .send(Box::new(move |synapse: &mut Synapse| {
+                let _ = done.send(operation(synapse));
+            }))
+            .map_err(|_| anyhow::anyhow!("the private Synapse's thread has ended"))?;
         outcome
+            .await
+            .context("the private Synapse's thread ended during a stop or start")?
     }
 }
 
 impl Drop for PrivateSynapse {
     fn drop(&mut self) {
+        // Synapse stops (on its thread) before the temp dir holding its data goes.
+        drop(self.keeper.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
         keep_dir_if_asked(&mut self.dir);
     }
 }
