@@ -59,6 +59,9 @@
 //!   given (no `st2kv` rendering), `trace_context` is `{"id_": null, "trace_tag": null}`.
 //! - The stream refusing connections (`set_stream_available(false)`) answers 503 with a JSON
 //!   faultstring, standing in for the proxy's error while st2stream is down.
+//! - [`St2Double::hold_alias_executions`] holds `POST /aliasexecution` before or after the
+//!   execution is recorded, so a test can make the bridge die with a command in StackStorm's
+//!   hands; nothing in StackStorm does this, it stands in for a slow API and a crash's timing.
 
 mod aliases;
 mod control;
