@@ -30,6 +30,8 @@ use crate::{
 pub struct AliasEntry {
     /// The pack.
     pub pack: Box<str>,
+    /// The action it runs (`pack.name`): what a command in doubt is looked up by.
+    pub action_ref: Box<str>,
     /// The description, for help.
     pub description: Option<Box<str>>,
     /// `ack.enabled` is not false.
@@ -45,6 +47,7 @@ impl From<&Alias> for AliasEntry {
     fn from(alias: &Alias) -> Self {
         AliasEntry {
             pack: alias.pack.as_deref().unwrap_or_default().into(),
+            action_ref: alias.action_ref.as_str().into(),
             description: alias.description.as_deref().map(Into::into),
             ack_enabled: alias.ack.is_enabled(),
             ack_append_url: alias.ack.append_url != Some(false),

@@ -96,7 +96,7 @@ pub async fn run_inbox(bridge: Arc<AppState>, stop: CancellationToken) {
 async fn work_room(bridge: &AppState, room: &str, stop: &CancellationToken) {
     let mut attempts = 0u32;
     while !stop.is_cancelled() {
-        let row = match inbox::next_for_room(&bridge.store, room).await {
+        let mut row = match inbox::next_for_room(&bridge.store, room).await {
             Ok(Some(row)) => row,
             Ok(None) => return,
             Err(e) => {
@@ -104,6 +104,7 @@ async fn work_room(bridge: &AppState, room: &str, stop: &CancellationToken) {
                 return;
             }
         };
+        row.last_try = attempts + 1 >= MAX_ATTEMPTS;
         let (seq, event_id) = (row.seq, row.event_id.clone());
         match process(bridge, row, stop).await {
             Ok(()) => attempts = 0,

@@ -181,6 +181,7 @@ impl App {
             addressing,
             inbox_wake: Arc::new(Notify::new()),
             approvals_wake: Arc::new(Notify::new()),
+            recover: Arc::new(Notify::new()),
             aliases,
             access: Access {
                 settings: room_settings,
@@ -286,6 +287,7 @@ impl App {
             workers.spawn(results::stream::consume(
                 bridge.core.clone(),
                 received,
+                bridge.recover.clone(),
                 workers.clone(),
                 stop.clone(),
             ));

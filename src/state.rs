@@ -37,6 +37,9 @@ pub struct AppState {
     pub inbox_wake: Arc<Notify>,
     /// Wakes the approvals' expiry task when a new request was stored.
     pub approvals_wake: Arc<Notify>,
+    /// Asks the results' recovery task for a pass (see [`crate::results::stream`]): a command
+    /// in doubt found to have finished while the bridge was down gets its result that way.
+    pub recover: Arc<Notify>,
     /// The aliases each room may use.
     pub aliases: Arc<AliasCache>,
     /// Permission levels: rooms' own settings and power levels.

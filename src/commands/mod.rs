@@ -7,6 +7,7 @@
 pub mod approve;
 pub mod executions;
 pub mod help;
+pub mod in_doubt;
 pub mod login;
 pub mod ping;
 pub mod run;
@@ -158,15 +159,9 @@ async fn handle_as(
         .unwrap_or_default();
     let prefix = &bridge.config.bridge.command_prefix;
     if row.interrupted {
-        // Marked started by a run that died before finishing: the request may have reached
-        // StackStorm. Running it again could run it twice, so say so instead.
-        tracing::warn!(sender = %origin.sender, "command interrupted by a restart; not re-running it");
-        let text = format!(
-            "⚠️ The bridge restarted while it was sending `{}` to StackStorm, so it **may or may not have run**. \
-             Check the StackStorm execution history before running it again.",
-            one_line(text)
-        );
-        return reply_and_finish(bridge, row, &origin, render::notice_markdown(&text)).await;
+        // Marked started by a run that did not finish: the request may have reached
+        // StackStorm. Running it again could run it twice; StackStorm is asked instead.
+        return in_doubt::on_interrupted(bridge, row, &origin, text).await;
     }
     if bridge.is_admin_room(&origin.room_id) && !approved {
         let content = crate::admin::handle(bridge, &origin, message.content.body()).await;

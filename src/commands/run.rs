@@ -2,19 +2,23 @@
 //! server requires), start it with `POST /api/v1/aliasexecution`, acknowledge it in the
 //! command's thread, and record the execution so its result can find its way back.
 //!
-//! At most once: the inbox row is marked started (committed) before the request leaves; the
-//! execution record, the ack and "done" commit together after StackStorm answers. A crash in
-//! between leaves the row started, and the next run says the command may or may not have run
-//! instead of sending it again.
+//! At most once: the inbox row is marked started (committed) before the request leaves, with
+//! what is sent (an [`inbox::Attempt`]: alias, action, StackStorm user, time); the execution
+//! record, the ack and "done" commit together after StackStorm answers. A crash in between
+//! leaves the row started, and the next run never sends it again: it looks the command up
+//! among StackStorm's executions ([`super::in_doubt`]) and records it, or says it did not run.
+//! An answer lost on the way (a timeout, a broken connection) is resolved the same way.
 
 use ruma::events::{OriginalMessageLikeEvent, room::message::RoomMessageEventContent};
 use serde_json::json;
 use st2_alias::MatchOutcome;
 
-use super::{one_line, reply_and_finish};
+use super::{in_doubt, one_line, reply_and_finish};
 use crate::{
     aliases::AliasEntry,
-    approvals, identity,
+    approvals,
+    config::St2Credentials,
+    identity,
     matrix::render::{self, Origin},
     st2::{self, Delivery, types::AliasExecutionRequest},
     state::AppState,
@@ -153,13 +157,26 @@ pub async fn run(
         }
     }
 
-    inbox::mark_started(&bridge.store, row.seq).await?;
+    let attempt = inbox::Attempt {
+        inbox_seq: row.seq,
+        room_id: origin.room_id.to_string(),
+        event_id: origin.event_id.to_string(),
+        thread_root: origin.thread_root.as_ref().map(ToString::to_string),
+        sender: origin.sender.to_string(),
+        alias_ref: matched.alias_ref.clone(),
+        action_ref: alias.action_ref.to_string(),
+        st2_user: st2_user_of(bridge, origin, credential.is_some()).await,
+        ack_enabled: alias.ack_enabled,
+        ack_append_url: alias.ack_append_url,
+        started_at: now_ms(),
+    };
+    inbox::mark_started_with(&bridge.store, &attempt).await?;
     tracing::info!(alias = %matched.alias_ref, parameters = %parameter_names(&matched.params), sender = %origin.sender,
         own_identity = credential.is_some(), "starting an alias execution");
-    let mut attempt = st2.execute_alias(&request, credential.as_ref()).await;
-    if credential.is_some() && matches!(attempt, Err(st2::Error::Unauthorized { .. })) {
+    let mut sent = st2.execute_alias(&request, credential.as_ref()).await;
+    if credential.is_some() && matches!(sent, Err(st2::Error::Unauthorized { .. })) {
         // Refused before anything ran: renew (when a password is kept) and try once more.
-        attempt = match identity::after_rejection(bridge, &origin.sender).await {
+        sent = match identity::after_rejection(bridge, &origin.sender).await {
             Ok(renewed) => st2.execute_alias(&request, Some(&renewed)).await,
             Err(identity::Error::LoginAgain(why)) => {
                 let text = format!("🔒 `{}` was not run: {why}. {login_hint}", one_line(text));
@@ -174,8 +191,21 @@ pub async fn run(
             }
         };
     }
-    let results = match attempt {
+    let results = match sent {
         Ok(results) => results,
+        Err(e) if e.delivery() == Delivery::Unknown => {
+            // It may have reached StackStorm: find out there rather than guess.
+            tracing::warn!(alias = %matched.alias_ref, error.message = %e, "no answer to an alias execution; looking it up");
+            return in_doubt::resolve(
+                bridge,
+                row,
+                origin,
+                text,
+                &attempt,
+                in_doubt::Cause::LostAnswer,
+            )
+            .await;
+        }
         Err(e) => {
             tracing::warn!(alias = %matched.alias_ref, error.message = %e, "alias execution failed");
             metrics::counter!("st2_matrix_executions_failed_total").increment(1);
@@ -184,39 +214,87 @@ pub async fn run(
         }
     };
     metrics::counter!("st2_matrix_executions_started_total").increment(results.len() as u64);
-
-    let mut tx = bridge.store.begin().await?;
-    for result in &results {
-        let record = executions::Execution {
+    let started: Vec<Started> = results
+        .iter()
+        .map(|result| Started {
             execution_id: result.execution.id.clone(),
+            ack: alias
+                .ack_enabled
+                .then(|| ack_text(alias, result, st2, &matched.alias_ref)),
+        })
+        .collect();
+    record_started(bridge, row, origin, &attempt, &started).await
+}
+
+/// An execution a command started, and its ack (`None` when the alias has acks off).
+pub(super) struct Started {
+    /// StackStorm's execution id.
+    pub execution_id: String,
+    /// The ack's text.
+    pub ack: Option<String>,
+}
+
+/// Records the executions a command started, queues their acks in its thread and finishes its
+/// row, in one commit; then follows them live. The one way a run is recorded, whether
+/// StackStorm's answer said so or a command in doubt was found among its executions.
+pub(super) async fn record_started(
+    bridge: &AppState,
+    row: &inbox::Row,
+    origin: &Origin,
+    attempt: &inbox::Attempt,
+    started: &[Started],
+) -> anyhow::Result<()> {
+    let records: Vec<executions::Execution> = started
+        .iter()
+        .map(|s| executions::Execution {
+            execution_id: s.execution_id.clone(),
             room_id: origin.room_id.to_string(),
             event_id: origin.event_id.to_string(),
             thread_root: origin.thread_root.as_ref().map(ToString::to_string),
             sender: origin.sender.to_string(),
-            alias_ref: matched.alias_ref.clone(),
+            alias_ref: attempt.alias_ref.clone(),
             created_at: now_ms(),
-        };
-        executions::record(&mut tx, &record).await?;
-        if alias.ack_enabled {
-            let ack = ack_text(alias, result, st2, &matched.alias_ref);
-            let content = render::in_thread(render::notice_markdown(&ack), origin);
+        })
+        .collect();
+    let mut tx = bridge.store.begin().await?;
+    executions::record_started(&mut tx, row.seq, &records).await?;
+    for s in started {
+        if let Some(ack) = &s.ack {
+            let content = render::in_thread(render::notice_markdown(ack), origin);
             let content = serde_json::to_value(&content)?;
             // Its transaction id is kept: the ack is edited in place as the execution moves.
             let txn = bridge
                 .outbox
                 .queue_event_in(&mut tx, &origin.room_id, "m.room.message", &content, None)
                 .await?;
-            executions::set_ack(&mut tx, &result.execution.id, &ack, &txn).await?;
+            executions::set_ack(&mut tx, &s.execution_id, ack, &txn).await?;
         }
-        tracing::info!(execution_id = %result.execution.id, alias = %matched.alias_ref, "execution started");
+        tracing::info!(execution_id = %s.execution_id, alias = %attempt.alias_ref, "execution started");
     }
     inbox::finish(&mut tx, row.seq).await?;
     tx.commit().await?;
     bridge.outbox.wake();
-    for result in &results {
-        bridge.live.follow(&result.execution.id);
+    for s in started {
+        bridge.live.follow(&s.execution_id);
     }
     Ok(())
+}
+
+/// The StackStorm user a command is sent as, when the bridge knows it: the person's linked
+/// account, or the bridge's username (an API key or a fixed token does not say whose it is).
+/// Only narrows the lookup of a command in doubt; never needed for it.
+async fn st2_user_of(bridge: &AppState, origin: &Origin, own: bool) -> Option<String> {
+    if own {
+        return identity::whoami(bridge, &origin.sender)
+            .await
+            .ok()
+            .flatten()
+            .map(|linked| linked.st2_user);
+    }
+    match bridge.config.stackstorm.as_ref()?.credentials().ok()? {
+        St2Credentials::Password { username, .. } => Some(username),
+        St2Credentials::ApiKey(_) | St2Credentials::Token(_) => None,
+    }
 }
 
 /// hubot's ack: StackStorm's rendered `ack.format` (or a short default naming the execution),

@@ -2,8 +2,9 @@
 //! each announcement is delivered; each (re)connection starts a recovery pass for results
 //! announced while nobody listened ([`super::recovery`]).
 //!
-//! Recovery runs in one task of its own, one pass at a time: a reconnection during a pass asks
-//! for one more pass after it, never a second one beside it. That task is on the workers'
+//! Recovery runs in one task of its own, one pass at a time: a reconnection (or anyone holding
+//! the `recover` handle, e.g. a command in doubt that turned out to have run and finished)
+//! during a pass asks for one more pass after it, never a second one beside it. That task is on the workers'
 //! tracker, so shutdown waits for it, and every wait in it gives way to shutdown.
 
 use std::{sync::Arc, time::Duration};
@@ -19,13 +20,14 @@ use crate::{bridge::Bridge, retry, st2::stream::StreamEvent};
 const DELIVERY_ATTEMPTS: u32 = 3;
 
 /// Consumes the stream reader's events until `stop` or until the reader ends.
+/// `recover` asks for a recovery pass, as a (re)connection does.
 pub async fn consume(
     bridge: Arc<Bridge>,
     mut events: mpsc::Receiver<StreamEvent>,
+    recover: Arc<Notify>,
     tracker: TaskTracker,
     stop: CancellationToken,
 ) {
-    let recover = Arc::new(Notify::new());
     tracker.spawn(recover_on_request(
         bridge.clone(),
         recover.clone(),

@@ -22,6 +22,20 @@ use types::{AliasExecutionRequest, AliasExecutionResult, Execution, Inquiry, One
 /// Aliases per page: StackStorm's `max_page_size` for non-admins.
 const PAGE_SIZE: usize = 100;
 
+/// Filters for [`St2Client::list_executions`], StackStorm's own (`GET /api/v1/executions`,
+/// `SUPPORTED_EXECUTIONS_FILTERS` in st2's `actionexecutions.py`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecutionFilter {
+    /// `action`: the action's ref (`action.ref`).
+    pub action: Option<String>,
+    /// `user`: the StackStorm user who started it (`context.user`).
+    pub user: Option<String>,
+    /// `timestamp_gt` (unix ms): started after this (`start_timestamp`, StackStorm's clock).
+    pub started_after_ms: Option<i64>,
+    /// `timestamp_lt` (unix ms): started before this.
+    pub started_before_ms: Option<i64>,
+}
+
 /// Whether a failed request may have reached StackStorm (decides "was not run" vs "may have run").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
@@ -369,6 +383,60 @@ impl St2Client {
             };
             if done || received == 0 {
                 return Ok(all);
+            }
+        }
+    }
+
+    /// The executions that match `filter` and `keep` (given each execution's JSON), every
+    /// page of them (`limit=100` and `offset` until `X-Total-Count`), read with the bridge's
+    /// credential. Without their `result` (`exclude_attributes`): a listing is for finding
+    /// executions, and results can be large. Only those `keep` accepts are kept.
+    pub async fn list_executions(
+        &self,
+        filter: &ExecutionFilter,
+        mut keep: impl FnMut(&Value) -> bool,
+    ) -> Result<Vec<Execution>, Error> {
+        let mut kept = Vec::new();
+        let mut offset = 0usize;
+        loop {
+            let mut url = self.api_url("executions");
+            {
+                let mut query = url.query_pairs_mut();
+                query
+                    .append_pair("limit", &PAGE_SIZE.to_string())
+                    .append_pair("offset", &offset.to_string())
+                    .append_pair("exclude_attributes", "result,trigger_instance");
+                if let Some(action) = &filter.action {
+                    query.append_pair("action", action);
+                }
+                if let Some(user) = &filter.user {
+                    query.append_pair("user", user);
+                }
+                if let Some(after) = filter.started_after_ms {
+                    query.append_pair("timestamp_gt", &types::format_timestamp_ms(after));
+                }
+                if let Some(before) = filter.started_before_ms {
+                    query.append_pair("timestamp_lt", &types::format_timestamp_ms(before));
+                }
+            }
+            let response = self.send(Method::GET, url, None, None).await?;
+            let total =
+                header(response.headers(), "x-total-count").and_then(|v| v.parse::<usize>().ok());
+            let page: Vec<Value> = read_json(response, "execution list").await?;
+            let received = page.len();
+            offset += received;
+            for execution in page.into_iter().filter(|e| keep(e)) {
+                kept.push(
+                    serde_json::from_value(execution)
+                        .map_err(|e| Error::Protocol(format!("execution list: {e}")))?,
+                );
+            }
+            let done = match total {
+                Some(total) => offset >= total,
+                None => received < PAGE_SIZE,
+            };
+            if done || received == 0 {
+                return Ok(kept);
             }
         }
     }

@@ -88,6 +88,16 @@ impl Execution {
     }
 }
 
+/// The `source_context` the chat sent with the alias execution that started `execution` (an
+/// execution object as StackStorm returns it): StackStorm keeps it in the notify data of the
+/// live action (`liveaction.notify.on-complete.data.source_context`) and nowhere else. Read
+/// from the JSON rather than kept in [`Execution`], which every stream update is parsed into.
+pub fn source_context_of(execution: &Value) -> Option<&Value> {
+    execution
+        .pointer("/liveaction/notify/on-complete/data/source_context")
+        .filter(|v| !v.is_null())
+}
+
 impl Execution {
     /// Whether the execution reached a final state.
     pub fn is_finished(&self) -> bool {
@@ -169,9 +179,49 @@ pub fn parse_timestamp_ms(s: &str) -> Option<i64> {
     i64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
+/// Formats unix milliseconds as StackStorm writes timestamps and its `timestamp_gt` /
+/// `timestamp_lt` filters accept them (`isotime.ISO8601_UTC_REGEX`):
+/// `2016-05-28T12:39:28.650000Z`.
+pub fn format_timestamp_ms(ms: i64) -> String {
+    let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second(),
+        at.microsecond()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_are_written_as_st2_filters_read_them() {
+        assert_eq!(
+            format_timestamp_ms(1_464_439_168_650),
+            "2016-05-28T12:39:28.650000Z"
+        );
+        assert_eq!(format_timestamp_ms(0), "1970-01-01T00:00:00.000000Z");
+        let ms = 1_765_000_000_123;
+        assert_eq!(parse_timestamp_ms(&format_timestamp_ms(ms)), Some(ms));
+    }
+
+    #[test]
+    fn the_source_context_is_read_from_the_notify_data() {
+        let execution = serde_json::json!({
+            "id": "5e1",
+            "liveaction": {"notify": {"on-complete": {"routes": ["matrix"],
+                "data": {"user": "@a:x", "source_context": {"event_id": "$c"}}}}},
+        });
+        assert_eq!(source_context_of(&execution).unwrap()["event_id"], "$c");
+        assert_eq!(source_context_of(&serde_json::json!({"id": "5e2"})), None);
+    }
 
     #[test]
     fn st2_timestamps_parse() {

@@ -23,6 +23,38 @@ pub struct Execution {
     pub created_at: i64,
 }
 
+/// Records the executions a command started (the inbox row `inbox_seq`), in the caller's
+/// transaction (with the ack and the row's finish). Results already delivered for the command
+/// while they were not recorded (counted on its attempt by [`claim_for_event`]) mark as many
+/// of them posted, oldest first as the claim takes them, so none is posted again.
+pub async fn record_started(
+    conn: &mut SqliteConnection,
+    inbox_seq: i64,
+    executions: &[Execution],
+) -> Result<(), sqlx::Error> {
+    for execution in executions {
+        record(conn, execution).await?;
+    }
+    let posted: Option<i64> =
+        sqlx::query_scalar("SELECT results_posted FROM command_attempts WHERE inbox_seq = ?")
+            .bind(inbox_seq)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let (Some(posted), Some(first)) = (posted.filter(|n| *n > 0), executions.first()) else {
+        return Ok(());
+    };
+    sqlx::query(
+        "UPDATE executions SET result_at = ? WHERE execution_id IN (SELECT execution_id FROM executions \
+         WHERE event_id = ? AND result_at IS NULL ORDER BY created_at, execution_id LIMIT ?)",
+    )
+    .bind(now_ms())
+    .bind(&first.event_id)
+    .bind(posted)
+    .execute(conn)
+    .await
+    .map(drop)
+}
+
 /// Records an execution, in the caller's transaction (with the ack).
 pub async fn record(conn: &mut SqliteConnection, e: &Execution) -> Result<(), sqlx::Error> {
     sqlx::query(
@@ -202,9 +234,15 @@ pub enum Claim {
     /// Every execution of this command already has its result (e.g. recovered while the
     /// stream was down): do not post it again.
     AlreadyPosted,
+    /// The command is in doubt (sent, its executions not recorded yet: the bridge died before
+    /// StackStorm's answer, or the answer is still on its way): post it, now counted on the
+    /// command's attempt so that recording its executions marks it posted
+    /// ([`record_started`]).
+    InDoubt,
 }
 
-/// Claims the oldest execution of the command `event_id` that has no result yet.
+/// Claims the oldest execution of the command `event_id` that has no result yet; for a
+/// command in doubt, its one result.
 pub async fn claim_for_event(
     conn: &mut SqliteConnection,
     event_id: &str,
@@ -215,7 +253,29 @@ pub async fn claim_for_event(
             .fetch_all(&mut *conn)
             .await?;
     if rows.is_empty() {
-        return Ok(Claim::Unrelated);
+        // Which executions the command started is not known yet, so one result stands for
+        // the command: a second copy (st2 may announce twice) is dropped. A `match_multiple`
+        // command's other results come from the recovery pass once they are recorded.
+        let claimed = sqlx::query(
+            "UPDATE command_attempts SET results_posted = 1 WHERE event_id = ? AND results_posted = 0",
+        )
+        .bind(event_id)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        if claimed > 0 {
+            return Ok(Claim::InDoubt);
+        }
+        let in_doubt: Option<i64> =
+            sqlx::query_scalar("SELECT inbox_seq FROM command_attempts WHERE event_id = ? LIMIT 1")
+                .bind(event_id)
+                .fetch_optional(&mut *conn)
+                .await?;
+        return Ok(if in_doubt.is_some() {
+            Claim::AlreadyPosted
+        } else {
+            Claim::Unrelated
+        });
     }
     for (execution_id, result_at) in rows {
         if result_at.is_none() && mark_result(conn, &execution_id).await? {
@@ -267,6 +327,135 @@ pub async fn awaiting_result(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{inbox, txns::store_transaction};
+
+    /// A command whose inbox row is marked started with an attempt, as `run` leaves it just
+    /// before sending it (or a crash leaves it).
+    async fn command_in_doubt(store: &Store, event_id: &str) -> i64 {
+        let event = inbox::NewEvent {
+            event_id,
+            room_id: "!r",
+            kind: inbox::Kind::Command,
+            event: "{}",
+        };
+        store_transaction(store, event_id, &[event]).await.unwrap();
+        let seq = inbox::next_for_room(store, "!r")
+            .await
+            .unwrap()
+            .unwrap()
+            .seq;
+        let attempt = inbox::Attempt {
+            inbox_seq: seq,
+            room_id: "!r".into(),
+            event_id: event_id.into(),
+            thread_root: None,
+            sender: "@a:x".into(),
+            alias_ref: "p.a".into(),
+            action_ref: "core.local".into(),
+            st2_user: None,
+            ack_enabled: true,
+            ack_append_url: true,
+            started_at: 1,
+        };
+        inbox::mark_started_with(store, &attempt).await.unwrap();
+        seq
+    }
+
+    fn started_by(event_id: &str, id: &str, at: i64) -> Execution {
+        Execution {
+            execution_id: id.into(),
+            room_id: "!r".into(),
+            event_id: event_id.into(),
+            thread_root: None,
+            sender: "@a:x".into(),
+            alias_ref: "p.a".into(),
+            created_at: at,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_result_for_a_command_in_doubt_is_posted_once_and_counted_when_recorded() {
+        let store = Store::in_memory().await.unwrap();
+        let seq = command_in_doubt(&store, "$cmd").await;
+
+        let mut tx = store.begin().await.unwrap();
+        assert_eq!(
+            claim_for_event(&mut tx, "$cmd").await.unwrap(),
+            Claim::InDoubt
+        );
+        assert_eq!(
+            claim_for_event(&mut tx, "$cmd").await.unwrap(),
+            Claim::AlreadyPosted,
+            "a second copy of the announcement"
+        );
+        record_started(&mut tx, seq, &[started_by("$cmd", "e1", 1)])
+            .await
+            .unwrap();
+        inbox::finish(&mut tx, seq).await.unwrap();
+        tx.commit().await.unwrap();
+
+        assert!(
+            awaiting_result(&store, None, 10).await.unwrap().is_empty(),
+            "recovery will not post it again"
+        );
+        let mut conn = store.pool().acquire().await.unwrap();
+        assert_eq!(
+            claim_for_event(&mut conn, "$cmd").await.unwrap(),
+            Claim::AlreadyPosted
+        );
+    }
+
+    #[tokio::test]
+    async fn recording_a_command_in_doubt_without_a_result_leaves_it_to_claim() {
+        let store = Store::in_memory().await.unwrap();
+        let seq = command_in_doubt(&store, "$cmd").await;
+        let mut tx = store.begin().await.unwrap();
+        record_started(
+            &mut tx,
+            seq,
+            &[started_by("$cmd", "e1", 1), started_by("$cmd", "e2", 2)],
+        )
+        .await
+        .unwrap();
+        inbox::finish(&mut tx, seq).await.unwrap();
+        assert_eq!(
+            claim_for_event(&mut tx, "$cmd").await.unwrap(),
+            Claim::Execution("e1".into())
+        );
+        tx.commit().await.unwrap();
+        assert_eq!(awaiting_result(&store, None, 10).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn one_result_before_a_match_multiple_command_is_recorded_marks_one_execution() {
+        let store = Store::in_memory().await.unwrap();
+        let seq = command_in_doubt(&store, "$cmd").await;
+        let mut tx = store.begin().await.unwrap();
+        assert_eq!(
+            claim_for_event(&mut tx, "$cmd").await.unwrap(),
+            Claim::InDoubt
+        );
+        record_started(
+            &mut tx,
+            seq,
+            &[started_by("$cmd", "e2", 2), started_by("$cmd", "e1", 1)],
+        )
+        .await
+        .unwrap();
+        inbox::finish(&mut tx, seq).await.unwrap();
+        tx.commit().await.unwrap();
+        let awaiting: Vec<String> = awaiting_result(&store, None, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.execution_id)
+            .collect();
+        assert_eq!(
+            awaiting,
+            ["e2"],
+            "the oldest counts as posted, as a claim takes it"
+        );
+    }
 
     #[tokio::test]
     async fn an_execution_gets_its_result_once() {

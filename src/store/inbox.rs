@@ -3,7 +3,10 @@
 //! Life of a row: `pending` (stored with its transaction) → optionally `started` (committed
 //! before a side effect that must not be repeated, such as starting a StackStorm execution) →
 //! `done`. A row found `started` after a restart was interrupted mid-flight; its handler decides
-//! what that means (for a command: tell the person it may or may not have run, never re-run it).
+//! what that means, never re-running it. A command records what it sends to StackStorm with
+//! the mark ([`mark_started_with`], an [`Attempt`]), so that after a crash it can be looked up
+//! among StackStorm's executions instead of guessed at; the attempt is deleted when the row is
+//! finished.
 
 use sqlx::{FromRow, SqliteConnection};
 
@@ -82,6 +85,38 @@ pub struct Row {
     pub interrupted: bool,
     /// When the transaction that carried it was stored (unix ms).
     pub received_at: i64,
+    /// Set by the inbox worker (the store reads `false`): this is the worker's last try at the
+    /// row, so a transient error now gives it up. A handler that must tell the person
+    /// something before that happens (a command in doubt) checks it.
+    pub last_try: bool,
+}
+
+/// What was sent to StackStorm for a command, recorded with the mark that it started (see the
+/// module doc and `migrations/0010_in_doubt_commands.sql`).
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct Attempt {
+    /// The inbox row.
+    pub inbox_seq: i64,
+    /// The command's room.
+    pub room_id: String,
+    /// The command's event (the `event_id` of the `source_context` sent).
+    pub event_id: String,
+    /// The command's thread root, when it was in a thread.
+    pub thread_root: Option<String>,
+    /// Who typed it.
+    pub sender: String,
+    /// The alias it matched (`pack.name`).
+    pub alias_ref: String,
+    /// The alias's action (`pack.name`).
+    pub action_ref: String,
+    /// The StackStorm user of the credential it was sent with, when the bridge knows it.
+    pub st2_user: Option<String>,
+    /// The alias's `ack.enabled`: whether a run is acknowledged.
+    pub ack_enabled: bool,
+    /// The alias's `ack.append_url`: whether the ack links the execution.
+    pub ack_append_url: bool,
+    /// When it was sent (unix ms, the bridge's clock).
+    pub started_at: i64,
 }
 
 #[derive(FromRow)]
@@ -130,6 +165,7 @@ pub async fn next_for_room(store: &Store, room_id: &str) -> Result<Option<Row>, 
         event: raw.event,
         interrupted: raw.state == "started",
         received_at: raw.received_at,
+        last_try: false,
     }))
 }
 
@@ -142,6 +178,47 @@ pub async fn mark_started(store: &Store, seq: i64) -> Result<(), sqlx::Error> {
         .map(drop)
 }
 
+/// Marks a command started and records what is about to be sent for it, in one commit, before
+/// the request leaves: after a crash, [`attempt`] says what to look for.
+pub async fn mark_started_with(store: &Store, attempt: &Attempt) -> Result<(), sqlx::Error> {
+    let mut tx = store.begin().await?;
+    sqlx::query("UPDATE inbox SET state = 'started' WHERE seq = ?")
+        .bind(attempt.inbox_seq)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT OR REPLACE INTO command_attempts (inbox_seq, room_id, event_id, thread_root, sender, \
+         alias_ref, action_ref, st2_user, ack_enabled, ack_append_url, started_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(attempt.inbox_seq)
+    .bind(&attempt.room_id)
+    .bind(&attempt.event_id)
+    .bind(&attempt.thread_root)
+    .bind(&attempt.sender)
+    .bind(&attempt.alias_ref)
+    .bind(&attempt.action_ref)
+    .bind(&attempt.st2_user)
+    .bind(attempt.ack_enabled)
+    .bind(attempt.ack_append_url)
+    .bind(attempt.started_at)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
+
+/// What was sent for the inbox row `seq`, if it recorded an attempt that is not finished.
+pub async fn attempt(store: &Store, seq: i64) -> Result<Option<Attempt>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT inbox_seq, room_id, event_id, thread_root, sender, alias_ref, action_ref, st2_user, \
+         ack_enabled, ack_append_url, started_at \
+         FROM command_attempts WHERE inbox_seq = ?",
+    )
+    .bind(seq)
+    .fetch_optional(store.pool())
+    .await
+}
+
 /// Marks an event done with no other effect, in a commit of its own.
 pub async fn finish_alone(store: &Store, seq: i64) -> Result<(), sqlx::Error> {
     let mut conn = store.begin().await?;
@@ -149,10 +226,15 @@ pub async fn finish_alone(store: &Store, seq: i64) -> Result<(), sqlx::Error> {
     conn.commit().await
 }
 
-/// Marks an event done; pass the transaction that also stores its effects.
+/// Marks an event done; pass the transaction that also stores its effects. Its attempt, if
+/// it recorded one, goes with it: whatever the outcome, it is no longer in doubt.
 pub async fn finish(conn: &mut SqliteConnection, seq: i64) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE inbox SET state = 'done', finished_at = ? WHERE seq = ?")
         .bind(now_ms())
+        .bind(seq)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM command_attempts WHERE inbox_seq = ?")
         .bind(seq)
         .execute(conn)
         .await
@@ -260,6 +342,34 @@ mod tests {
                 .unwrap()
                 .interrupted
         );
+    }
+
+    #[tokio::test]
+    async fn an_attempt_is_recorded_with_the_start_and_goes_with_the_finish() {
+        let store = Store::in_memory().await.unwrap();
+        store_transaction(&store, "t", &[ev("$1", "!a")])
+            .await
+            .unwrap();
+        let row = next_for_room(&store, "!a").await.unwrap().unwrap();
+        let sent = Attempt {
+            inbox_seq: row.seq,
+            room_id: "!a".into(),
+            event_id: "$1".into(),
+            thread_root: None,
+            sender: "@a:x".into(),
+            alias_ref: "ops.up".into(),
+            action_ref: "core.local".into(),
+            st2_user: Some("bot".into()),
+            ack_enabled: true,
+            ack_append_url: false,
+            started_at: 42,
+        };
+        mark_started_with(&store, &sent).await.unwrap();
+        let row = next_for_room(&store, "!a").await.unwrap().unwrap();
+        assert!(row.interrupted);
+        assert_eq!(attempt(&store, row.seq).await.unwrap(), Some(sent));
+        finish_alone(&store, row.seq).await.unwrap();
+        assert_eq!(attempt(&store, row.seq).await.unwrap(), None);
     }
 
     #[tokio::test]

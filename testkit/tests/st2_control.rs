@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use reqwest::{Client, Method, Response, StatusCode};
 use serde_json::{Value, json};
-use st2_matrix_testkit::st2::{ControlKind, St2Double, St2Options, WORKFLOW_ACTION, WorkflowStep};
+use st2_matrix_testkit::st2::{
+    AliasHold, ControlKind, St2Double, St2Options, WORKFLOW_ACTION, WorkflowStep,
+};
 
 fn client() -> Client {
     // Built with the bridge's reqwest features, which need a provider even for plain http.
@@ -781,4 +783,166 @@ async fn workflows_step_by_themselves_and_pause_and_resume() {
     );
     wait_status(&st2, &id, "succeeded").await;
     assert_eq!(st2.workflow_tasks(&id).len(), 3);
+}
+
+#[tokio::test]
+async fn the_execution_list_filters_pages_and_sorts_as_st2_does() {
+    // Arrange: two executions by bot, one by alice, a moment apart.
+    let (st2, token) = double().await;
+    st2.add_user("alice", "pw");
+    let alice = st2.issue_token("alice", Duration::from_secs(600));
+    let first = run_date(&st2, &token).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let by_alice = run_date(&st2, &alice).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let last = run_date(&st2, &token).await;
+    let started = |id: &str| {
+        st2.execution(id).unwrap().execution["start_timestamp"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let ids = |items: &Value| -> Vec<String> {
+        items
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let list = |query: String| {
+        let (st2, token) = (&st2, token.clone());
+        async move {
+            json_of(
+                call(
+                    st2,
+                    &token,
+                    Method::GET,
+                    &format!("/executions?{query}"),
+                    None,
+                )
+                .await,
+            )
+            .await
+        }
+    };
+
+    // Act / Assert: `user` is the context's user; newest first by default.
+    let (status, items) = list("user=bot&action=core.remote".into()).await;
+    assert_eq!(status, 200);
+    assert_eq!(ids(&items), [last.clone(), first.clone()]);
+    // `timestamp_gt` is strictly after, and sorts oldest first.
+    let (_, items) = list(format!("timestamp_gt={}", started(&first))).await;
+    assert_eq!(ids(&items), [by_alice.clone(), last.clone()]);
+    // `timestamp_lt` is strictly before and sorts newest first, also with `timestamp_gt`.
+    let (_, items) = list(format!(
+        "timestamp_gt=2000-01-01T00:00:00Z&timestamp_lt={}",
+        started(&last)
+    ))
+    .await;
+    assert_eq!(ids(&items), [by_alice.clone(), first.clone()]);
+    // Paged with `limit` and `offset`; the total counts every match.
+    let response = call(
+        &st2,
+        &token,
+        Method::GET,
+        "/executions?sort_asc=True&limit=1&offset=1",
+        None,
+    )
+    .await;
+    assert_eq!(response.headers()["x-total-count"], "3");
+    let (_, items) = json_of(response).await;
+    assert_eq!(ids(&items), [by_alice]);
+    // `exclude_attributes` drops what it names, and only what st2 allows.
+    let (_, items) = list("exclude_attributes=result,trigger_instance&limit=1".into()).await;
+    assert!(items[0].get("result").is_none() && items[0].get("liveaction").is_some());
+    let (status, body) = list("exclude_attributes=liveaction".into()).await;
+    assert_eq!(
+        (status, body["faultstring"].as_str()),
+        (
+            400,
+            Some("Invalid or unsupported exclude attribute specified: liveaction")
+        )
+    );
+    // A timestamp st2's `isotime.parse` rejects ('+' in a query string is a space).
+    for bad in [
+        "yesterday",
+        "2026-01-01T00:00:00",
+        "2026-01-01T00:00:00+00:00",
+    ] {
+        let (status, body) = list(format!("timestamp_gt={bad}")).await;
+        assert_eq!(
+            (status, body["faultstring"].as_str()),
+            (400, Some("Datetime value does not match expected format.")),
+            "{bad}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn alias_executions_can_be_held_before_or_after_they_are_recorded() {
+    // Arrange
+    let (st2, token) = double().await;
+
+    // Act: held before recording, the client gives up.
+    st2.hold_alias_executions(Some(AliasHold::BeforeRecording));
+    let attempt = tokio::spawn({
+        let (st2_url, token) = (st2.api_url(), token.clone());
+        async move {
+            client()
+                .post(format!("{st2_url}/aliasexecution"))
+                .header("X-Auth-Token", token)
+                .json(
+                    &json!({"name": "remote_shell_cmd", "format": "run {{cmd}} on {{hosts}}",
+                    "command": "run date on web1", "source_channel": "!room:example.org"}),
+                )
+                .send()
+                .await
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while st2.held_alias_executions() == 0 {
+        assert!(Instant::now() < deadline, "the request was never held");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    attempt.abort();
+    while st2.held_alias_executions() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "a request whose client left is still held"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    st2.hold_alias_executions(None);
+
+    // Assert: nothing was recorded.
+    assert!(st2.executions().is_empty());
+
+    // Act: held after recording, the execution exists before the answer leaves.
+    st2.hold_alias_executions(Some(AliasHold::AfterRecording));
+    let answered = tokio::spawn({
+        let (st2_url, token) = (st2.api_url(), token.clone());
+        async move {
+            client()
+                .post(format!("{st2_url}/aliasexecution"))
+                .header("X-Auth-Token", token)
+                .json(
+                    &json!({"name": "remote_shell_cmd", "format": "run {{cmd}} on {{hosts}}",
+                    "command": "run date on web1", "source_channel": "!room:example.org"}),
+                )
+                .send()
+                .await
+                .map(|r| r.status())
+        }
+    });
+    while st2.held_alias_executions() == 0 {
+        assert!(Instant::now() < deadline, "the request was never held");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(st2.executions().len(), 1, "recorded while held");
+    assert!(!answered.is_finished());
+    st2.hold_alias_executions(None);
+
+    // Assert: released, it answers as usual.
+    assert_eq!(answered.await.unwrap().unwrap(), StatusCode::CREATED);
 }

@@ -509,7 +509,7 @@ async fn after_a_restart_with_stackstorm_down_help_answers_from_the_cache() {
 }
 
 #[tokio::test]
-async fn a_command_interrupted_by_a_crash_is_reported_not_rerun() {
+async fn a_command_interrupted_without_a_recorded_attempt_is_reported_not_rerun() {
     let mut app = TestApp::spawn_with_double(
         api_key(),
         Some(double_with(vec![alias("ops", "up", json!(["uptime"]), json!({}))]).await),
@@ -517,7 +517,9 @@ async fn a_command_interrupted_by_a_crash_is_reported_not_rerun() {
     .await;
     wait_for_aliases(&app, 1).await;
     app.shutdown().await;
-    // As if the bridge died after marking the command started, before StackStorm answered.
+    // As if a bridge older than the attempts (migration 0010) died after marking the command
+    // started, before StackStorm answered: nothing says what to look for, so it stays in
+    // doubt. With an attempt it is looked up (`in_doubt.rs`).
     let store = store(&app).await;
     let event = events::text(ROOM, ALICE, "$cmd", "!st2 uptime").to_string();
     let row = st2_matrix::store::inbox::NewEvent {

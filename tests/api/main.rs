@@ -7,6 +7,7 @@ mod commands;
 mod encryption;
 mod executions;
 mod helpers;
+mod in_doubt;
 mod inquiries;
 mod membership;
 mod ops;

@@ -27,6 +27,8 @@ mod executions;
 mod help;
 /// Failures combined: kills, a stream cut and a Synapse restart under 300 commands.
 mod chaos;
+/// Commands in StackStorm's hands when the bridge was killed: looked up, not guessed.
+mod in_doubt_commands;
 /// Sends whose answer was lost (and a Synapse restart) posted once; a backlog drained.
 mod in_doubt_sends;
 /// StackStorm inquiries asked in rooms and answered there.
@@ -110,6 +112,8 @@ fn main() -> ExitCode {
         transactions::missing_hs_token_is_refused_with_401,
         admin::admin_room_is_created_for_the_admin_and_mistakes_are_answered_with_the_usage,
         restart::command_sent_while_the_bridge_is_down_is_answered_once_after_restart,
+        in_doubt_commands::command_stackstorm_ran_when_the_bridge_was_killed_is_confirmed_with_one_result,
+        in_doubt_commands::command_stackstorm_never_received_during_a_crash_is_answered_that_it_did_not_run,
         approvals::approval_granted_by_a_second_person_runs_the_command_as_its_requester,
         approvals::approval_rejected_by_an_approver_never_runs,
         approvals::approval_nobody_gives_expires_and_the_command_never_runs,

@@ -481,8 +481,20 @@ pub(crate) async fn output(
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=UTF-8")], text).into_response())
 }
 
-/// `GET /api/v1/executions`: `action`, `status`, `parent` (`null`: top-level only),
-/// `limit` (100), `offset`, newest first unless `sort_asc=True`.
+/// `ActionExecutionsControllerMixin.valid_exclude_attributes`.
+const VALID_EXCLUDE_ATTRIBUTES: [&str; 3] = ["result", "trigger_instance", "status"];
+
+/// `GET /api/v1/executions`, as st2's `ActionExecutionsController.get_all` and
+/// `ResourceController._get_all` answer it:
+/// - filters (`SUPPORTED_EXECUTIONS_FILTERS`; an empty value is no filter): `action`
+///   (`action.ref`), `status`, `parent` (`null`: top-level only), `user` (`context.user`),
+///   `timestamp_gt` / `timestamp_lt` (`start_timestamp`, strictly after / before; a value
+///   `isotime.parse` rejects is a 400 "Datetime value does not match expected format.");
+/// - order: `timestamp_lt` or `sort_desc` → newest first; else `timestamp_gt` or `sort_asc` →
+///   oldest first; else newest first (any non-empty value counts, as in st2);
+/// - `exclude_attributes` (comma-separated; only `result`, `trigger_instance`, `status`,
+///   else a 400 "Invalid or unsupported exclude attribute specified: X");
+/// - `limit` (100, st2's page-size rules) and `offset`, `X-Total-Count` and `X-Limit`.
 pub(crate) async fn list(
     State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
@@ -490,27 +502,65 @@ pub(crate) async fn list(
 ) -> Result<Response, Fault> {
     let limit = int_param(&query, "limit")?.unwrap_or(100);
     let offset = int_param(&query, "offset")?.unwrap_or(0).max(0) as usize;
+    let filter = |name: &str| query.get(name).filter(|v| !v.is_empty());
+    let excluded: Vec<&str> = filter("exclude_attributes")
+        .map(|v| v.split(',').collect())
+        .unwrap_or_default();
+    if let Some(bad) = excluded
+        .iter()
+        .find(|a| !VALID_EXCLUDE_ATTRIBUTES.contains(a))
+    {
+        return Err(Fault::bad_request(format!(
+            "Invalid or unsupported exclude attribute specified: {bad}"
+        )));
+    }
     let state = shared.state();
     let page = aliases::validate_limit(limit, state.is_admin(&caller.user), state.max_page_size)?;
-    let filter = |name: &str| query.get(name).filter(|v| !v.is_empty());
+    let timestamp = |name: &str| -> Result<Option<i64>, Fault> {
+        filter(name)
+            .map(|v| {
+                ids::parse_iso8601_utc(v).ok_or_else(|| {
+                    Fault::bad_request("Datetime value does not match expected format.")
+                })
+            })
+            .transpose()
+    };
+    let (after, before) = (timestamp("timestamp_gt")?, timestamp("timestamp_lt")?);
+    let started = |e: &Value| {
+        e["start_timestamp"]
+            .as_str()
+            .and_then(ids::parse_iso8601_utc)
+    };
     let mut items: Vec<Value> = state
         .executions
         .iter()
         .map(|e| &e.execution)
         .filter(|e| filter("action").is_none_or(|a| e["action"]["ref"] == a.as_str()))
         .filter(|e| filter("status").is_none_or(|s| e["status"] == s.as_str()))
+        .filter(|e| filter("user").is_none_or(|u| e["context"]["user"] == u.as_str()))
         .filter(|e| match filter("parent").map(String::as_str) {
             None => true,
             Some("null") => e.get("parent").is_none(),
             Some(p) => e["parent"] == p,
         })
+        .filter(|e| after.is_none_or(|t| started(e).is_some_and(|s| s > t)))
+        .filter(|e| before.is_none_or(|t| started(e).is_some_and(|s| s < t)))
         .map(super::inquiries::api_view)
         .collect();
     drop(state);
-    let ascending = query
-        .get("sort_asc")
-        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-    // Recorded oldest first.
+    for item in &mut items {
+        if let Value::Object(map) = item {
+            for attribute in &excluded {
+                map.remove(*attribute);
+            }
+        }
+    }
+    let ascending = if before.is_some() || filter("sort_desc").is_some() {
+        false
+    } else {
+        after.is_some() || filter("sort_asc").is_some()
+    };
+    // Recorded oldest first (in `start_timestamp` order).
     if !ascending {
         items.reverse();
     }

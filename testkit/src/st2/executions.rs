@@ -19,7 +19,7 @@ use super::post_result::format_execution_result;
 use super::python::py_repr;
 use super::state::Shared;
 use super::template::{self, RenderError, Root, Undefined};
-use super::{FinishOutcome, RecordedExecution, RuleState, aliases, ids};
+use super::{AliasHold, FinishOutcome, RecordedExecution, RuleState, aliases, ids};
 
 /// Fields the `AliasExecution` body schema allows, with their JSON type.
 const FIELDS: [(&str, &str); 8] = [
@@ -124,6 +124,7 @@ pub(crate) async fn create(
     Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> Result<Response, Fault> {
+    shared.wait_at_hold(AliasHold::BeforeRecording).await;
     let request = validate(parse_body(&body)?)?;
     let name = field(&request, "name");
     if name.is_empty() {
@@ -248,6 +249,8 @@ pub(crate) async fn create(
         super::lifecycle::start_later(shared.clone(), id.clone());
     }
 
+    // Recorded and started: a client that goes away now leaves the execution running.
+    shared.wait_at_hold(AliasHold::AfterRecording).await;
     let mut body = Map::new();
     body.insert("execution".into(), execution.clone());
     body.insert("actionalias".into(), alias.clone());

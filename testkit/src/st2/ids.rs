@@ -59,6 +59,69 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// (year, month, day) to days since 1970-01-01, Howard Hinnant's `days_from_civil`.
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = i64::from(if m > 2 { m - 3 } else { m + 9 });
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// A UTC timestamp as st2's `isotime.parse` accepts it (`ISO8601_UTC_REGEX`:
+/// `^\d{4}-\d{2}-\d{2}(\s|T)\d{2}:\d{2}:\d{2}(\.\d{3,6})?(Z|\+00|\+0000|\+00:00)$`), in
+/// microseconds since the epoch; `None` where st2 raises "Datetime value does not match
+/// expected format." (or, for an impossible date that fits the pattern, a parser error).
+pub(crate) fn parse_iso8601_utc(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let digits = |r: std::ops::Range<usize>| -> Option<i64> {
+        let part = b.get(r)?;
+        part.iter()
+            .all(u8::is_ascii_digit)
+            .then(|| std::str::from_utf8(part).ok()?.parse().ok())
+            .flatten()
+    };
+    if b.len() < 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !(b[10] == b'T' || b[10].is_ascii_whitespace())
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
+    let (hour, minute, second) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
+    let mut rest = &s[19..];
+    let mut micros = 0;
+    if let Some(fraction) = rest.strip_prefix('.') {
+        let n = fraction.bytes().take_while(u8::is_ascii_digit).count();
+        if !(3..=6).contains(&n) {
+            return None;
+        }
+        micros = fraction[..n].parse::<i64>().ok()? * 10_i64.pow(6 - n as u32);
+        rest = &fraction[n..];
+    }
+    if !matches!(rest, "Z" | "+00" | "+0000" | "+00:00") {
+        return None;
+    }
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
+        return None;
+    }
+    let days = days_from_civil(year, month as u32, day as u32);
+    if civil_from_days(days) != (year, month as u32, day as u32) {
+        return None; // 31 April and the like
+    }
+    Some(((days * 86_400 + hour * 3600 + minute * 60 + second) * 1_000_000) + micros)
+}
+
 /// A MongoDB ObjectId as st2 shows it: 24 lowercase hex digits (time, random, counter).
 pub(crate) fn object_id() -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -127,6 +190,30 @@ mod tests {
     fn iso8601_has_microseconds_and_a_z() {
         let t = UNIX_EPOCH + Duration::from_micros(1_464_439_168_650_231);
         assert_eq!(iso8601(t), "2016-05-28T12:39:28.650231Z");
+    }
+
+    #[test]
+    fn timestamps_parse_as_st2_filters_read_them() {
+        let t = UNIX_EPOCH + Duration::from_micros(1_464_439_168_650_231);
+        assert_eq!(parse_iso8601_utc(&iso8601(t)), Some(1_464_439_168_650_231));
+        for ok in [
+            "2016-05-28T12:39:28Z",
+            "2016-05-28 12:39:28.650+00",
+            "2016-05-28T12:39:28.650231+0000",
+            "2016-05-28T12:39:28+00:00",
+        ] {
+            assert!(parse_iso8601_utc(ok).is_some(), "{ok}");
+        }
+        for bad in [
+            "2016-05-28",
+            "2016-05-28T12:39:28",
+            "2016-05-28T12:39:28.65Z",
+            "2016-05-28T12:39:28+02:00",
+            "2016-05-28T12:39:28 00:00",
+            "2016-02-30T00:00:00Z",
+        ] {
+            assert_eq!(parse_iso8601_utc(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -59,6 +59,9 @@
 //!   given (no `st2kv` rendering), `trace_context` is `{"id_": null, "trace_tag": null}`.
 //! - The stream refusing connections (`set_stream_available(false)`) answers 503 with a JSON
 //!   faultstring, standing in for the proxy's error while st2stream is down.
+//! - [`St2Double::hold_alias_executions`] holds `POST /aliasexecution` before or after the
+//!   execution is recorded, so a test can make the bridge die with a command in StackStorm's
+//!   hands; nothing in StackStorm does this, it stands in for a slow API and a crash's timing.
 
 mod aliases;
 mod control;
@@ -209,6 +212,18 @@ pub struct RecordedExecution {
     pub execution: Value,
     /// When it was requested.
     pub started_at: SystemTime,
+}
+
+/// Where [`St2Double::hold_alias_executions`] holds `POST /api/v1/aliasexecution`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AliasHold {
+    /// Before anything is recorded: StackStorm has not received the command (as far as
+    /// anyone can tell). A request whose client goes away here is dropped with its
+    /// connection, so the execution never exists.
+    BeforeRecording,
+    /// After the execution is recorded (and started), before the 201 answer: StackStorm ran
+    /// the command and its answer has not left.
+    AfterRecording,
 }
 
 /// State of a route's notify rule (`st2_matrix.notify_<route>`).
@@ -939,6 +954,20 @@ impl St2Double {
     /// Delay before every request is handled.
     pub fn set_latency(&self, latency: Duration) {
         self.shared.state().faults.latency = latency;
+    }
+
+    /// Holds every `POST /api/v1/aliasexecution` at `at` until the hold changes (`None`
+    /// releases them): a test makes the bridge die with a command in StackStorm's hands,
+    /// before StackStorm records it or before its answer leaves. Other requests are served.
+    pub fn hold_alias_executions(&self, at: Option<AliasHold>) {
+        self.shared.state().alias_hold = at;
+        self.shared.hold_changed.notify_waiters();
+    }
+
+    /// Alias execution requests waiting at the hold now (a request whose client went away is
+    /// no longer counted).
+    pub fn held_alias_executions(&self) -> usize {
+        self.shared.state().held
     }
 
     /// Stops the whole server: the port refuses connections and open connections (streams

@@ -13,8 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::inquiry_schema::Py;
 use super::{
-    AskOptions, Credential, InquiryAnswer, RecordedExecution, RecordedRequest, RuleState,
-    St2Options,
+    AliasHold, AskOptions, Credential, InquiryAnswer, RecordedExecution, RecordedRequest,
+    RuleState, St2Options,
 };
 
 /// A st2 user.
@@ -96,6 +96,10 @@ pub(crate) struct State {
     pub outputs: HashMap<String, Vec<super::lifecycle::OutputChunk>>,
     /// Running workflows of [`super::workflows::WORKFLOW_ACTION`] by execution id.
     pub workflows: HashMap<String, super::workflows::WorkflowRun>,
+    /// Where alias executions are held, if they are ([`super::St2Double::hold_alias_executions`]).
+    pub alias_hold: Option<AliasHold>,
+    /// Alias execution requests waiting at the hold now.
+    pub held: usize,
 }
 
 impl State {
@@ -144,6 +148,8 @@ impl State {
             workflow_step: None,
             outputs: HashMap::new(),
             workflows: HashMap::new(),
+            alias_hold: None,
+            held: 0,
         }
     }
 
@@ -189,6 +195,8 @@ pub(crate) struct Shared {
     pub filters: Mutex<std::collections::HashMap<u64, super::stream::Filter>>,
     /// Numbers stream connections.
     pub next_connection: AtomicU64,
+    /// Woken when the alias execution hold changes, so held requests look again.
+    pub hold_changed: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -210,6 +218,35 @@ impl Shared {
             stream_generation: AtomicU64::new(0),
             filters: Mutex::new(Default::default()),
             next_connection: AtomicU64::new(0),
+            hold_changed: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Waits while alias executions are held at `at`, counted in [`State::held`] meanwhile
+    /// (also when the request is dropped there: its client went away).
+    pub(crate) async fn wait_at_hold(&self, at: AliasHold) {
+        struct Held<'a>(&'a Shared);
+        impl Drop for Held<'_> {
+            fn drop(&mut self) {
+                self.0.state().held -= 1;
+            }
+        }
+        let mut counted: Option<Held<'_>> = None;
+        loop {
+            let changed = self.hold_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let mut state = self.state();
+                if state.alias_hold != Some(at) {
+                    return;
+                }
+                if counted.is_none() {
+                    state.held += 1;
+                    counted = Some(Held(self));
+                }
+            }
+            changed.await;
         }
     }
 
