@@ -4,8 +4,9 @@
 //! for reuse, so after a burst the process keeps its peak resident set although it no longer
 //! uses it. The bridge asks glibc to return it where a burst is known to be over and large:
 //! after a catalog refresh, which allocates tens of MiB for ten thousand aliases. (After
-//! start-up it gains nothing measurable: idle memory stayed at 14.7 MiB with a trim 3 s
-//! after start, `cargo bench --bench idle_memory`.)
+//! start-up it gains nothing measurable: idle memory stayed at 14.7 MiB with a trim 3 to 4 s
+//! after start, also with blocking threads ended after 2 s idle, `cargo bench --bench
+//! idle_memory`.)
 
 /// Returns memory held free by the allocator to the system (glibc's `malloc_trim`); a no-op
 /// on other C libraries.

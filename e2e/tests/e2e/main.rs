@@ -17,6 +17,8 @@ mod aliases;
 mod approvals;
 /// Long results: a summary and the whole output as a file.
 mod attachments;
+/// Failures combined: kills, a stream cut and a Synapse restart under 300 commands.
+mod chaos;
 /// StackStorm commands: matched, run for their sender, acknowledged in place.
 mod commands;
 /// End-to-end encrypted rooms and direct chats.
@@ -25,8 +27,6 @@ mod encryption;
 mod executions;
 /// `!st2help`: the commands a room can run.
 mod help;
-/// Failures combined: kills, a stream cut and a Synapse restart under 300 commands.
-mod chaos;
 /// Commands in StackStorm's hands when the bridge was killed: looked up, not guessed.
 mod in_doubt_commands;
 /// Sends whose answer was lost (and a Synapse restart) posted once; a backlog drained.

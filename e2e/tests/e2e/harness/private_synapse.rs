@@ -62,7 +62,8 @@ impl PrivateSynapse {
                 .spawn(move || {
                     let mut synapse = match synapse_with_slots(&dir, slot_count, &bin) {
                         Ok((synapse, slots)) => {
-                            let _ = started.send(Ok((synapse.homeserver(), synapse.log_path(), slots)));
+                            let _ =
+                                started.send(Ok((synapse.homeserver(), synapse.log_path(), slots)));
                             synapse
                         }
                         Err(e) => {
