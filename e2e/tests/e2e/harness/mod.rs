@@ -61,8 +61,13 @@ pub type TestFn = fn(Ctx) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + S
 /// No test may take longer than this; a hung one fails instead of stalling the run.
 const TEST_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The chaos test's limit (`chaos::`): hundreds of commands through restarts.
-const CHAOS_TIMEOUT: Duration = Duration::from_secs(360);
+/// The limit of the tests that push hundreds of messages ([`LONG_TESTS`]).
+const LONG_TIMEOUT: Duration = Duration::from_secs(360);
+
+/// Tests (name prefixes) that move hundreds of messages through Synapse and get
+/// [`LONG_TIMEOUT`]: the chaos test (300 commands through restarts) and the 800-message burst,
+/// which on 2 busy cores can take minutes.
+const LONG_TESTS: &[&str] = &["chaos::", "in_doubt_sends::eight_hundred_messages"];
 
 /// Spare slots beyond one per test, for tests that need a second bridge.
 const SPARE_SLOTS: usize = 2;
@@ -168,8 +173,8 @@ pub fn main(tests: Vec<(&'static str, TestFn)>, taking_turns: &[&str]) -> ExitCo
         .map(|(name, test)| {
             let shared = Arc::clone(&shared);
             let takes_turn = taking_turns.iter().any(|prefix| name.starts_with(prefix));
-            let timeout = if name.starts_with("chaos::") {
-                CHAOS_TIMEOUT
+            let timeout = if LONG_TESTS.iter().any(|prefix| name.starts_with(prefix)) {
+                LONG_TIMEOUT
             } else {
                 TEST_TIMEOUT
             };
