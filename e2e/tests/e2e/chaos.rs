@@ -169,7 +169,17 @@ pub async fn three_hundred_commands_through_kills_a_stream_cut_and_a_synapse_res
                     .iter()
                     .map(|ev| body(ev).chars().take(80).collect())
                     .collect();
-                format!("{} {c} ran={ran} replies={replies:?}", texts[c])
+                // What the bridge said about it: did it ever get the event?
+                let log = bridge.log();
+                let bridge_lines: Vec<&str> = log
+                    .lines()
+                    .filter(|l| l.contains(c.as_str()))
+                    .take(8)
+                    .collect();
+                format!(
+                    "{} {c} ran={ran} replies={replies:?}\n  bridge log: {bridge_lines:#?}",
+                    texts[c]
+                )
             })
             .collect();
         panic!(
