@@ -108,6 +108,11 @@ async fn work_room(bridge: &AppState, room: &str, stop: &CancellationToken) {
         let (seq, event_id) = (row.seq, row.event_id.clone());
         match process(bridge, row, stop).await {
             Ok(()) => attempts = 0,
+            Err(_) if stop.is_cancelled() => {
+                // A handler that gave way to shutdown: the event stays for the next start,
+                // and is never given up for it.
+                return;
+            }
             Err(e) => {
                 attempts += 1;
                 if attempts >= MAX_ATTEMPTS {

@@ -182,6 +182,7 @@ impl App {
             inbox_wake: Arc::new(Notify::new()),
             approvals_wake: Arc::new(Notify::new()),
             recover: Arc::new(Notify::new()),
+            stopping: CancellationToken::new(),
             aliases,
             access: Access {
                 settings: room_settings,
@@ -215,7 +216,8 @@ impl App {
         let App {
             bridge, listener, ..
         } = self;
-        let stop = CancellationToken::new();
+        // The bridge's own token: handlers that wait give way to shutdown through it.
+        let stop = bridge.stopping.clone();
         let workers = TaskTracker::new();
 
         let app = router(bridge.clone());

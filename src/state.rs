@@ -40,6 +40,9 @@ pub struct AppState {
     /// Asks the results' recovery task for a pass (see [`crate::results::stream`]): a command
     /// in doubt found to have finished while the bridge was down gets its result that way.
     pub recover: Arc<Notify>,
+    /// Cancelled when the bridge begins to shut down: a handler that would wait (the settle
+    /// time of a command in doubt) gives way to it and leaves its event for the next start.
+    pub stopping: tokio_util::sync::CancellationToken,
     /// The aliases each room may use.
     pub aliases: Arc<AliasCache>,
     /// Permission levels: rooms' own settings and power levels.

@@ -135,8 +135,14 @@ pub async fn resolve(
         .saturating_add(i64::try_from(settle.as_millis()).unwrap_or(i64::MAX));
     if let Ok(wait) = u64::try_from(settled_at - now_ms())
         && wait > 0
+        && !crate::retry::sleep_unless_stopped(
+            Duration::from_millis(wait).min(settle),
+            &bridge.stopping,
+        )
+        .await
     {
-        tokio::time::sleep(Duration::from_millis(wait).min(settle)).await;
+        // Shutting down: the row stays started, and the next start looks the command up.
+        anyhow::bail!("shutting down before a command in doubt could be looked up");
     }
     let filter = ExecutionFilter {
         action: Some(attempt.action_ref.clone()).filter(|a| !a.is_empty()),

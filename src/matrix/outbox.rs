@@ -534,6 +534,12 @@ impl Sender {
     /// One pass: sends every message that is due, oldest first per room, and returns how many
     /// delivery attempts it made. Public so tests and benchmarks can drive the queue.
     pub async fn send_due_once(&self) -> Result<usize, sqlx::Error> {
+        self.send_due(None).await
+    }
+
+    /// [`Sender::send_due_once`], stopping each room's sending at `deadline` if given (the
+    /// shutdown drain: a pass over a deep backlog would otherwise outlast it).
+    async fn send_due(&self, deadline: Option<Instant>) -> Result<usize, sqlx::Error> {
         let rows = store::outbox::pending(&self.outbox.store, BATCH).await?;
         let now = now_ms();
         let mut rooms: Vec<Vec<Row>> = Vec::new();
@@ -549,14 +555,18 @@ impl Sender {
             .filter(|queue| {
                 std::future::ready(queue.first().is_some_and(|r| r.next_attempt_at <= now))
             })
-            .map(|queue| self.send_room(queue))
+            .map(|queue| self.send_room(queue, deadline))
             .buffer_unordered(ROOM_CONCURRENCY)
             .collect()
             .await;
         results.into_iter().sum()
     }
 
-    async fn send_room(&self, mut queue: Vec<Row>) -> Result<usize, sqlx::Error> {
+    async fn send_room(
+        &self,
+        mut queue: Vec<Row>,
+        deadline: Option<Instant>,
+    ) -> Result<usize, sqlx::Error> {
         // Successes are recorded in batches, one transaction each, not one commit per message.
         // A crash before a batch is recorded leaves those messages in doubt: they are looked
         // up before anything is sent again.
@@ -607,6 +617,11 @@ impl Sender {
         // Event ids sent in this pass and not yet recorded, for events relating to them.
         let mut sent_now: HashMap<String, String> = HashMap::new();
         for row in queue {
+            if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                // Out of time: the rest was not tried, so it is not in doubt.
+                store::outbox::clear_in_doubt(store, &room_id, row.seq - 1, upto).await?;
+                break;
+            }
             attempts += 1;
             let seq = row.seq;
             let txn_id = row.txn_id.clone();
@@ -951,7 +966,7 @@ impl Sender {
     async fn drain(&self) {
         let deadline = Instant::now() + self.policy.shutdown_drain;
         while Instant::now() < deadline {
-            match self.send_due_once().await {
+            match self.send_due(Some(deadline)).await {
                 Ok(n) if n > 0 && self.until_next_due().await.is_zero() => continue,
                 _ => break,
             }
