@@ -57,6 +57,8 @@ pub async fn run_inbox(bridge: Arc<AppState>, stop: CancellationToken) {
     loop {
         match inbox::open_rooms(&bridge.store, 10_000).await {
             Ok(rooms) => {
+                // A mark of the command path's breakdown (docs/performance.md).
+                tracing::debug!(rooms = rooms.len(), "inbox: rooms with work listed");
                 for room in rooms {
                     if active.len() >= MAX_ACTIVE_ROOMS {
                         // The next finished room wakes the loop, which asks again.
@@ -106,6 +108,8 @@ async fn work_room(bridge: &AppState, room: &str, stop: &CancellationToken) {
         };
         row.last_try = attempts + 1 >= MAX_ATTEMPTS;
         let (seq, event_id) = (row.seq, row.event_id.clone());
+        // A mark of the command path's breakdown (docs/performance.md).
+        tracing::debug!(room_id = room, event_id, "inbox: next event read");
         match process(bridge, row, stop).await {
             Ok(()) => attempts = 0,
             Err(_) if stop.is_cancelled() => {

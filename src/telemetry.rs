@@ -68,20 +68,25 @@ pub fn init_logging(config: &LogConfig) {
         Some(Err(e)) => (configured_filter(config), Some(e)),
         None => (configured_filter(config), None),
     };
-    // Colours only on a terminal: escape codes in a log file make it hard to search.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = fmt().with_writer(std::io::stderr).with_ansi(ansi);
-    let _ = match config.format {
-        LogFormat::Text => builder.finish().with(filter).try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .finish()
-            .with(filter)
-            .try_init(),
-    };
+    let _ = subscriber(config.format, filter).try_init();
     if let Some(e) = env_error {
         tracing::warn!(error.message = %e, "RUST_LOG is not a valid filter; using log.filter");
+    }
+}
+
+/// The subscriber: lines in `format` on stderr, as `filter` says.
+fn subscriber(format: LogFormat, filter: Targets) -> Box<dyn tracing::Subscriber + Send + Sync> {
+    // Colours only on a terminal: escape codes in a log file make it hard to search.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // `fmt()` has a level filter of its own, `info` unless told otherwise, under the filter's:
+    // without lifting it, `st2_matrix=debug` would let nothing below `info` through.
+    let builder = fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .with_max_level(LevelFilter::TRACE);
+    match format {
+        LogFormat::Text => Box::new(builder.finish().with(filter)),
+        LogFormat::Json => Box::new(builder.json().flatten_event(true).finish().with(filter)),
     }
 }
 
@@ -155,5 +160,15 @@ mod tests {
         assert!(!error.would_enable("matrix_sdk_crypto", &Level::WARN));
         let named = parse_filter("info,matrix_sdk_crypto=debug").unwrap();
         assert!(named.would_enable("matrix_sdk_crypto", &Level::DEBUG));
+    }
+
+    #[test]
+    fn a_debug_directive_lets_debug_lines_through() {
+        let filter = parse_filter("warn,st2_matrix=debug").unwrap();
+        tracing::subscriber::with_default(subscriber(LogFormat::Json, filter), || {
+            assert!(tracing::enabled!(target: "st2_matrix::dispatch", Level::DEBUG));
+            assert!(!tracing::enabled!(target: "st2_matrix::dispatch", Level::TRACE));
+            assert!(!tracing::enabled!(target: "sqlx::query", Level::INFO));
+        });
     }
 }

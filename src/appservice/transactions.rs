@@ -38,6 +38,8 @@ pub async fn push(
     Path(txn_id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    // The first mark of the command path's breakdown (docs/performance.md): the body is read.
+    tracing::debug!(txn_id, bytes = body.len(), "transaction received");
     let request = parse(&txn_id, &body)?;
     metrics::counter!("st2_matrix_transactions_total").increment(1);
     if let Some(e2ee) = &bridge.e2ee {

@@ -338,6 +338,7 @@ impl St2Client {
             }
             tracing::debug!(method = %method, path = url.path(), "StackStorm request");
             let response = request.send().await.map_err(transport_error)?;
+            tracing::debug!(status = response.status().as_u16(), "StackStorm answered");
             if response.status() == StatusCode::UNAUTHORIZED
                 && credential.is_none()
                 && !retried
