@@ -259,7 +259,8 @@ async fn flush_stuck_appservice_transactions(
                 is_notice_from(ev, &bot)
                     && thread_root(ev).or_else(|| in_reply_to(ev)) == Some(ping.as_str())
             },
-            PROMPTLY,
+            // Behind the room's backlog: the commands and their answers queued before it.
+            DRAIN,
         )
         .await;
     Ok(())
