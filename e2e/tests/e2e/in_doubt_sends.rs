@@ -9,6 +9,7 @@ use crate::harness::Ctx;
 use crate::harness::bridge::{Bridge, WebhookBody};
 use crate::harness::conversation::Conversation;
 use crate::harness::events::{body, is_notice_from};
+use crate::harness::private_synapse::PrivateSynapse;
 use crate::harness::proxy::Proxy;
 use crate::harness::stackstorm::{self, St2Auth, alias, started_execution};
 use crate::harness::user::User;
@@ -21,10 +22,29 @@ const SEND_TIMEOUT: &str = "4s";
 /// The series the outbox counts a message in doubt that it found on the homeserver under.
 const FOUND: &str = "st2_matrix_send_in_doubt_total{outcome=\"delivered\"}";
 
-/// A test's Synapse, a proxy in front of it, and a bridge on that proxy (not started).
-async fn behind_a_proxy(
-    synapse: &crate::harness::private_synapse::PrivateSynapse,
-) -> anyhow::Result<(Proxy, Bridge)> {
+/// A command run through a bridge whose homeserver is behind a [`Proxy`], its result not yet
+/// announced. Field order is drop order: the Synapse goes last.
+struct Arranged {
+    bridge: Bridge,
+    proxy: Proxy,
+    st2: st2_matrix_testkit::st2::St2Double,
+    alice: User,
+    room: matrix_sdk::ruma::OwnedRoomId,
+    bot: matrix_sdk::ruma::OwnedUserId,
+    /// The execution `!st2 echo <word>` started.
+    execution: String,
+    synapse: PrivateSynapse,
+}
+
+/// A test's Synapse, a proxy in front of it, a bridge on that proxy (waiting `SEND_TIMEOUT`
+/// for each answer) and alice's `!st2 echo <word>`, started and acknowledged.
+async fn arrange(ctx: &Ctx, word: &str) -> anyhow::Result<Arranged> {
+    let synapse = ctx.private_synapse(1).await?;
+    let st2 = stackstorm::double(
+        St2Options::default(),
+        vec![alias("ops", "echo", "echo {{text}}", "Say something.")],
+    )
+    .await;
     let mut bridge = synapse.bridge();
     let upstream = bridge
         .config_str("homeserver", "url")
@@ -33,7 +53,62 @@ async fn behind_a_proxy(
     bridge.set_config("homeserver", "url", proxy.url());
     bridge.set_config("homeserver", "timeout", SEND_TIMEOUT);
     bridge.set_config("outbox", "max_backoff", "2s");
-    Ok((proxy, bridge))
+    bridge.configure_stackstorm(&st2, St2Auth::ApiKey);
+    bridge.start().await?;
+    let bot = bridge.bot_user_id();
+    let alice = synapse.user("alice").await?;
+    let room = alice.create_room_with(&bot).await?;
+    bridge.wait_for_aliases(1).await;
+    bridge.wait_for_stream().await;
+    let ack = alice.ask(&room, &bot, &format!("!st2 echo {word}")).await?;
+    let execution = started_execution(&st2, &ack).id;
+    Ok(Arranged {
+        bridge,
+        proxy,
+        st2,
+        alice,
+        room,
+        bot,
+        execution,
+        synapse,
+    })
+}
+
+/// Finishes the execution with `marker` as its output, and waits until Synapse has stored the
+/// result while its answer to the bridge is lost.
+async fn result_stored_answer_lost(arranged: &Arranged, marker: &str) {
+    arranged.proxy.lose_answers_to_sends_containing(marker);
+    arranged
+        .st2
+        .finish_execution(&arranged.execution, "succeeded", shell_result(marker));
+    wait_until("Synapse to store the result", PROMPTLY, || async {
+        (!arranged.proxy.lost().is_empty()).then_some(())
+    })
+    .await;
+}
+
+/// Waits until the outbox found at least one message in doubt on the homeserver (the result;
+/// messages sent just before it whose success it had not recorded yet are found the same
+/// way), then checks that alice sees `marker` once, after a later answer.
+async fn posted_once(arranged: &Arranged, marker: &str) -> anyhow::Result<()> {
+    let Arranged {
+        bridge,
+        alice,
+        room,
+        bot,
+        ..
+    } = arranged;
+    wait_until("the message in doubt to be found", PROMPTLY, || async {
+        (bridge.metric(FOUND).await? >= 1.0).then_some(())
+    })
+    .await;
+    let follow_up = alice.ask(room, bot, "!st2 ping").await?;
+    assert!(is_notice_from(&follow_up, bot), "{follow_up}");
+    assert_count_stays("results in the room", 1, SETTLE, || async {
+        count_with(alice, room, marker)
+    })
+    .await;
+    Ok(())
 }
 
 /// Events in `room` whose body contains `text`, as alice sees them.
@@ -50,48 +125,16 @@ pub async fn a_result_whose_answer_was_lost_before_a_synapse_restart_is_posted_o
     ctx: Ctx,
 ) -> anyhow::Result<()> {
     // Arrange
-    let mut synapse = ctx.private_synapse(1).await?;
-    let st2 = stackstorm::double(
-        St2Options::default(),
-        vec![alias("ops", "echo", "echo {{text}}", "Say something.")],
-    )
-    .await;
-    let (proxy, mut bridge) = behind_a_proxy(&synapse).await?;
-    bridge.configure_stackstorm(&st2, St2Auth::ApiKey);
-    bridge.start().await?;
-    let bot = bridge.bot_user_id();
-    let alice = synapse.user("alice").await?;
-    let room = alice.create_room_with(&bot).await?;
-    bridge.wait_for_aliases(1).await;
-    bridge.wait_for_stream().await;
-    let ack = alice.ask(&room, &bot, "!st2 echo lost").await?;
-    let execution = started_execution(&st2, &ack);
+    let mut arranged = arrange(&ctx, "lost").await?;
 
     // Act
-    proxy.lose_answers_to_sends_containing("answer-lost-once");
-    st2.finish_execution(&execution.id, "succeeded", shell_result("answer-lost-once"));
-    wait_until("Synapse to store the result", PROMPTLY, || async {
-        (!proxy.lost().is_empty()).then_some(())
-    })
-    .await;
+    result_stored_answer_lost(&arranged, "answer-lost-once").await;
     // Before the bridge's wait for the answer runs out.
-    synapse.stop().await?;
-    synapse.start_again().await?;
+    arranged.synapse.stop().await?;
+    arranged.synapse.start_again().await?;
 
     // Assert
-    // At least the result; messages sent just before it whose success the outbox had not
-    // recorded yet (it records them in batches) are found the same way.
-    wait_until("the message in doubt to be found", PROMPTLY, || async {
-        (bridge.metric(FOUND).await? >= 1.0).then_some(())
-    })
-    .await;
-    let follow_up = alice.ask(&room, &bot, "!st2 ping").await?;
-    assert!(is_notice_from(&follow_up, &bot), "{follow_up}");
-    assert_count_stays("results in the room", 1, SETTLE, || async {
-        count_with(&alice, &room, "answer-lost-once")
-    })
-    .await;
-    Ok(())
+    posted_once(&arranged, "answer-lost-once").await
 }
 
 /// The bridge is killed (-9) while Synapse holds its result (stored, answer not yet sent),
@@ -101,53 +144,17 @@ pub async fn a_result_in_flight_when_the_bridge_is_killed_is_posted_once(
     ctx: Ctx,
 ) -> anyhow::Result<()> {
     // Arrange
-    let mut synapse = ctx.private_synapse(1).await?;
-    let st2 = stackstorm::double(
-        St2Options::default(),
-        vec![alias("ops", "echo", "echo {{text}}", "Say something.")],
-    )
-    .await;
-    let (proxy, mut bridge) = behind_a_proxy(&synapse).await?;
-    bridge.configure_stackstorm(&st2, St2Auth::ApiKey);
-    bridge.start().await?;
-    let bot = bridge.bot_user_id();
-    let alice = synapse.user("alice").await?;
-    let room = alice.create_room_with(&bot).await?;
-    bridge.wait_for_aliases(1).await;
-    bridge.wait_for_stream().await;
-    let ack = alice.ask(&room, &bot, "!st2 echo killed").await?;
-    let execution = started_execution(&st2, &ack);
+    let mut arranged = arrange(&ctx, "killed").await?;
 
     // Act
-    proxy.lose_answers_to_sends_containing("in-flight-at-the-kill");
-    st2.finish_execution(
-        &execution.id,
-        "succeeded",
-        shell_result("in-flight-at-the-kill"),
-    );
-    wait_until("Synapse to store the result", PROMPTLY, || async {
-        (!proxy.lost().is_empty()).then_some(())
-    })
-    .await;
-    bridge.kill()?;
-    synapse.stop().await?;
-    synapse.start_again().await?;
-    bridge.start().await?;
+    result_stored_answer_lost(&arranged, "in-flight-at-the-kill").await;
+    arranged.bridge.kill()?;
+    arranged.synapse.stop().await?;
+    arranged.synapse.start_again().await?;
+    arranged.bridge.start().await?;
 
     // Assert
-    // At least the result; messages sent just before it whose success the outbox had not
-    // recorded yet (it records them in batches) are found the same way.
-    wait_until("the message in doubt to be found", PROMPTLY, || async {
-        (bridge.metric(FOUND).await? >= 1.0).then_some(())
-    })
-    .await;
-    let follow_up = alice.ask(&room, &bot, "!st2 ping").await?;
-    assert!(is_notice_from(&follow_up, &bot), "{follow_up}");
-    assert_count_stays("results in the room", 1, SETTLE, || async {
-        count_with(&alice, &room, "in-flight-at-the-kill")
-    })
-    .await;
-    Ok(())
+    posted_once(&arranged, "in-flight-at-the-kill").await
 }
 
 /// Messages queued for one room in a burst.
