@@ -24,9 +24,10 @@
 //!   them; a success records the event id, a clear failure (or not getting to a message)
 //!   clears the mark, and an answer that never came keeps it, as does a crash. Before sending
 //!   a room's messages in doubt, the sender reads the bot's recent events in that room
-//!   (`/messages`, newest first, back to the last event it knows it sent there, at most
-//!   five pages of 100, `LOOKUP_PAGES`) and looks for their transaction ids in `unsigned.transaction_id`,
-//!   which the homeserver gives back to the appservice that sent the event (Synapse does, for
+//!   (`/messages`, newest first, back to the last event it knows it sent there, at most five
+//!   pages of 100, `LOOKUP_PAGES`) and looks for their transaction ids in
+//!   `unsigned.transaction_id`, which the homeserver gives back to the appservice that sent the
+//!   event (Synapse does, for
 //!   encrypted events too, from the event's stored metadata, so it survives its restarts). A
 //!   message found is recorded as sent with that event id; one not found was never stored and
 //!   is sent. One look-up serves every message in doubt in the room. If the homeserver cannot

@@ -69,13 +69,7 @@ async fn a_permanent_failure_is_marked_failed_and_the_queue_moves_on() {
     app.push("1", pings(2)).await;
     let sent = app.wait_for_messages(ROOM, 1).await;
     assert_eq!(answered(&sent), ["$c1"]);
-    let store = st2_matrix::store::Store::connect(
-        &format!("sqlite://{}", app.dir.path().join("bridge.db").display()),
-        1,
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    let store = outbox_store(&app).await;
     // The homeserver records the send before the outbox marks the row delivered: wait for both.
     poll::wait_until(WAIT, "one failed, none pending", || async {
         let stats = st2_matrix::store::outbox::stats(&store).await.unwrap();
