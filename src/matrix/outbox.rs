@@ -27,8 +27,8 @@
 //!   (`/messages`, newest first, back to the last event it knows it sent there, at most five
 //!   pages of 100, `LOOKUP_PAGES`) and looks for their transaction ids in
 //!   `unsigned.transaction_id`, which the homeserver gives back to the appservice that sent the
-//!   event (Synapse does, for
-//!   encrypted events too, from the event's stored metadata, so it survives its restarts). A
+//!   event (Synapse does, for encrypted events too, from the event's stored metadata, so it
+//!   survives its restarts). A
 //!   message found is recorded as sent with that event id; one not found was never stored and
 //!   is sent. One look-up serves every message in doubt in the room. If the homeserver cannot
 //!   be asked, the room waits and asks again; if it does not give transaction ids back, the
